@@ -1,0 +1,1 @@
+"""Prefect flows (UI runs, schedules) over the pipeline stages."""

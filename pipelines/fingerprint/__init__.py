@@ -1,0 +1,1 @@
+"""Neural audio fingerprinting pipeline (NAFP-style)."""

@@ -1,0 +1,80 @@
+"""Name → stage function, and the one runner both DVC (through the CLI) and Prefect tasks use.
+
+The runner loads and validates params.yaml (plus dotted overrides, as `dvc exp run -S` would set
+them), opens the MLflow run for the stage, calls the stage function and logs its summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avmatch.config import ConfigError, Params, apply_overrides, validate_params
+from avmatch.paths import project_root
+from avmatch.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def _pipeline_stages(pipeline: str) -> dict[str, Callable]:
+    if pipeline == "fingerprint":
+        from pipelines.fingerprint.stages import STAGES
+
+        return STAGES
+    raise KeyError(pipeline)
+
+
+PIPELINES = ("fingerprint",)
+
+
+def stage_names(pipeline: str | None = None) -> list[str]:
+    names = []
+    for p in PIPELINES if pipeline is None else (pipeline,):
+        names += [f"{p}.{s}" for s in _pipeline_stages(p)]
+    return names
+
+
+def load_run_params(root: Path, params_file: str | Path | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> Params:
+    path = Path(params_file) if params_file else root / "params.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such parameter file (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return validate_params(apply_overrides(raw, dict(overrides or {})), str(path))
+
+
+def run_stage(name: str, params: Params | None = None, root: str | Path | None = None,
+              overrides: Mapping[str, Any] | None = None, **options: Any) -> dict:
+    """Run `pipeline.stage` once, tracked in MLflow; returns the stage's summary dict."""
+    pipeline, _, stage = name.partition(".")
+    try:
+        fn = _pipeline_stages(pipeline)[stage]
+    except KeyError:
+        raise KeyError(f"unknown stage '{name}'; known stages: {', '.join(stage_names())}") from None
+    root_p = Path(root).resolve() if root else project_root()
+    params = params or load_run_params(root_p, overrides=overrides)
+    if pipeline == "fingerprint":
+        from pipelines.fingerprint.paths import FingerprintPaths
+
+        paths = FingerprintPaths.from_params(params, root_p)
+    section = {"common": params.common.model_dump(mode="json"),
+               pipeline: getattr(params, pipeline).model_dump(mode="json")}
+    from avmatch.device import set_threads
+
+    set_threads(params.common.num_threads)
+    t0 = time.perf_counter()
+    with stage_run(params.common, root_p, pipeline, stage, section, dvc_stage=f"{pipeline}_{stage}") as tracker:
+        summary = fn(params, paths, tracker, **options)
+        summary = dict(summary or {})
+        summary["stage_seconds"] = time.perf_counter() - t0
+        tracker.log_metrics(summary)
+    log.info("%s finished in %.1f s", name, summary["stage_seconds"])
+    return summary

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sets up a machine for avmatch: system packages (apt, when root), the .venv with pinned Python
+# dependencies, and the DVC repo. Safe to rerun: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# ---- system packages ---------------------------------------------------------------------------
+pkgs=$(grep -v '^\s*#' scripts/system-packages.txt | xargs)
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    say "installing system packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
+  else
+    say "missing system packages:$missing"
+    say "as a non-root user run:  sudo apt-get install --no-install-recommends$missing"
+    say "(or use conda: conda env create -f environment.yml)"
+    exit 1
+  fi
+fi
+
+# ---- python environment --------------------------------------------------------------------------
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { say "avmatch needs Python 3.11 (found $("$PY" --version)); set PYTHON=/path/to/python3.11"; exit 1; }
+stamp=".venv/.installed-$(cat pyproject.toml requirements/lock.txt | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
+  say "installing pinned Python dependencies into .venv (first time: ~5 min)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -c requirements/lock.txt -e '.[all]' 2>&1 \
+    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
+  .venv/bin/python -c 'import avmatch, torch, faiss, av, mlflow, prefect, dvc' \
+    || { say "the Python install failed; see the pip output above"; exit 1; }
+  rm -f .venv/.installed-*
+  touch "$stamp"
+else
+  say ".venv is up to date"
+fi
+say "ready"

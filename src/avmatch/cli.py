@@ -1,0 +1,155 @@
+"""The `avmatch` command line: run pipeline stages, build corpora, manage fingerprint databases."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from avmatch.config import ConfigError
+
+app = typer.Typer(
+    help="avmatch: reproducible content matching and retrieval for audio and video.\n\n"
+         "Pipelines run with `dvc repro` (or a Prefect flow); this command runs single stages, builds "
+         "the offline demo corpora and lets you fingerprint and identify your own audio.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+corpus_app = typer.Typer(help="Build offline demo/test corpora from material that packages ship.", no_args_is_help=True)
+params_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
+metrics_app = typer.Typer(help="Show evaluation metrics.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(params_app, name="params")
+app.add_typer(metrics_app, name="metrics")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            _fail(f"override '{item}' must look like key.path=value (e.g. fingerprint.train.max_steps=100)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command("stage")
+def stage_cmd(
+    name: str = typer.Argument(..., help="pipeline.stage, e.g. fingerprint.extract (see `avmatch stages`)"),
+    set_: list[str] = typer.Option([], "--set", "-S", help="override a parameter: key.path=value (repeatable)"),
+    partition: Optional[int] = typer.Option(None, help="extract only: which partition this process handles"),
+    num_partitions: Optional[int] = typer.Option(None, help="extract only: total number of partitions"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run one pipeline stage (what dvc.yaml calls). Reads params.yaml from the project root."""
+    _setup_logging(verbose)
+    from pipelines.registry import run_stage
+
+    options = {}
+    if partition is not None or num_partitions is not None:
+        options = {"partition": partition or 0, "num_partitions": num_partitions or 1}
+    try:
+        summary = run_stage(name, overrides=_parse_overrides(set_), **options)
+    except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    typer.echo(json.dumps(summary, indent=2, default=float))
+
+
+@app.command("stages")
+def stages_cmd() -> None:
+    """List the stages that `avmatch stage` can run."""
+    from pipelines.registry import stage_names
+
+    for n in stage_names():
+        typer.echo(n)
+
+
+@params_app.command("check")
+def params_check(path: Path = typer.Argument(Path("params.yaml"), help="parameter file to validate")) -> None:
+    """Validate a parameter file; print every wrong key or value with what is allowed."""
+    from avmatch.config import load_params
+
+    try:
+        load_params(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{path}: ok")
+
+
+@params_app.command("show")
+def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
+    """Print the full, validated parameters including defaults not written in the file."""
+    from avmatch.config import load_params
+
+    try:
+        typer.echo(yaml.safe_dump(load_params(path).model_dump(mode="json"), sort_keys=False))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@corpus_app.command("build")
+def corpus_build(
+    system: str = typer.Argument(..., help="which corpus: fingerprint"),
+    size: Optional[str] = typer.Option(None, help="tiny | demo | large (default: params.yaml)"),
+    seed: Optional[int] = typer.Option(None, help="random seed (default: params.yaml)"),
+    root: Optional[Path] = typer.Option(None, help="output folder (default: params.yaml)"),
+) -> None:
+    """Build a corpus deterministically from a seed, offline, from real packaged material."""
+    _setup_logging()
+    from avmatch.paths import project_root
+    from pipelines.registry import load_run_params
+
+    if system != "fingerprint":
+        _fail(f"unknown corpus '{system}'; available: fingerprint")
+    overrides = {}
+    if size:
+        overrides["fingerprint.corpus.size"] = size
+    if seed is not None:
+        overrides["fingerprint.corpus.seed"] = seed
+    try:
+        params = load_run_params(project_root(), overrides=overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    from avmatch.corpora.fingerprint import build_fingerprint_corpus
+
+    out = root or (project_root() / params.fingerprint.corpus.root)
+    info = build_fingerprint_corpus(params.fingerprint.corpus, Path(out))
+    typer.echo(json.dumps(info, indent=2, default=float))
+
+
+@metrics_app.command("show")
+def metrics_show(path: Path = typer.Argument(Path("metrics/fingerprint.json"))) -> None:
+    """Print a fingerprint metrics file as a table (hit rates by query length)."""
+    from avmatch.report import fingerprint_table
+
+    if not path.exists():
+        _fail(f"{path}: no metrics yet (run `dvc repro` first)")
+    typer.echo(fingerprint_table(json.loads(path.read_text())))
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+from avmatch import fingerprint_cli  # noqa: E402  (registers `avmatch fingerprint ...`)
+
+app.add_typer(fingerprint_cli.app, name="fingerprint")

@@ -1,0 +1,201 @@
+"""Typed, validated view of params.yaml.
+
+Every tunable lives in params.yaml (one section per pipeline plus `common`); this module is the only
+reader. Unknown keys and bad values stop the run with a message naming the key path, the value and
+what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unparsable or invalid; the message says which key and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- common
+class MlflowParams(_Strict):
+    tracking_uri: str | None = Field(None, description="None: sqlite:///<project root>/mlflow.db")
+    artifact_root: str | None = Field(None, description="None: <project root>/mlruns")
+    experiment_prefix: str = "avmatch"
+    enabled: bool = True
+
+
+class CommonParams(_Strict):
+    seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    mlflow: MlflowParams = MlflowParams()
+
+
+# ---------------------------------------------------------------- fingerprint
+class FpCorpusParams(_Strict):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 7
+    root: str = "data/fingerprint/corpus"
+    include_recorded: bool = Field(True, description="add Debian recorded-music packages when available")
+    query_lengths_s: list[float] = [1.0, 2.0, 3.0, 5.0, 10.0]
+    degradations: list[Literal["noise", "reverb", "phone_codec", "gain", "clean"]] = [
+        "noise", "reverb", "phone_codec", "gain", "clean"]
+    snr_db: tuple[float, float] = (0.0, 10.0)
+    queries_per_length: int | None = Field(None, ge=1, description="None: size default")
+    oov_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of queries from music not in the db")
+
+    @field_validator("snr_db")
+    @classmethod
+    def _snr_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"snr_db must be [low, high] with low <= high, got {list(v)}")
+        return v
+
+
+class FpAudioParams(_Strict):
+    sample_rate: int = Field(8000, gt=0)
+    segment_s: float = Field(1.0, gt=0)
+    hop_s: float = Field(0.5, gt=0)
+
+
+class LogMelParams(_Strict):
+    n_fft: int = Field(1024, gt=0)
+    hop_length: int = Field(256, gt=0)
+    n_mels: int = Field(256, gt=0)
+    f_min: float = Field(300.0, ge=0)
+    f_max: float = Field(4000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _band(self) -> "LogMelParams":
+        if self.f_min >= self.f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
+        return self
+
+
+class FpModelParams(_Strict):
+    dim: int = Field(128, gt=0)
+    channels: list[int] = [32, 64, 64, 128, 128, 256, 256, 256]
+    head_hidden: int = Field(32, gt=0, description="per-split hidden units of the divide-and-encode head")
+
+
+class FpAugmentParams(_Strict):
+    noise_prob: float = Field(0.8, ge=0, le=1)
+    snr_db: tuple[float, float] = (0.0, 15.0)
+    reverb_prob: float = Field(0.5, ge=0, le=1)
+    rt60_s: tuple[float, float] = (0.2, 0.9)
+    bandlimit_prob: float = Field(0.3, ge=0, le=1)
+    max_offset_s: float = Field(0.25, ge=0)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+
+
+class FpTrainParams(_Strict):
+    loss: Literal["ntxent", "triplet"] = "ntxent"
+    temperature: float = Field(0.05, gt=0)
+    triplet_margin: float = Field(0.3, gt=0)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_steps: int = Field(1500, ge=1)
+    max_minutes: float = Field(9.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    checkpoint_every: int = Field(200, ge=1)
+    validate_every: int = Field(250, ge=1)
+    num_workers: int = Field(1, ge=0)
+    augment: FpAugmentParams = FpAugmentParams()
+
+
+class FpExtractParams(_Strict):
+    batch_size: int = Field(256, ge=1)
+    shard_items: int = Field(32, ge=1, description="media items per Parquet shard")
+    num_partitions: int = Field(1, ge=1)
+
+
+class FpIndexParams(_Strict):
+    type: Literal["flat", "ivfpq"] = "flat"
+    nlist: int = Field(256, ge=1)
+    pq_m: int = Field(16, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    nprobe: int = Field(16, ge=1)
+
+
+class FpSearchParams(_Strict):
+    top_k: int = Field(20, ge=1)
+    rescore: bool = True
+    max_candidates: int = Field(10, ge=1, description="tracks rescored after offset voting")
+
+
+class FpEvaluateParams(_Strict):
+    validation_fraction: float = Field(0.3, gt=0, lt=1, description="queries used to pick the no-match threshold")
+    target_false_match_rate: float = Field(0.05, ge=0, le=1)
+    compare_untrained: bool = True
+
+
+class FingerprintParams(_Strict):
+    corpus: FpCorpusParams = FpCorpusParams()
+    audio: FpAudioParams = FpAudioParams()
+    logmel: LogMelParams = LogMelParams()
+    model: FpModelParams = FpModelParams()
+    train: FpTrainParams = FpTrainParams()
+    extract: FpExtractParams = FpExtractParams()
+    index: FpIndexParams = FpIndexParams()
+    search: FpSearchParams = FpSearchParams()
+    evaluate: FpEvaluateParams = FpEvaluateParams()
+
+
+class Params(_Strict):
+    common: CommonParams = CommonParams()
+    fingerprint: FingerprintParams = FingerprintParams()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}' (check the spelling; allowed keys are listed in params.yaml)")
+        else:
+            value = e.get("input")
+            lines.append(f"  - {key} = {value!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate_params(data: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError with a readable message when it is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such parameter file (run from the project root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return validate_params(data, str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (as `dvc exp run -S a.b=c` does) on a copy of raw params; validation comes after."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that run the pipeline stage functions."""

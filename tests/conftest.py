@@ -1,0 +1,85 @@
+"""Shared fixtures: small real media files written with PyAV/soundfile, and bad files of every kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def tone_mix(seconds: float, sr: int, seed: int) -> np.ndarray:
+    """A few partials with an envelope, distinct per seed (stands in for music in unit tests)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = np.zeros_like(t)
+    for _ in range(6):
+        f = rng.uniform(150, 2500)
+        x += rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.28)) * (
+            0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 3) * t))
+    return (0.8 * x / np.abs(x).max()).astype(np.float32)
+
+
+def write_bad_files(folder: Path) -> dict[str, Path]:
+    """One file per failure mode the pipeline must survive; returns name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {}
+    bad["zero_length"] = folder / "empty.wav"
+    bad["zero_length"].write_bytes(b"")
+    bad["corrupt"] = folder / "garbage.mp3"
+    bad["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    bad["wrong_extension"] = folder / "notes.flac"
+    bad["wrong_extension"].write_text("this is a text file, not audio\n" * 50)
+    good = tone_mix(3.0, 16000, 99)
+    trunc = folder / "truncated.wav"
+    sf.write(trunc, good, 16000, subtype="PCM_16")
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[:60])  # header only, no samples
+    bad["truncated"] = trunc
+    nan = folder / "nan.wav"
+    arr = good.copy()
+    arr[::3] = np.nan
+    sf.write(nan, arr, 16000, subtype="FLOAT")
+    bad["nan"] = nan
+    silent = folder / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 2, np.float32), 16000)
+    bad["silent"] = silent
+    huge = folder / "huge_header.wav"
+    # a WAV whose RIFF/data sizes claim ~4 GB while the file holds a few bytes of samples
+    import struct
+    hdr = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    hdr += b"LIST" + struct.pack("<I", 0x7FFFFFF0) + b"\0" * 64
+    huge.write_bytes(hdr)
+    bad["huge_header"] = huge
+    return bad
+
+
+@pytest.fixture
+def audio_folder(tmp_path: Path) -> Path:
+    """Six good files in several codecs plus every kind of bad file."""
+    import av
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for i in range(3):
+        sf.write(folder / f"good_{i}.wav", tone_mix(4.0 + i, 22050, i), 22050)
+    sf.write(folder / "good_3.flac", tone_mix(5.0, 16000, 3), 16000)
+    sf.write(folder / "good_4.ogg", tone_mix(5.0, 16000, 4), 16000, format="OGG", subtype="VORBIS")
+    # an AAC in an MP4 container, through PyAV
+    x = tone_mix(5.0, 16000, 5)
+    with av.open(str(folder / "good_5.m4a"), "w") as out:
+        st = out.add_stream("aac", rate=16000)
+        st.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in st.encode(frame):
+            out.mux(packet)
+        for packet in st.encode(None):
+            out.mux(packet)
+    write_bad_files(folder / "bad")
+    return folder
