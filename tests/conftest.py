@@ -10,6 +10,8 @@ import pytest
 import soundfile as sf
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# FAISS (OpenMP) worker threads busy-wait by default, which starves everything else on 2 cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 

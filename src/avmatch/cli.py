@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,11 @@ from typing import Optional
 import typer
 import yaml
 
-from avmatch.config import ConfigError
+# FAISS's OpenMP threads busy-wait by default and starve the other work on small machines; this must
+# be set before faiss is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from avmatch.config import ConfigError  # noqa: E402
 
 app = typer.Typer(
     help="avmatch: reproducible content matching and retrieval for audio and video.\n\n"
