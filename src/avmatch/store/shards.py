@@ -58,11 +58,12 @@ class ShardStore:
                 shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         if not meta_path.exists():
-            tmp = meta_path.with_suffix(".tmp")
+            tmp = self.root / f"{META_FILE}.{os.getpid()}.tmp"
             tmp.write_text(json.dumps({"dim": dim, "model_hash": model_hash}))
             os.replace(tmp, meta_path)
-        for stale in self.root.glob("*.tmp*"):
-            stale.unlink()  # leftovers of a killed writer
+        for stale in self.root.glob("*.tmp"):
+            if not _writer_alive(stale):
+                stale.unlink(missing_ok=True)  # leftovers of a killed writer; live siblings keep theirs
 
     # ------------------------------------------------------------ listing
     def shard_paths(self) -> list[Path]:
@@ -157,6 +158,23 @@ class ShardWriter:
         if exc_type is None:
             self.flush()
         # on error the partial buffer is dropped: those items are redone on the next run
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Temp files are named `<final>.<pid>.tmp`; one is stale when its writer process is gone."""
+    try:
+        pid = int(tmp.name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def partition_of(item_id: str, num_partitions: int) -> int:
