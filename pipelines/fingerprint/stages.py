@@ -94,7 +94,7 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
 
     result = train_fingerprinter(
         train_audio, noise, train_params=fp.train, model_params=fp.model, logmel_params=fp.logmel,
-        audio_params=fp.audio, common=params.common, checkpoint_dir=paths.checkpoints, log=on_log,
+        audio_params=fp.audio, common_params=params.common, checkpoint_dir=paths.checkpoints, log=on_log,
         val_audio=val_audio or None)
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     save_encoder(result.model, paths.encoder, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),

@@ -112,7 +112,8 @@ def write_codec(path, x: np.ndarray, sample_rate: int, codec: str, bitrate: int)
     if sample_rate not in rates:
         raise ValueError(f"{codec} cannot encode at {sample_rate} Hz; use one of {rates}")
     x = np.ascontiguousarray(np.clip(x, -1.0, 1.0), dtype=np.float32)
-    with av.open(str(path), "w", format=fmt) as out:
+    # bitexact: no random Ogg serial numbers or version strings, so a rebuild gives identical bytes
+    with av.open(str(path), "w", format=fmt, options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(encoder, rate=sample_rate, layout="mono")
         stream.bit_rate = int(bitrate)
         frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="flt", layout="mono")
