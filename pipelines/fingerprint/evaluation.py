@@ -20,8 +20,9 @@ from avmatch.search.offset_voting import NO_CANDIDATE, Match, apply_threshold, s
 def read_ground_truth(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: ground truth not found (run the corpus stage)")
-    gt = pd.read_csv(path, dtype={"query_id": str, "ref_id": str, "ref_path": str, "query_path": str,
-                                  "degradation": str}, keep_default_na=False)
+    text = ["query_id", "ref_id", "ref_path", "query_path", "degradation"]
+    gt = pd.read_csv(path, dtype={c: str for c in text})
+    gt[text] = gt[text].fillna("")
     gt["item_id"] = [Path(p).with_suffix("").as_posix() for p in gt["query_path"]]
     return gt
 

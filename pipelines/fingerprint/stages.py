@@ -101,10 +101,13 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
                                                "audio": fp.audio.model_dump()})
     history = pd.DataFrame(result.history)
     write_csv(paths.plots / "train_history.csv", history)
-    last = result.history[-1] if result.history else {}
-    summary = {"steps": result.steps, "train_seconds": result.seconds, "resumed_from_step": result.resumed_from_step,
-               "final_loss": float(last.get("loss", float("nan"))),
-               "val_top1": float(last.get("val_top1", float("nan"))) if last.get("val_top1") is not None else float("nan")}
+    def last(key: str) -> float:
+        values = [h[key] for h in result.history if h.get(key) is not None]
+        return float(values[-1]) if values else float("nan")
+
+    summary = {"steps": result.steps, "train_seconds": result.seconds,
+               "resumed_from_step": result.resumed_from_step if result.resumed_from_step is not None else -1,
+               "final_loss": last("loss"), "val_top1": last("val_top1")}
     write_json(paths.metrics / "fingerprint_train.json", summary)
     tracker.log_artifact(paths.plots / "train_history.csv", "plots")
     return summary

@@ -31,10 +31,20 @@ app.add_typer(params_app, name="params")
 app.add_typer(metrics_app, name="metrics")
 
 
+def _use_workspace_code() -> None:
+    """Import `pipelines` from the project being run (e.g. a `dvc exp run --temp` copy), not from
+    wherever avmatch was installed from."""
+    from avmatch.paths import project_root
+
+    root = str(project_root())
+    if (project_root() / "pipelines").is_dir() and root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx"):
+    for noisy in ("faiss.loader", "alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -63,6 +73,7 @@ def stage_cmd(
 ) -> None:
     """Run one pipeline stage (what dvc.yaml calls). Reads params.yaml from the project root."""
     _setup_logging(verbose)
+    _use_workspace_code()
     from pipelines.registry import run_stage
 
     options = {}
@@ -78,6 +89,7 @@ def stage_cmd(
 @app.command("stages")
 def stages_cmd() -> None:
     """List the stages that `avmatch stage` can run."""
+    _use_workspace_code()
     from pipelines.registry import stage_names
 
     for n in stage_names():
@@ -116,6 +128,7 @@ def corpus_build(
 ) -> None:
     """Build a corpus deterministically from a seed, offline, from real packaged material."""
     _setup_logging()
+    _use_workspace_code()
     from avmatch.paths import project_root
     from pipelines.registry import load_run_params
 
