@@ -28,11 +28,14 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.rand
     return (clean + gain * excerpt).astype(np.float32)
 
 
-def simulate_rir(sample_rate: int, rt60_s: float, rng: np.random.Generator, length_s: float | None = None) -> np.ndarray:
+def simulate_rir(sample_rate: int, rt60_s: float, rng: np.random.Generator, length_s: float | None = None,
+                 drr_db: float | None = None) -> np.ndarray:
     """A synthetic room impulse response: direct path, sparse early reflections, exponential tail.
 
     No measured impulse responses ship with any package here, so rooms are simulated with the
-    standard exponentially-decaying-noise model (decay set by RT60) plus a few early echoes.
+    standard exponentially-decaying-noise model (decay set by RT60) plus a few early echoes. The
+    direct-to-reverberant ratio is drawn from the range of real rooms (-3..8 dB, unless given):
+    without it a long tail would bury the direct sound far below anything a microphone hears.
     """
     length_s = length_s if length_s is not None else min(1.2 * rt60_s + 0.05, 1.5)
     n = max(int(length_s * sample_rate), 8)
@@ -41,12 +44,14 @@ def simulate_rir(sample_rate: int, rt60_s: float, rng: np.random.Generator, leng
     tail = rng.standard_normal(n) * decay
     pre_delay = int(rng.uniform(0.002, 0.012) * sample_rate)
     tail[: pre_delay + 1] = 0.0
-    rir = 0.6 * tail / (np.abs(tail).max() + 1e-9)
-    rir[0] = 1.0
     for _ in range(int(rng.integers(3, 8))):
         k = int(rng.uniform(0.003, 0.05) * sample_rate)
         if k < n:
-            rir[k] += rng.uniform(-0.5, 0.5)
+            tail[k] += rng.uniform(-0.5, 0.5) * 3.0 * decay[k]
+    drr = rng.uniform(-3.0, 8.0) if drr_db is None else drr_db
+    tail *= np.sqrt(10.0 ** (-drr / 10.0) / (np.sum(tail**2) + 1e-12))
+    rir = tail
+    rir[0] = 1.0
     return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
 
 
