@@ -23,10 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def corpus(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dict:
-    """Build the offline demo corpus (references, training music, noise, degraded queries, ground truth)."""
-    from avmatch.corpora.fingerprint import build_fingerprint_corpus
+    """Build the offline demo corpus (references, training music, noise, degraded queries, ground truth),
+    or with `fingerprint.corpus.source: nafp` link the NAFP dataset at `dataset_root` into the same layout
+    and synthesize its queries (docs/datasets.md)."""
+    cp = params.fingerprint.corpus
+    if cp.source == "nafp":
+        from pathlib import Path
 
-    info = build_fingerprint_corpus(params.fingerprint.corpus, paths.corpus)
+        from avmatch.corpora.nafp import import_nafp_corpus
+
+        dataset = Path(cp.dataset_root).expanduser()
+        dataset = dataset if dataset.is_absolute() else paths.root / dataset
+        info = import_nafp_corpus(dataset, paths.corpus, cp, cp.max_dummy_refs)
+    else:
+        from avmatch.corpora.fingerprint import build_fingerprint_corpus
+
+        info = build_fingerprint_corpus(cp, paths.corpus)
     tracker.log_dict(info, "corpus.json")
     return {k: v for k, v in info.items() if isinstance(v, (int, float))}
 
@@ -223,6 +235,7 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     write_csv(paths.plots / "hit_rate_by_degradation.csv", wide)
     plot_hit_rates(result.analysis, paths.results / "hit_rates.png")
     write_json(paths.metrics / "fingerprint.json", result.metrics)
+    tracker.log_metrics(result.metrics)
     for f in ("results.csv", "analysis.csv", "hit_rates.png"):
         tracker.log_artifact(paths.results / f, "results")
     tracker.log_artifact(paths.plots / "hit_rate_by_length.csv", "plots")

@@ -121,20 +121,32 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 
 @corpus_app.command("build")
 def corpus_build(
-    system: str = typer.Argument(..., help="which corpus: fingerprint"),
+    system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset)"),
     size: Optional[str] = typer.Option(None, help="tiny | demo | large (default: params.yaml)"),
     seed: Optional[int] = typer.Option(None, help="random seed (default: params.yaml)"),
     root: Optional[Path] = typer.Option(None, help="output folder (default: params.yaml)"),
+    dataset_root: Optional[Path] = typer.Option(None, help="nafp: the neural-audio-fp-dataset folder (required)"),
+    max_dummy_refs: Optional[int] = typer.Option(None, help="nafp: dummy-db tracks added to the references "
+                                                            "(default: params.yaml)"),
 ) -> None:
-    """Build a corpus deterministically from a seed, offline, from real packaged material."""
+    """Build a corpus deterministically from a seed: the offline demo corpus from real packaged material,
+    or (nafp) the NAFP dataset linked into the corpus layout with synthesized queries."""
     _setup_logging()
     _use_workspace_code()
     from avmatch.paths import project_root
     from pipelines.registry import load_run_params
 
-    if system != "fingerprint":
-        _fail(f"unknown corpus '{system}'; available: fingerprint")
-    overrides = {}
+    if system not in ("fingerprint", "nafp"):
+        _fail(f"unknown corpus '{system}'; available: fingerprint, nafp")
+    if system == "nafp" and dataset_root is None:
+        _fail("nafp needs --dataset-root PATH (the neural-audio-fp-dataset folder; see docs/datasets.md)")
+    if system == "fingerprint" and (dataset_root is not None or max_dummy_refs is not None):
+        _fail("--dataset-root / --max-dummy-refs only apply to the nafp corpus")
+    overrides: dict = {"fingerprint.corpus.source": "nafp" if system == "nafp" else "builtin"}
+    if system == "nafp":
+        overrides["fingerprint.corpus.dataset_root"] = str(dataset_root.expanduser().resolve())
+        if max_dummy_refs is not None:
+            overrides["fingerprint.corpus.max_dummy_refs"] = max_dummy_refs
     if size:
         overrides["fingerprint.corpus.size"] = size
     if seed is not None:
@@ -143,10 +155,19 @@ def corpus_build(
         params = load_run_params(project_root(), overrides=overrides)
     except ConfigError as exc:
         _fail(str(exc))
-    from avmatch.corpora.fingerprint import build_fingerprint_corpus
+    cp = params.fingerprint.corpus
+    out = root or (project_root() / cp.root)
+    if system == "nafp":
+        from avmatch.corpora.nafp import NafpLayoutError, import_nafp_corpus
 
-    out = root or (project_root() / params.fingerprint.corpus.root)
-    info = build_fingerprint_corpus(params.fingerprint.corpus, Path(out))
+        try:
+            info = import_nafp_corpus(Path(cp.dataset_root), Path(out), cp, cp.max_dummy_refs)
+        except NafpLayoutError as exc:
+            _fail(str(exc))
+    else:
+        from avmatch.corpora.fingerprint import build_fingerprint_corpus
+
+        info = build_fingerprint_corpus(cp, Path(out))
     typer.echo(json.dumps(info, indent=2, default=float))
 
 

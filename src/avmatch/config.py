@@ -49,6 +49,10 @@ class FpCorpusParams(_Strict):
     snr_db: tuple[float, float] = (0.0, 10.0)
     queries_per_length: int | None = Field(None, ge=1, description="None: size default")
     oov_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of queries from music not in the db")
+    source: Literal["builtin", "nafp"] = Field(
+        "builtin", description="builtin: the offline demo corpus; nafp: import the NAFP dataset at dataset_root")
+    dataset_root: str | None = Field(None, description="neural-audio-fp-dataset folder (source: nafp)")
+    max_dummy_refs: int = Field(0, ge=0, description="nafp: add up to this many test-dummy-db tracks as references")
 
     @field_validator("snr_db")
     @classmethod
@@ -56,6 +60,13 @@ class FpCorpusParams(_Strict):
         if v[0] > v[1]:
             raise ValueError(f"snr_db must be [low, high] with low <= high, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _nafp_needs_root(self) -> "FpCorpusParams":
+        if self.source == "nafp" and not self.dataset_root:
+            raise ValueError("fingerprint.corpus.source is 'nafp' but fingerprint.corpus.dataset_root is not set: "
+                             "give the path of the neural-audio-fp-dataset folder")
+        return self
 
 
 class FpAudioParams(_Strict):

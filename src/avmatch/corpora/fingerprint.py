@@ -17,6 +17,8 @@ Layout under the corpus root::
 
 Item ids are paths relative to the root without extension (`refs/bach_bwv269-..._organ_t072`).
 The corpus is built in `<root>.tmp` and renamed at the end: a killed build leaves no half corpus.
+Query making (`make_queries`, `load_noises`, `write_query_tables`) is public: `avmatch.corpora.nafp`
+builds the same queries and ground truth over the NAFP dataset.
 """
 
 from __future__ import annotations
@@ -320,11 +322,11 @@ class QueryPlan:
     query_id: str = ""
 
 
-def _plan_queries(params: FpCorpusParams, spec: SizeSpec, refs: list[Track], oov: list[Track], seed: int
+def _plan_queries(params: FpCorpusParams, qpl: int, refs: list[Track], oov: list[Track], seed: int
                   ) -> list[QueryPlan]:
+    """`qpl` in-database queries per length from `refs`, plus out-of-database ones from `oov`."""
     lengths = [float(x) for x in params.query_lengths_s]
     degs = list(params.degradations)
-    qpl = params.queries_per_length or spec.queries_per_length
     rng = np.random.default_rng([seed, 61])
     plans: list[QueryPlan] = []
     max_len = max(lengths)
@@ -383,8 +385,7 @@ def _pick_offset(x: np.ndarray, n: int, track_rms: float, rng: np.random.Generat
 
 
 def _make_queries_for_source(root: Path, src: Track, plans: list[QueryPlan], noises: list[tuple[str, np.ndarray]],
-                             params: FpCorpusParams, seed: int) -> list[tuple[dict, dict]]:
-    sr = QUERY_SR
+                             params: FpCorpusParams, seed: int, sr: int = QUERY_SR) -> list[tuple[dict, dict]]:
     x = decode_audio(src.path, sr)
     track_rms = degrade.rms(x)
     rows = []
@@ -461,16 +462,16 @@ def _make_queries_for_source(root: Path, src: Track, plans: list[QueryPlan], noi
 _QUERY_CTX: dict = {}
 
 
-def _init_query_worker(root: Path, noises, params: FpCorpusParams, seed: int) -> None:
-    _QUERY_CTX.update(root=root, noises=noises, params=params, seed=seed)
+def _init_query_worker(root: Path, noises, params: FpCorpusParams, seed: int, sr: int = QUERY_SR) -> None:
+    _QUERY_CTX.update(root=root, noises=noises, params=params, seed=seed, sr=sr)
 
 
 def _query_task(src: Track, plans: list[QueryPlan]) -> list[tuple[dict, dict]]:
     c = _QUERY_CTX
-    return _make_queries_for_source(c["root"], src, plans, c["noises"], c["params"], c["seed"])
+    return _make_queries_for_source(c["root"], src, plans, c["noises"], c["params"], c["seed"], c["sr"])
 
 
-def _query_executor(workers: int, root: Path, noises, params: FpCorpusParams, seed: int):
+def _query_executor(workers: int, root: Path, noises, params: FpCorpusParams, seed: int, sr: int = QUERY_SR):
     """Processes (decoding is GIL-bound in PyAV's Python loop); forked, so the noise arrays are shared
     and nothing big is pickled. Threads where fork does not exist."""
     import multiprocessing
@@ -478,9 +479,63 @@ def _query_executor(workers: int, root: Path, noises, params: FpCorpusParams, se
 
     if "fork" in multiprocessing.get_all_start_methods() and workers > 1:
         return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_init_query_worker, initargs=(root, noises, params, seed))
-    _init_query_worker(root, noises, params, seed)
+                                   initializer=_init_query_worker, initargs=(root, noises, params, seed, sr))
+    _init_query_worker(root, noises, params, seed, sr)
     return ThreadPoolExecutor(max_workers=workers)
+
+
+def load_noises(paths: list[Path], root: Path, sr: int = QUERY_SR) -> list[tuple[str, np.ndarray]]:
+    """The noise recordings that 'noise' queries mix in, decoded once at `sr`, each named by its path
+    relative to the corpus root (the name recorded in query_params.csv)."""
+    return [(Path(p).relative_to(root).as_posix(), decode_audio(p, sr)) for p in paths]
+
+
+def make_queries(root: Path, refs: list[Track], oov: list[Track], noises: list[tuple[str, np.ndarray]],
+                 params: FpCorpusParams, seed: int, workers: int, queries_per_length: int | None = None,
+                 sr: int = QUERY_SR, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Plan and write the degraded queries under `root`/queries (shared by every corpus builder).
+
+    `refs` are the in-database sources (their `id` and `path` inside `root` are what the ground truth
+    names); `oov` are held-out sources for out-of-database queries (any path). Queries per length:
+    `queries_per_length`, else params.queries_per_length, else the size default. Deterministic for a
+    seed whatever `workers` is. Returns (ground-truth rows, query-param rows), both sorted by query id;
+    `write_query_tables` writes them.
+    """
+    from tqdm import tqdm
+
+    qpl = queries_per_length or params.queries_per_length or SIZES[params.size].queries_per_length
+    plans = _plan_queries(params, qpl, refs, oov, seed)
+    by_source: dict[str, list[QueryPlan]] = {}
+    src_of: dict[str, Track] = {}
+    for q in plans:
+        key = str(q.source.path)
+        by_source.setdefault(key, []).append(q)
+        src_of[key] = q.source
+    gt_rows, meta_rows = [], []
+    with _query_executor(workers, root, noises, params, seed, sr) as ex, \
+            tqdm(total=len(plans), desc="queries", unit="query", disable=not progress) as bar:
+        futs = {ex.submit(_query_task, src_of[k], qs): len(qs)
+                for k, qs in sorted(by_source.items(), key=lambda kv: (-src_of[kv[0]].duration_s, kv[0]))}
+        for fut in as_completed(futs):
+            for gt, meta in fut.result():
+                gt_rows.append(gt)
+                meta_rows.append(meta)
+            bar.update(futs[fut])
+    gt_rows.sort(key=lambda r: r["query_id"])
+    meta_rows.sort(key=lambda r: r["query_id"])
+    return gt_rows, meta_rows
+
+
+def write_query_tables(root: Path, gt_rows: list[dict], meta_rows: list[dict]) -> None:
+    """ground_truth.csv and query_params.csv under `root`."""
+    with open(root / "ground_truth.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=GT_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(gt_rows)
+    with open(root / "query_params.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["query_id", "degradation", "params"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(meta_rows)
 
 
 # ---------------------------------------------------------------- the builder
@@ -517,8 +572,6 @@ def _measure(tracks: list[Track], workers: int) -> None:
 
 def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -> dict:
     """Build the corpus described in the module docstring; returns the content of corpus.json."""
-    from tqdm import tqdm
-
     t0 = time.time()
     spec = SIZES[params.size]
     seed = int(params.seed)
@@ -590,40 +643,16 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     noise_split, noise_sources = _build_noise(tmp, seed, spec, cache, progress)
     if not noise_split["test"] and "noise" in params.degradations:
         raise RuntimeError("no test noise recordings: cannot make 'noise' queries")
-    test_noises = [(p.relative_to(tmp).as_posix(), decode_audio(p, QUERY_SR)) for p in noise_split["test"]]
+    test_noises = load_noises(noise_split["test"], tmp)
     stage("noise")
 
     # 4. queries --------------------------------------------------------------------------------------
-    plans = _plan_queries(params, spec, refs, oov, seed)
-    by_source: dict[str, list[QueryPlan]] = {}
-    src_of: dict[str, Track] = {}
-    for q in plans:
-        key = str(q.source.path)
-        by_source.setdefault(key, []).append(q)
-        src_of[key] = q.source
-    gt_rows, meta_rows = [], []
-    with _query_executor(workers, tmp, test_noises, params, seed) as ex, \
-            tqdm(total=len(plans), desc="queries", unit="query", disable=not progress) as bar:
-        futs = {ex.submit(_query_task, src_of[k], qs): len(qs)
-                for k, qs in sorted(by_source.items(), key=lambda kv: (-src_of[kv[0]].duration_s, kv[0]))}
-        for fut in as_completed(futs):
-            for gt, meta in fut.result():
-                gt_rows.append(gt)
-                meta_rows.append(meta)
-            bar.update(futs[fut])
+    gt_rows, meta_rows = make_queries(tmp, refs, oov, test_noises, params, seed, workers,
+                                      params.queries_per_length or spec.queries_per_length, progress=progress)
     stage("queries")
-    gt_rows.sort(key=lambda r: r["query_id"])
-    meta_rows.sort(key=lambda r: r["query_id"])
 
     # 5. tables and summary ---------------------------------------------------------------------------
-    with open(tmp / "ground_truth.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=GT_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(gt_rows)
-    with open(tmp / "query_params.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["query_id", "degradation", "params"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(meta_rows)
+    write_query_tables(tmp, gt_rows, meta_rows)
     with open(tmp / "tracks.csv", "w", newline="") as fh:
         cols = ["id", "path", "split", "source", "group", "title", "instrument", "tempo_bpm", "transpose", "duration_s",
                 "pieces"]
