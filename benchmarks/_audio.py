@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,54 +47,15 @@ def _list_media(folder: Path) -> list[Path]:
     return scan_media(folder) if folder.exists() else []
 
 
-def _fetch_deb_fallback(name: str, cache: Path) -> Path:
-    """apt-get download + dpkg-deb -x into cache/debs/NAME (used if avmatch.corpora.debian is absent)."""
-    folder = cache / "debs"
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / name
-    debs = sorted(folder.glob(f"{name}_*.deb"))
-    if not debs:
-        if shutil.which("apt-get") is None:
-            raise AudioUnavailable(f"{name}: apt-get not found; pass --audio-dir with some audio files")
-        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=folder) as tmp:
-            proc = subprocess.run(["apt-get", "download", name], cwd=tmp, capture_output=True, text=True, timeout=900)
-            got = sorted(Path(tmp).glob(f"{name}_*.deb"))
-            if proc.returncode != 0 or not got:
-                raise AudioUnavailable(f"{name}: apt-get download failed: {(proc.stderr or proc.stdout).strip()[-300:]}"
-                                       " (run 'apt-get update' once, or pass --audio-dir)")
-            os.replace(got[0], folder / got[0].name)
-        debs = sorted(folder.glob(f"{name}_*.deb"))
-    deb = debs[-1]
-    marker = dest / ".complete"
-    if not (marker.exists() and marker.read_text().strip() == deb.name):
-        if shutil.which("dpkg-deb") is None:
-            raise AudioUnavailable(f"{deb.name}: dpkg-deb not found; pass --audio-dir with some audio files")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
-        try:
-            proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise AudioUnavailable(f"{deb.name}: dpkg-deb -x failed: {proc.stderr.strip()}")
-            (tmp / ".complete").write_text(deb.name)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 def fetch_singularity(cache: Path | None = None) -> list[Path]:
     """The Ogg tracks of singularity-music, downloaded and unpacked into the cache when missing."""
     cache = cache or cache_root()
+    from avmatch.corpora.debian import DebianUnavailable, fetch_package
+
     try:
-        from avmatch.corpora.debian import DebianUnavailable, fetch_package
-    except ImportError:
-        root = _fetch_deb_fallback(PACKAGE, cache)
-    else:
-        try:
-            root = fetch_package(PACKAGE, cache).root
-        except DebianUnavailable as exc:
-            raise AudioUnavailable(f"{exc} (or pass --audio-dir with some audio files)") from None
+        root = fetch_package(PACKAGE, cache).root
+    except DebianUnavailable as exc:
+        raise AudioUnavailable(f"{exc} (or pass --audio-dir with some audio files)") from None
     files = _list_media(root)
     if not files:
         raise AudioUnavailable(f"{root}: no audio files in the unpacked {PACKAGE} package")

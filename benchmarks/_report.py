@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -91,16 +90,9 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=30)
-        if out.returncode != 0:
-            return "unknown"
-        return out.stdout.strip() + ("+local changes" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    from avmatch.tracking import git_commit as commit_of
+
+    return commit_of(ROOT)
 
 
 def machine_info() -> dict[str, Any]:

@@ -12,9 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from avmatch.config import ConfigError, Params, apply_overrides, validate_params
+from avmatch.config import Params, load_params
 from avmatch.paths import project_root
 from avmatch.tracking import stage_run
 
@@ -41,14 +39,7 @@ def stage_names(pipeline: str | None = None) -> list[str]:
 
 def load_run_params(root: Path, params_file: str | Path | None = None,
                     overrides: Mapping[str, Any] | None = None) -> Params:
-    path = Path(params_file) if params_file else root / "params.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such parameter file (run from the project root or pass --params)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return validate_params(apply_overrides(raw, dict(overrides or {})), str(path))
+    return load_params(Path(params_file) if params_file else root / "params.yaml", dict(overrides or {}))
 
 
 def run_stage(name: str, params: Params | None = None, root: str | Path | None = None,

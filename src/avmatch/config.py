@@ -182,8 +182,9 @@ def validate_params(data: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ConfigError with a readable message when it is wrong."""
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml (plus dotted `overrides`, as `dvc exp run -S` sets them);
+    raise ConfigError with a readable message when it is wrong."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such parameter file (run from the project root or pass --params)")
@@ -193,7 +194,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-    return validate_params(data, str(path))
+    return validate_params(apply_overrides(data, overrides or {}), str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from avmatch.catalog.manifest import build_manifest, read_manifest, scan_media, write_manifest
