@@ -91,7 +91,7 @@ class LogMelParams(_Strict):
 
 class FpModelParams(_Strict):
     dim: int = Field(128, gt=0)
-    channels: list[int] = [32, 64, 64, 128, 128, 256, 256, 256]
+    channels: list[int] = [8, 16, 32, 64, 64, 128, 128, 256]
     head_hidden: int = Field(32, gt=0, description="per-split hidden units of the divide-and-encode head")
 
 
