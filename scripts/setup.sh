@@ -26,7 +26,7 @@ fi
 
 # The demo corpus fetches recorded music and noise with `apt-get download` (no install): that needs
 # apt's package lists, which a fresh machine or container may not have yet.
-if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
   say "fetching apt package lists (needed to download the demo's Debian music and noise packages)"
   apt-get update -q >/dev/null || say "apt-get update failed: the demo corpus will use music21 scores and synthetic noise only"
 fi
