@@ -192,3 +192,19 @@ def test_threshold_edge_cases() -> None:
         threshold_for_false_match_rate([0.5], [True, False], [], 0.1)
     with pytest.raises(ValueError):
         threshold_for_false_match_rate([0.5], [True], [], 1.5)
+
+
+def test_runner_up_and_margin_separate_known_from_unknown(flat, refs):
+    from avmatch.search.offset_voting import decision_score
+
+    rng = np.random.default_rng(5)
+    known = unit(refs[3, 10:16] + 0.05 * rng.standard_normal((6, refs.shape[-1])))
+    unknown = unit(rng.standard_normal((6, refs.shape[-1])))
+    m_known, m_unknown = search_queries(flat, [known, unknown], top_k=10, max_candidates=5)
+    assert m_known.item_id is not None and 0.0 <= m_known.runner_up < m_known.score
+    margin_known = decision_score(m_known, "margin").score
+    margin_unknown = decision_score(m_unknown, "margin").score
+    assert margin_known > 0.5 > margin_unknown
+    assert decision_score(m_known, "similarity") == m_known
+    with pytest.raises(ValueError, match="margin"):
+        decision_score(m_known, "ratio")

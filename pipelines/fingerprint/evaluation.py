@@ -14,7 +14,8 @@ import pandas as pd
 from avmatch.config import FingerprintParams
 from avmatch.index.faiss_index import SegmentIndex
 from avmatch.metrics.fingerprint import build_analysis, evaluate
-from avmatch.search.offset_voting import NO_CANDIDATE, Match, apply_threshold, search_queries, threshold_for_false_match_rate
+from avmatch.search.offset_voting import (NO_CANDIDATE, Match, apply_threshold, decision_score, search_queries,
+                                         threshold_for_false_match_rate)
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     found = search_queries(index, [query_vectors[i] for i in have], fp.search.top_k, fp.search.max_candidates,
                            fp.search.rescore)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
-    raw.update(dict(zip(have, found)))
+    raw.update({i: decision_score(m, fp.search.score) for i, m in zip(have, found)})
     val = np.array([is_validation(q, fp.evaluate.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
     v_oov = [raw[i].score for i, m in zip(ids, val & ~in_db) if m and raw[i].item_id is not None]

@@ -110,9 +110,9 @@ class FpTrainParams(_Strict):
     temperature: float = Field(0.05, gt=0)
     triplet_margin: float = Field(0.3, gt=0)
     batch_size: int = Field(128, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    max_steps: int = Field(1500, ge=1)
+    max_steps: int = Field(3000, ge=1, description="the LR decays with max(step/max_steps, elapsed/max_minutes)")
     max_minutes: float = Field(9.0, gt=0, description="wall-clock budget; training stops cleanly at it")
     checkpoint_every: int = Field(200, ge=1)
     validate_every: int = Field(250, ge=1)
@@ -135,9 +135,12 @@ class FpIndexParams(_Strict):
 
 
 class FpSearchParams(_Strict):
-    top_k: int = Field(20, ge=1)
+    top_k: int = Field(50, ge=1)
     rescore: bool = True
-    max_candidates: int = Field(10, ge=1, description="tracks rescored after offset voting")
+    max_candidates: int = Field(20, ge=1, description="tracks rescored after offset voting")
+    score: Literal["margin", "similarity"] = Field(
+        "margin", description="what the no-match threshold applies to: the winner's similarity, or its margin "
+                              "over the best other track")
 
 
 class FpEvaluateParams(_Strict):

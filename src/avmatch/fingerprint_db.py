@@ -27,7 +27,7 @@ from avmatch.features.pcm_cache import decode_manifest
 from avmatch.hashing import file_hash
 from avmatch.index.faiss_index import SegmentIndex
 from avmatch.media.audio import MediaError, decode_audio
-from avmatch.search.offset_voting import apply_threshold, search_queries
+from avmatch.search.offset_voting import apply_threshold, decision_score, search_queries
 from avmatch.store.shards import ShardStore
 
 
@@ -165,6 +165,7 @@ class FingerprintDB:
             rows.append(IdentifyRow(str(f), "", "", None, None))
         sp = self.search_params
         for pos, match in zip(order, search_queries(seg_index, vecs, sp.top_k, sp.max_candidates, sp.rescore)):
+            match = decision_score(match, self.search_params.score)
             m = apply_threshold(match, threshold)
             rows[pos].score = float(match.score)
             if m.item_id is not None:

@@ -48,6 +48,7 @@ class Match:
     offset_segment: int
     score: float
     votes: int
+    runner_up: float = 0.0  # best score of any OTHER item among the candidates (0 when none)
 
     @property
     def matched(self) -> bool:
@@ -55,6 +56,16 @@ class Match:
 
 
 NO_CANDIDATE = Match(item_id=None, offset_segment=0, score=0.0, votes=0)
+
+
+def decision_score(match: Match, mode: str) -> Match:
+    """The score the no-match threshold is applied to: `similarity` (the rescored mean cosine) or
+    `margin` (similarity minus the best other track's, robust when out-of-database music sounds alike)."""
+    if mode == "similarity" or match.item_id is None:
+        return match
+    if mode == "margin":
+        return replace(match, score=match.score - match.runner_up)
+    raise ValueError(f"unknown score mode {mode!r}; use 'similarity' or 'margin'")
 
 
 def apply_threshold(match: Match, threshold: float) -> Match:
@@ -102,16 +113,34 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
         cand["score"] = cand["sim_sum"] / cand["votes"]
         order = np.lexsort((-cand["sim_sum"], -cand["votes"], cand["query"]))
     best = _first_per_query(cand["query"][order])
+    runner_up = _runner_up_scores(cand, order, best, n_queries)
     results = [NO_CANDIDATE] * n_queries
     item_ids = index.item_ids
     for pos in order[best]:
-        results[int(cand["query"][pos])] = Match(
+        q = int(cand["query"][pos])
+        results[q] = Match(
             item_id=item_ids[int(cand["item"][pos])],
             offset_segment=int(cand["offset"][pos]),
             score=float(cand["score"][pos]),
             votes=int(cand["votes"][pos]),
+            runner_up=float(runner_up[q]),
         )
     return results
+
+
+def _runner_up_scores(cand: dict[str, np.ndarray], order: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
+    """Per query, the best score among candidates of another item than the winner.
+
+    A query from music that is not in the database still finds some similar-sounding segments, so
+    its best score alone is a poor no-match signal; how far the winner stands above the best other
+    track (the ratio test of classical fingerprinting) separates the two far better under noise.
+    """
+    winner_item = np.full(n_queries, -1, np.int64)
+    winner_item[cand["query"][order[best]]] = cand["item"][order[best]]
+    other = cand["item"] != winner_item[cand["query"]]
+    out = np.zeros(n_queries, np.float64)
+    np.maximum.at(out, cand["query"][other], np.maximum(cand["score"][other], 0.0))
+    return out
 
 
 def _vote(index: SegmentIndex, sims: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
