@@ -110,7 +110,7 @@ class FpTrainParams(_Strict):
     temperature: float = Field(0.05, gt=0)
     triplet_margin: float = Field(0.3, gt=0)
     batch_size: int = Field(128, ge=2)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     max_steps: int = Field(3000, ge=1, description="the LR decays with max(step/max_steps, elapsed/max_minutes)")
     max_minutes: float = Field(9.0, gt=0, description="wall-clock budget; training stops cleanly at it")

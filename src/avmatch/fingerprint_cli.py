@@ -14,11 +14,21 @@ app = typer.Typer(help="Fingerprint your own music and identify recordings (need
                   no_args_is_help=True)
 
 
-def _default_threshold() -> float:
-    m = Path("metrics/fingerprint.json")
-    if m.exists():
-        return float(json.loads(m.read_text()).get("threshold", 0.5))
-    return 0.5
+def _project_settings():
+    """Search/index settings and the no-match threshold the project's evaluation chose, so a new
+    database answers exactly as the evaluated pipeline (defaults outside a project)."""
+    from avmatch.config import ConfigError, FpIndexParams, FpSearchParams, load_params
+    from avmatch.paths import project_root
+
+    root = project_root()
+    try:
+        fp = load_params(root / "params.yaml").fingerprint
+        index, search = fp.index, fp.search
+    except ConfigError:
+        index, search = FpIndexParams(), FpSearchParams()
+    m = root / "metrics" / "fingerprint.json"
+    threshold = float(json.loads(m.read_text()).get("threshold", 0.1)) if m.exists() else 0.1
+    return index, search, threshold
 
 
 @app.command("add")
@@ -34,8 +44,11 @@ def add(
     from avmatch.fingerprint_db import FingerprintDB
 
     try:
-        fdb = FingerprintDB(db) if (db / "db.json").exists() else FingerprintDB.create(
-            db, model, threshold if threshold is not None else _default_threshold())
+        if (db / "db.json").exists():
+            fdb = FingerprintDB(db)
+        else:
+            index, search, chosen = _project_settings()
+            fdb = FingerprintDB.create(db, model, threshold if threshold is not None else chosen, index, search)
         summary = fdb.add(list(inputs), workers=workers)
     except FileNotFoundError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
