@@ -695,6 +695,14 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     # 6. swap in atomically ---------------------------------------------------------------------------
+    swap_in(tmp, root)
+    log.info("fingerprint corpus %s: %d refs (%.2f h), %d train, %d queries in %.0f s", root, summary["n_refs"],
+             summary["ref_hours"], summary["n_train"], summary["n_queries"], summary["build_seconds"])
+    return summary
+
+
+def swap_in(tmp: Path, root: Path) -> None:
+    """Replace `root` by the finished build in `tmp` with renames, so no reader sees half a corpus."""
     old = root.with_name(root.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -702,9 +710,6 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
         os.replace(root, old)
     os.replace(tmp, root)
     shutil.rmtree(old, ignore_errors=True)
-    log.info("fingerprint corpus %s: %d refs (%.2f h), %d train, %d queries in %.0f s", root, summary["n_refs"],
-             summary["ref_hours"], summary["n_train"], summary["n_queries"], summary["build_seconds"])
-    return summary
 
 
 def read_ground_truth(root: str | os.PathLike) -> list[dict]:

@@ -44,7 +44,7 @@ import numpy as np
 
 from avmatch.config import FpCorpusParams
 from avmatch.corpora.fingerprint import (
-    SIZES, Track, _measure, _workers, load_noises, make_queries, write_query_tables)
+    SIZES, Track, _measure, _workers, load_noises, make_queries, swap_in, write_query_tables)
 from avmatch.media.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -247,13 +247,7 @@ def import_nafp_corpus(dataset_root: Path, out_root: Path, params: FpCorpusParam
     (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     # 5. swap in atomically ---------------------------------------------------------------------------
-    old = out_root.with_name(out_root.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_root.exists():
-        os.replace(out_root, old)
-    os.replace(tmp, out_root)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, out_root)
     log.info("NAFP corpus %s: %d refs (%d dummy), %d train, %d queries in %.0f s", out_root, summary["n_refs"],
              summary["n_refs_dummy"], summary["n_train"], summary["n_queries"], summary["build_seconds"])
     return summary
