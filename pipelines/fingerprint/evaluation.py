@@ -19,11 +19,12 @@ from avmatch.search.offset_voting import (NO_CANDIDATE, Match, apply_threshold, 
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
+    """The corpus builder's ground truth as a frame, plus the manifest item id of each query."""
+    from avmatch.corpora.fingerprint import read_ground_truth as read_rows
+
     if not path.exists():
         raise FileNotFoundError(f"{path}: ground truth not found (run the corpus stage)")
-    text = ["query_id", "ref_id", "ref_path", "query_path", "degradation"]
-    gt = pd.read_csv(path, dtype={c: str for c in text})
-    gt[text] = gt[text].fillna("")
+    gt = pd.DataFrame(read_rows(path.parent))
     gt["item_id"] = [Path(p).with_suffix("").as_posix() for p in gt["query_path"]]
     return gt
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -14,8 +12,3 @@ def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def params_hash(obj: Any) -> str:
-    """Stable short hash of JSON-able params (sorted keys) to tell when cached work is stale."""
-    return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -160,13 +159,3 @@ def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, param
         for i in range(0, len(items), 100):
             mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in items[i:i + 100]})
         yield StageTracker(run.info.run_id)
-
-
-def log_figure_png(tracker: StageTracker, fig, name: str) -> None:
-    """Save a matplotlib figure to a temp PNG and attach it to the run."""
-    if not tracker.active:
-        return
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / name
-        fig.savefig(p, dpi=110, bbox_inches="tight")
-        tracker.log_artifact(p, "plots")

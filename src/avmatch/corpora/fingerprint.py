@@ -587,13 +587,7 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     tmp.mkdir(parents=True)
 
     stages: dict[str, float] = {}
-    t_stage = [time.time()]
-
-    def stage(name: str) -> None:
-        now = time.time()
-        stages[name] = round(now - t_stage[0], 1)
-        t_stage[0] = now
-        log.info("stage %s took %.1f s", name, stages[name])
+    stage = stage_timer(stages)
 
     # 1. recorded music (Debian) ------------------------------------------------------------
     rec_split: dict[str, list[Path]] = {"ref": [], "train": [], "oov": []}
@@ -699,6 +693,19 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     log.info("fingerprint corpus %s: %d refs (%.2f h), %d train, %d queries in %.0f s", root, summary["n_refs"],
              summary["ref_hours"], summary["n_train"], summary["n_queries"], summary["build_seconds"])
     return summary
+
+
+def stage_timer(stages: dict[str, float]):
+    """A callable that records (and logs) the seconds since its previous call under a stage name."""
+    last = [time.time()]
+
+    def stage(name: str) -> None:
+        now = time.time()
+        stages[name] = round(now - last[0], 1)
+        last[0] = now
+        log.info("stage %s took %.1f s", name, stages[name])
+
+    return stage
 
 
 def swap_in(tmp: Path, root: Path) -> None:

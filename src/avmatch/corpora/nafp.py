@@ -44,7 +44,7 @@ import numpy as np
 
 from avmatch.config import FpCorpusParams
 from avmatch.corpora.fingerprint import (
-    SIZES, Track, _measure, _workers, load_noises, make_queries, swap_in, write_query_tables)
+    SIZES, Track, _measure, _workers, load_noises, make_queries, stage_timer, swap_in, write_query_tables)
 from avmatch.media.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -182,13 +182,7 @@ def import_nafp_corpus(dataset_root: Path, out_root: Path, params: FpCorpusParam
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     stages: dict[str, float] = {}
-    t_stage = [time.time()]
-
-    def stage(name: str) -> None:
-        now = time.time()
-        stages[name] = round(now - t_stage[0], 1)
-        t_stage[0] = now
-        log.info("stage %s took %.1f s", name, stages[name])
+    stage = stage_timer(stages)
 
     link = _Linker()
     ref_ids: set[str] = set()
