@@ -6,9 +6,11 @@ them), opens the MLflow run for the stage, calls the stage function and logs its
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,36 @@ from avmatch.tracking import stage_run
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How the runner finds a pipeline: its stage table, its paths class and the stage order.
+
+    Modules are named, not imported, so listing pipelines stays cheap and a broken pipeline
+    does not stop the others from loading.
+    """
+
+    stages_module: str  # module with a STAGES dict: name -> fn(params, paths, tracker, **options)
+    paths_class: str  # "module:Class" with a classmethod from_params(params, root)
+    order: tuple[str, ...]  # pipeline order (what a flow runs, what `dvc repro` chains)
+
+    def stages(self) -> dict[str, Callable]:
+        return importlib.import_module(self.stages_module).STAGES
+
+    def paths(self, params: Params, root: Path) -> Any:
+        module, _, cls = self.paths_class.partition(":")
+        return getattr(importlib.import_module(module), cls).from_params(params, root)
+
+
+# One entry per pipeline; a new pipeline adds one line here (plus its params section and dvc stages).
+SPECS: dict[str, PipelineSpec] = {
+    "fingerprint": PipelineSpec("pipelines.fingerprint.stages", "pipelines.fingerprint.paths:FingerprintPaths",
+                                ("corpus", "ingest", "features", "train", "extract", "index", "evaluate")),
+}
+PIPELINES = tuple(SPECS)
+
+
 def _pipeline_stages(pipeline: str) -> dict[str, Callable]:
-    if pipeline == "fingerprint":
-        from pipelines.fingerprint.stages import STAGES
-
-        return STAGES
-    raise KeyError(pipeline)
-
-
-PIPELINES = ("fingerprint",)
+    return SPECS[pipeline].stages()
 
 
 def stage_names(pipeline: str | None = None) -> list[str]:
@@ -52,10 +75,7 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
         raise KeyError(f"unknown stage '{name}'; known stages: {', '.join(stage_names())}") from None
     root_p = Path(root).resolve() if root else project_root()
     params = params or load_run_params(root_p, overrides=overrides)
-    if pipeline == "fingerprint":
-        from pipelines.fingerprint.paths import FingerprintPaths
-
-        paths = FingerprintPaths.from_params(params, root_p)
+    paths = SPECS[pipeline].paths(params, root_p)
     section = {"common": params.common.model_dump(mode="json"),
                pipeline: getattr(params, pipeline).model_dump(mode="json")}
     from avmatch.device import set_threads
