@@ -5,7 +5,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export MPLBACKEND := Agg
 
-.PHONY: help setup demo test test-fast bench lint clean-demo
+.PHONY: help setup demo test test-fast bench lint clean-demo ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-fast: setup  ## skip the slow end-to-end tests
 
 bench: setup  ## run the benchmarks and print their results (see docs/benchmarks.md)
 	python benchmarks/run_all.py
+
+ui: setup  ## Prefect + MLflow servers and the deployment runner on 127.0.0.1 (Ctrl-C stops all)
+	python -m flows.ui
 
 lint:
 	python -m ruff check src pipelines tasks flows tests benchmarks || true

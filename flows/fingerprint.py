@@ -3,9 +3,11 @@
     python -m flows.fingerprint                      # whole pipeline with params.yaml
     python -m flows.fingerprint -S fingerprint.train.max_steps=200 --stages extract index evaluate
 
-Overrides are validated before any stage starts (an unknown key or bad value fails the flow at
-once, naming the key). Stages whose inputs did not change are NOT skipped here (use `dvc repro` for
-that); each stage's own caches (metadata, decoded audio, shards, checkpoints) still make reruns cheap.
+From the Prefect UI (deployment `fingerprint/avmatch`, served by `python -m flows.serve`) the
+`fingerprint` parameter is a form of the params.yaml section: fill in only what to change. Either
+way the values are validated before any stage starts (a wrong key or type fails the run at once,
+naming the key). Stages whose inputs did not change are NOT skipped here (`dvc repro` does that);
+each stage's caches (metadata, decoded audio, shards, checkpoints) still make reruns cheap.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import cli_main, run_pipeline
+from avmatch.config import FingerprintParams, partial_model
+from flows.pipeline import cli_main, merge_overrides, run_pipeline
+
+FingerprintOverrides = partial_model(FingerprintParams, "FingerprintOverrides")
 
 
-@flow(name="fingerprint", log_prints=True)
-def fingerprint_flow(overrides: dict[str, Any] | None = None, stages: list[str] | None = None,
-                     root: str | None = None) -> dict:
-    """Run the fingerprint stages (all, or the named ones in pipeline order); returns each stage's summary."""
-    return run_pipeline("fingerprint", overrides, stages, root)
+@flow(name="fingerprint", log_prints=True, validate_parameters=True)
+def fingerprint_flow(fingerprint: FingerprintOverrides | None = None, overrides: dict[str, Any] | None = None,  # type: ignore[valid-type]
+                     stages: list[str] | None = None, root: str | None = None) -> dict:
+    """Run the fingerprint stages (all, or the named ones in pipeline order); returns each stage's summary.
+
+    `fingerprint`: values to change in the params.yaml section; `overrides`: dotted keys of any
+    section (`common.seed: 3`), as `dvc exp run -S` takes them.
+    """
+    return run_pipeline("fingerprint", merge_overrides("fingerprint", fingerprint, overrides), stages, root)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,9 @@
-"""What every pipeline flow shares: validate overrides, run the chosen stages in order, parse `-S`.
+"""What every pipeline flow shares: validate parameters, run the chosen stages in order, parse `-S`.
 
 Each pipeline has a thin flow module (`flows/<pipeline>.py`) so it gets its own Prefect flow
-name, deployment and UI form; the work itself is here and in `pipelines.registry`.
+name, deployment and UI form; the work itself is here and in `pipelines.registry`. A stage that
+the pipeline can split (extraction) runs its partitions as tasks on a Dask task runner when
+`<pipeline>.extract.num_partitions` > 1: a local cluster, or `orchestration.dask.address`.
 """
 
 from __future__ import annotations
@@ -11,29 +13,78 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+from prefect import flow
 
+from avmatch.config import DaskParams, Params, RetryParams, overrides_from_model
 from avmatch.paths import project_root
 from pipelines.registry import SPECS, load_run_params
-from tasks.stages import run_stage_task
+from tasks.stages import stage_task
+
+PARTITIONED_STAGE = "extract"
+
+
+def merge_overrides(pipeline: str, section: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Overrides from the deployment's typed form (`section`) plus explicit dotted ones (these win)."""
+    return {**overrides_from_model(section, pipeline), **(overrides or {})}
 
 
 def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages: list[str] | None = None,
                  root: str | None = None) -> dict[str, dict]:
     """Run the pipeline's stages (all, or the named ones in pipeline order); returns each stage's summary.
 
-    Overrides are validated before any stage starts, so a bad key fails the run at once.
+    Parameters are validated before any stage starts, so a bad key fails the run at once.
     """
     order = SPECS[pipeline].order
     root_s = str(root or project_root())
-    load_run_params(project_root(root_s), overrides=overrides or {})
+    overrides = dict(overrides or {})
+    params = load_run_params(project_root(root_s), overrides=overrides)
     wanted = stages or list(order)
     unknown = sorted(set(wanted) - set(order))
     if unknown:
         raise ValueError(f"unknown {pipeline} stage(s) {unknown}; known: {list(order)}")
+    run = stage_task(params.orchestration.retries)
     results: dict[str, dict] = {}
     for stage in [s for s in order if s in wanted]:
-        results[stage] = run_stage_task(f"{pipeline}.{stage}", overrides or {}, None, root_s)
+        n = _num_partitions(params, pipeline, stage)
+        if n > 1:
+            results[stage] = {"partitions": run_partitions(f"{pipeline}.{stage}", overrides, n, root_s,
+                                                           params.orchestration.dask, params.orchestration.retries)}
+        else:
+            results[stage] = run(f"{pipeline}.{stage}", overrides, None, root_s)
     return results
+
+
+def _num_partitions(params: Params, pipeline: str, stage: str) -> int:
+    if stage != PARTITIONED_STAGE:
+        return 1
+    extract = getattr(getattr(params, pipeline), "extract", None)
+    return int(getattr(extract, "num_partitions", 1) or 1)
+
+
+def dask_task_runner(dask: DaskParams):
+    """An existing cluster when `address` is set, else a local one of `n_workers` processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if dask.address:
+        return DaskTaskRunner(address=dask.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": dask.n_workers, "threads_per_worker": dask.threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
+
+
+@flow(name="partitions", log_prints=True)
+def partitions_flow(name: str, overrides: dict[str, Any], num_partitions: int, root: str,
+                    retries: RetryParams) -> list[dict]:
+    """Every partition of one stage as its own task; each writes its own shards (tasks pass paths, not arrays)."""
+    run = stage_task(retries)
+    futures = [run.submit(name, overrides, {"partition": i, "num_partitions": num_partitions}, root)
+               for i in range(num_partitions)]
+    return [f.result() for f in futures]
+
+
+def run_partitions(name: str, overrides: dict[str, Any], num_partitions: int, root: str, dask: DaskParams,
+                   retries: RetryParams) -> list[dict]:
+    return partitions_flow.with_options(name=f"{name} partitions", task_runner=dask_task_runner(dask))(
+        name, overrides, num_partitions, root, retries)
 
 
 def parse_overrides(items: list[str], error: Callable[[str], Any]) -> dict[str, Any]:

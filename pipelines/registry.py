@@ -16,7 +16,8 @@ from typing import Any
 
 from avmatch.config import Params, load_params
 from avmatch.paths import project_root
-from avmatch.tracking import stage_run
+from avmatch.failures import StageError, failing_input
+from avmatch.tracking import dvc_lock_entry, model_name, stage_deps, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,40 @@ class PipelineSpec:
     stages_module: str  # module with a STAGES dict: name -> fn(params, paths, tracker, **options)
     paths_class: str  # "module:Class" with a classmethod from_params(params, root)
     order: tuple[str, ...]  # pipeline order (what a flow runs, what `dvc repro` chains)
+    # model registry: after `register_after` succeeds, paths.<model_attr> becomes a new version of
+    # the pipeline's registered encoder, with that stage's metrics and the train stage's dvc.lock hash
+    model_attr: str | None = None
+    register_after: str | None = None
+    train_stage: str = "train"
+    # scheduled re-evaluation: "module:function" (params, paths, tracker, model_file) -> flat metrics,
+    # and the metrics it watches for regressions with their better direction ("max" or "min")
+    reevaluate: str | None = None
+    watch: tuple[tuple[str, str], ...] = ()
 
     def stages(self) -> dict[str, Callable]:
         return importlib.import_module(self.stages_module).STAGES
 
     def paths(self, params: Params, root: Path) -> Any:
-        module, _, cls = self.paths_class.partition(":")
-        return getattr(importlib.import_module(module), cls).from_params(params, root)
+        return _resolve(self.paths_class).from_params(params, root)
+
+    def reevaluate_fn(self) -> Callable | None:
+        return _resolve(self.reevaluate) if self.reevaluate else None
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 # One entry per pipeline; a new pipeline adds one line here (plus its params section and dvc stages).
 SPECS: dict[str, PipelineSpec] = {
-    "fingerprint": PipelineSpec("pipelines.fingerprint.stages", "pipelines.fingerprint.paths:FingerprintPaths",
-                                ("corpus", "ingest", "features", "train", "extract", "index", "evaluate")),
+    "fingerprint": PipelineSpec(
+        "pipelines.fingerprint.stages", "pipelines.fingerprint.paths:FingerprintPaths",
+        ("corpus", "ingest", "features", "train", "extract", "index", "evaluate"),
+        model_attr="encoder", register_after="evaluate",
+        reevaluate="pipelines.fingerprint.stages:reevaluate",
+        watch=(("track_hit_rate_3s", "max"), ("track_hit_rate_5s", "max"), ("segment_exact_3s", "max"),
+               ("false_match_rate", "min"))),
 }
 PIPELINES = tuple(SPECS)
 
@@ -83,9 +105,53 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
     set_threads(params.common.num_threads)
     t0 = time.perf_counter()
     with stage_run(params.common, root_p, pipeline, stage, section, dvc_stage=f"{pipeline}_{stage}") as tracker:
-        summary = fn(params, paths, tracker, **options)
+        try:
+            summary = fn(params, paths, tracker, **options)
+        except Exception as exc:
+            inputs = stage_deps(root_p, f"{pipeline}_{stage}") or [str(root_p)]
+            raise StageError(name, failing_input(exc, ", ".join(inputs)), exc) from exc
         summary = dict(summary or {})
         summary["stage_seconds"] = time.perf_counter() - t0
         tracker.log_metrics(summary)
+        spec = SPECS[pipeline]
+        if stage == spec.register_after and spec.model_attr and not options:
+            version = register_encoder(spec, pipeline, params, paths, root_p, tracker, summary)
+            if version:
+                summary["registered_version"] = int(version)
     log.info("%s finished in %.1f s", name, summary["stage_seconds"])
     return summary
+
+
+def register_encoder(spec: PipelineSpec, pipeline: str, params: Params, paths: Any, root: Path, tracker: Any,
+                     metrics: Mapping[str, Any]) -> str | None:
+    """Register the encoder just evaluated, tagged with how it was made.
+
+    `dvc_lock_md5` is the md5 of the train stage's dvc.lock record (its deps', params' and outs'
+    hashes); `dvc_lock_matches` says whether that record's output hash is this very file, i.e.
+    whether `dvc repro` produced it (a Prefect or CLI run outside DVC leaves the lock behind).
+    """
+    import hashlib
+    import json
+
+    model_file = Path(getattr(paths, spec.model_attr))
+    if not model_file.exists():
+        log.warning("no %s to register (%s)", spec.model_attr, model_file)
+        return None
+    entry = dvc_lock_entry(root, f"{pipeline}_{spec.train_stage}")
+    file_md5 = hashlib.md5(model_file.read_bytes()).hexdigest()
+    tags: dict[str, Any] = {"pipeline": pipeline, "file_md5": file_md5}
+    if entry:
+        tags["dvc_lock_md5"] = hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+        locked_out = {o.get("path"): o.get("md5") for o in entry.get("outs", [])}
+        tags["dvc_lock_matches"] = file_md5 in locked_out.values()
+        for dep in entry.get("deps", []):
+            tags[f"dep:{dep.get('path')}"] = dep.get("md5", "")
+    else:
+        tags["dvc_lock_md5"] = "not-locked"
+    tags.update({f"metric:{k}": v for k, v in metrics.items() if isinstance(v, (int, float))
+                 and k in {w for w, _ in spec.watch}})
+    version = tracker.register_model(model_file, model_name(params.common, pipeline), tags,
+                                     description=f"{pipeline} encoder evaluated in run {tracker.run_id}")
+    if version:
+        log.info("registered %s version %s", model_name(params.common, pipeline), version)
+    return version

@@ -186,17 +186,54 @@ def index(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
     refs = read_manifest(paths.items("refs"))
     refs = refs[refs["status"] == "ok"]
     store = ShardStore(paths.shards("refs"), fp.model.dim, file_hash(paths.encoder))
-    meta, vectors = store.read(dict(zip(refs["id"], refs["content_hash"])))
-    if len(vectors) == 0:
-        raise RuntimeError(f"no reference fingerprints in {paths.shards('refs')} (run the extract stage)")
+    current = dict(zip(refs["id"], refs["content_hash"]))
     ix = fp.index
-    seg_index = SegmentIndex.build(vectors, meta[["item_id", "segment", "start_s"]], ix.type, nlist=ix.nlist,
-                                   pq_m=ix.pq_m, pq_nbits=ix.pq_nbits, nprobe=ix.nprobe)
-    if paths.index.exists():
-        shutil.rmtree(paths.index)
-    seg_index.save(paths.index)
-    return {"segments": seg_index.ntotal, "items": int(meta["item_id"].nunique()),
-            "bytes_per_segment": seg_index.bytes_per_segment()}
+    if ix.partitions > 1:
+        seg_index = _index_by_partition(store, current, ix, paths)
+    else:
+        meta, vectors = store.read(current)
+        if len(vectors) == 0:
+            raise RuntimeError(f"no reference fingerprints in {paths.shards('refs')} (run the extract stage)")
+        seg_index = SegmentIndex.build(vectors, meta[["item_id", "segment", "start_s"]], ix.type, nlist=ix.nlist,
+                                       pq_m=ix.pq_m, pq_nbits=ix.pq_nbits, nprobe=ix.nprobe)
+        if paths.index.exists():
+            shutil.rmtree(paths.index)
+        seg_index.save(paths.index)
+    return {"segments": seg_index.ntotal, "items": len(seg_index.item_ids),
+            "bytes_per_segment": seg_index.bytes_per_segment(), "partitions": ix.partitions}
+
+
+def _index_by_partition(store, current: dict, ix, paths: FingerprintPaths):
+    """Train once on a sample, add each partition to its own copy, merge (docs/scaling.md)."""
+    from avmatch.index.partitioned import add_partition, merge_partitions, partition_offsets, train_shared
+    from avmatch.progress import progress
+
+    work = paths.data / "index_parts"
+    if work.exists():
+        shutil.rmtree(work)
+    sizes, sample = [], []
+    rng = np.random.default_rng(0)
+    per_part = max(1, ix.train_sample // ix.partitions)
+    for p in range(ix.partitions):   # pass 1: sizes (for global ids) and the training sample
+        meta, vectors = store.read(current, p, ix.partitions)
+        sizes.append(len(vectors))
+        if len(vectors):
+            sample.append(vectors[np.sort(rng.choice(len(vectors), min(per_part, len(vectors)), replace=False))])
+    if not sum(sizes):
+        raise RuntimeError(f"no reference fingerprints in {store.root} (run the extract stage)")
+    trained = train_shared(work, store.dim, ix.type, np.concatenate(sample), nlist=ix.nlist, pq_m=ix.pq_m,
+                           pq_nbits=ix.pq_nbits, nprobe=ix.nprobe)
+    offsets = partition_offsets(sizes)
+    parts = []
+    for p in progress(range(ix.partitions), desc="index partitions", unit="part"):
+        if not sizes[p]:
+            continue
+        meta, vectors = store.read(current, p, ix.partitions)
+        parts.append(add_partition(trained, vectors, meta[["item_id", "segment", "start_s"]], work / f"part-{p:03d}",
+                                   offsets[p]))
+    merged = merge_partitions(trained, parts, paths.index, ondisk=ix.ondisk)
+    shutil.rmtree(work)
+    return merged
 
 
 def _query_vectors(meta: pd.DataFrame, vectors: np.ndarray) -> dict[str, np.ndarray]:
@@ -244,8 +281,7 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     untrained = _evaluate_untrained(params, paths, gt, ref_paths) if fp.evaluate.compare_untrained else {}
     write_json(paths.metrics / "fingerprint_untrained.json", untrained)
     tracker.log_dict(untrained, "untrained_metrics.json")
-    summary = {k: v for k, v in result.metrics.items() if not isinstance(v, dict)}
-    summary.update({f"track_hit_rate_{k}": v for k, v in result.metrics["track_hit_rate"].items()})
+    summary = headline(result.metrics)
     summary.update({f"untrained_track_hit_rate_{k}": v for k, v in untrained.get("track_hit_rate", {}).items()})
     return summary
 
@@ -255,33 +291,64 @@ def _evaluate_untrained(params: Params, paths: FingerprintPaths, gt: pd.DataFram
     import torch
 
     from avmatch.device import resolve_device
-    from avmatch.embedding import embed_audio
-    from avmatch.index.faiss_index import SegmentIndex
     from avmatch.models.nafp import FingerprintEncoder
-    from avmatch.progress import progress
-    from pipelines.fingerprint.evaluation import evaluate_queries
 
     fp = params.fingerprint
     torch.manual_seed(params.common.seed)
     device = resolve_device(params.common.device)
     model = FingerprintEncoder.from_params(fp.model, fp.logmel, fp.audio).to(device).eval()
+    return _evaluate_in_memory(params, paths, model, device, gt, ref_paths, "untrained")
 
-    def embed_set(name: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+
+def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, gt: pd.DataFrame,
+                        ref_paths: dict, label: str) -> dict:
+    """Embed references and queries with `model` and evaluate, touching none of the pipeline's outputs."""
+    from avmatch.embedding import embed_audio
+    from avmatch.index.faiss_index import SegmentIndex
+    from avmatch.progress import progress
+    from pipelines.fingerprint.evaluation import evaluate_queries
+
+    fp = params.fingerprint
+
+    def embed_set(name: str) -> dict[str, tuple]:
         items = read_manifest(paths.items(name))
         items = items[items["status"] == "ok"]
         out = {}
-        for row in progress(items.itertuples(), desc=f"untrained {name}", total=len(items), unit="item"):
+        for row in progress(items.itertuples(), desc=f"{label} {name}", total=len(items), unit="item"):
             out[row.id] = embed_audio(model, load_pcm(row.pcm_file), fp.audio, device, fp.extract.batch_size)
-        return items, out
+        return out
 
-    _, refs = embed_set("refs")
+    refs = embed_set("refs")
     vecs = np.concatenate([v for v, _, _ in refs.values()])
     idmap = pd.concat([pd.DataFrame({"item_id": k, "segment": np.arange(len(v)), "start_s": s})
                        for k, (v, s, _) in refs.items()], ignore_index=True)
     seg_index = SegmentIndex.build(vecs, idmap, "flat")
-    _, queries = embed_set("queries")
+    queries = embed_set("queries")
     result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp, ref_paths)
     return result.metrics
+
+
+def headline(metrics: dict, prefix: str = "") -> dict:
+    """The flat numbers of an evaluation (what MLflow, the registry and regression checks compare)."""
+    out = {f"{prefix}{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
+    for group in ("track_hit_rate", "segment_exact", "segment_near"):
+        out.update({f"{prefix}{group}_{k}": v for k, v in metrics.get(group, {}).items()})
+    return out
+
+
+def reevaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker, model_file) -> dict:
+    """Evaluate a given (registered) encoder on the current references and queries (scheduled runs)."""
+    from avmatch.device import resolve_device
+    from avmatch.models.nafp import load_encoder
+    from pipelines.fingerprint.evaluation import read_ground_truth
+
+    device = resolve_device(params.common.device)
+    model = load_encoder(model_file, device)
+    refs = read_manifest(paths.items("refs"))
+    metrics = _evaluate_in_memory(params, paths, model, device, read_ground_truth(paths.ground_truth),
+                                  dict(zip(refs["id"], refs["path"])), "reevaluate")
+    tracker.log_dict(metrics, "reevaluate_metrics.json")
+    return headline(metrics)
 
 
 STAGES.update({"index": index, "evaluate": evaluate})

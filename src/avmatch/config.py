@@ -37,6 +37,46 @@ class CommonParams(_Strict):
     mlflow: MlflowParams = MlflowParams()
 
 
+# ---------------------------------------------------------------- orchestration
+class RetryParams(_Strict):
+    attempts: int = Field(2, ge=0, le=10, description="extra attempts for transient (I/O) failures")
+    backoff_s: float = Field(10.0, ge=0, description="first retry delay; doubles each attempt")
+
+
+class ReevaluateParams(_Strict):
+    cron: str = Field("0 4 * * 1", description="when the scheduled re-evaluation runs (cron, timezone below)")
+    timezone: str = "UTC"
+    interval_s: float | None = Field(None, gt=0, description="instead of cron: every N seconds (testing)")
+    tolerance: float = Field(0.02, ge=0, description="largest allowed drop of a watched metric vs the last run")
+    pipelines: list[str] | None = Field(None, description="None: every pipeline with a registered model")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression like '0 4 * * 1'")
+        return v
+
+
+class DaskParams(_Strict):
+    address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    n_workers: int = Field(2, ge=1, description="local cluster size when no address is given")
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class ServerParams(_Strict):
+    host: str = "127.0.0.1"
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+
+
+class OrchestrationParams(_Strict):
+    retries: RetryParams = RetryParams()
+    reevaluate: ReevaluateParams = ReevaluateParams()
+    dask: DaskParams = DaskParams()
+    servers: ServerParams = ServerParams()
+
+
 # ---------------------------------------------------------------- fingerprint
 class FpCorpusParams(_Strict):
     size: Literal["tiny", "demo", "large"] = "demo"
@@ -132,6 +172,9 @@ class FpIndexParams(_Strict):
     pq_m: int = Field(16, ge=1)
     pq_nbits: int = Field(8, ge=1, le=16)
     nprobe: int = Field(16, ge=1)
+    partitions: int = Field(1, ge=1, description="> 1: train once, add per partition, merge (large collections)")
+    ondisk: bool = Field(True, description="partitioned ivfpq: merge inverted lists into one on-disk file")
+    train_sample: int = Field(100000, ge=1000, description="vectors the shared IVF-PQ training sees at most")
 
 
 class FpSearchParams(_Strict):
@@ -163,6 +206,7 @@ class FingerprintParams(_Strict):
 
 class Params(_Strict):
     common: CommonParams = CommonParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
     fingerprint: FingerprintParams = FingerprintParams()
 
 
@@ -213,4 +257,39 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{dotted}': '{p}' is not a section")
         node[parts[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------- partial models (UI / API runs)
+def partial_model(model: type[BaseModel], name: str | None = None) -> type[BaseModel]:
+    """The same tree of keys as `model`, every field optional and unset by default.
+
+    A Prefect deployment takes this as its parameter type, so the UI shows a form of the params.yaml
+    section and an API run is validated against the real keys and types; only the fields a user
+    fills in become overrides (exactly like `dvc exp run -S`).
+    """
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            ann = partial_model(ann, f"{name or model.__name__}_{key}")
+        fields[key] = (ann | None, Field(None, description=info.description))
+    return create_model(name or f"{model.__name__}Overrides", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def overrides_from_model(obj: BaseModel | dict | None, prefix: str) -> dict[str, Any]:
+    """Dotted overrides (`prefix.a.b: value`) for the fields that were set in a partial model."""
+    if obj is None:
+        return {}
+    data = obj.model_dump(mode="json", exclude_none=True) if isinstance(obj, BaseModel) else obj
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            out.update(overrides_from_model(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
     return out

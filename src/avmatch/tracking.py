@@ -75,15 +75,32 @@ def _md5_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def stage_inputs_hash(root: Path, dvc_stage: str) -> str:
-    """md5 over the stage's `deps` in dvc.yaml (files by content, folders by their files' contents)."""
+def stage_deps(root: Path, dvc_stage: str) -> list[str] | None:
+    """The stage's `deps` as dvc.yaml lists them; None without a dvc.yaml."""
     import yaml
 
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.exists():
-        return "no-dvc-yaml"
+        return None
     stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
-    deps = (stages.get(dvc_stage) or {}).get("deps", [])
+    return list((stages.get(dvc_stage) or {}).get("deps", []))
+
+
+def dvc_lock_entry(root: Path, dvc_stage: str) -> dict | None:
+    """The stage's record in dvc.lock (deps/params/outs with DVC's hashes), None if not locked yet."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return None
+    return ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get(dvc_stage)
+
+
+def stage_inputs_hash(root: Path, dvc_stage: str) -> str:
+    """md5 over the stage's `deps` in dvc.yaml (files by content, folders by their files' contents)."""
+    deps = stage_deps(root, dvc_stage)
+    if deps is None:
+        return "no-dvc-yaml"
     h = hashlib.md5()
     for dep in deps:
         h.update(dep.encode())
@@ -126,6 +143,60 @@ class StageTracker:
             import mlflow
 
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def register_model(self, model_file: Path, name: str, tags: Mapping[str, Any],
+                       description: str = "") -> str | None:
+        """Log `model_file` under `model/` of this run and register it as a new version of `name`.
+
+        The version's source is this run's artefact, so the registry entry carries the run's
+        params and metrics; `tags` add what the run cannot (e.g. the dvc.lock hash of the inputs).
+        Returns the version number.
+        """
+        if not self.active:
+            return None
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        mlflow.log_artifact(str(model_file), "model")
+        client = MlflowClient()
+        try:
+            client.create_registered_model(name, description="avmatch encoder; versions come from evaluate runs")
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        source = mlflow.get_artifact_uri("model")
+        version = client.create_model_version(name, source=source, run_id=self.run_id,
+                                              tags={k: str(v) for k, v in tags.items()}, description=description)
+        return str(version.version)
+
+
+def model_name(common: CommonParams, pipeline: str) -> str:
+    """Registered-model name of a pipeline's encoder (one name per pipeline and experiment prefix)."""
+    return f"{common.mlflow.experiment_prefix}-{pipeline}-encoder"
+
+
+def latest_model_version(common: CommonParams, root: Path, pipeline: str):
+    """The newest registered version of the pipeline's encoder, or None when none is registered."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri(common, root))
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{model_name(common, pipeline)}'")
+    except Exception as exc:  # no registry table yet on a fresh store
+        log.debug("no model versions: %s", exc)
+        return None
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def download_model_version(version, dest: Path) -> Path:
+    """Fetch a registered version's files into `dest`; returns the folder holding them."""
+    import mlflow
+
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest)))
 
 
 @contextlib.contextmanager

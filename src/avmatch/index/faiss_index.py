@@ -16,7 +16,7 @@ flat index returns inner products directly; IVF-PQ works in L2 (its k-means cent
 optima, and assigning by inner product to unnormalised centroids is a known FAISS pitfall) and
 its squared distances are mapped back with ``sim = 1 - d2 / 2``, exact for unit vectors.
 
-Scaling beyond one machine (planned, not implemented here):
+Scaling beyond one machine (`avmatch.index.partitioned` implements steps 1-3):
 
 1. Train once: ``SegmentIndex.create(dim, "ivfpq", ..., train_vectors=sample)`` on a sample of
    the corpus (~40-256 vectors per inverted list) and save the empty trained index.
@@ -439,14 +439,16 @@ class SegmentIndex:
         if not meta_path.exists():
             raise FileNotFoundError(f"no {META_FILE} in {src}: not a saved SegmentIndex (or a save was interrupted)")
         meta = json.loads(meta_path.read_text())
-        index = faiss.read_index(str(src / INDEX_FILE))
+        params = meta["params"]
+        # a merged partitioned index keeps its inverted lists in merged.ivfdata next to index.faiss
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR if params.get("ondisk") else 0
+        index = faiss.read_index(str(src / INDEX_FILE), flags)
         idmap = pd.read_parquet(src / IDMAP_FILE)
         vectors = np.load(src / VECTORS_FILE, mmap_mode="r" if mmap else None)
         counts = {"index.json": meta["ntotal"], INDEX_FILE: index.ntotal, IDMAP_FILE: len(idmap),
                   VECTORS_FILE: len(vectors)}
         if len(set(counts.values())) != 1:
             raise ValueError(f"{src}: files disagree on the number of rows {counts}; rebuild or re-save the index")
-        params = meta["params"]
         if params.get("kind") == "ivfpq" and params.get("nprobe"):
             faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
         return cls(index, params, idmap=idmap, vectors=vectors)

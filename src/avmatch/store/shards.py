@@ -8,6 +8,7 @@ matches the current manifest, so a changed or deleted file never returns stale v
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -48,19 +49,24 @@ class ShardStore:
         self.dim = dim
         self.model_hash = model_hash
         meta_path = self.root / META_FILE
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("dim") != dim or meta.get("model_hash") != model_hash:
-                if not reset_on_mismatch:
-                    raise StoreMismatch(
-                        f"{self.root}: shards were made by model {meta.get('model_hash')} (dim {meta.get('dim')}), "
-                        f"not {model_hash} (dim {dim}); delete the folder or extract into another one")
-                shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not meta_path.exists():
-            tmp = self.root / f"{META_FILE}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"dim": dim, "model_hash": model_hash}))
-            os.replace(tmp, meta_path)
+        # Partitions of one extraction open the store at the same time (Dask workers): the check,
+        # reset and meta write happen under a lock beside the folder, so one resets, the rest reuse.
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+                if meta.get("dim") != dim or meta.get("model_hash") != model_hash:
+                    if not reset_on_mismatch:
+                        raise StoreMismatch(
+                            f"{self.root}: shards were made by model {meta.get('model_hash')} (dim {meta.get('dim')}), "
+                            f"not {model_hash} (dim {dim}); delete the folder or extract into another one")
+                    shutil.rmtree(self.root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not meta_path.exists():
+                tmp = self.root / f"{META_FILE}.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps({"dim": dim, "model_hash": model_hash}))
+                os.replace(tmp, meta_path)
         for stale in self.root.glob("*.tmp"):
             if not _writer_alive(stale):
                 stale.unlink(missing_ok=True)  # leftovers of a killed writer; live siblings keep theirs
@@ -87,16 +93,29 @@ class ShardStore:
         return ShardWriter(self, partition, shard_items, next_seq=(max(seqs) + 1) if seqs else 0)
 
     # ------------------------------------------------------------ reading
-    def read(self, current: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-        """(rows without vectors, float32 vectors [n, dim]); `current` maps item_id -> content_hash to keep."""
+    def read(self, current: Mapping[str, str] | None = None, partition: int | None = None,
+             num_partitions: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+        """(rows without vectors, float32 vectors [n, dim]); `current` maps item_id -> content_hash to keep.
+
+        With `partition`, only items that `partition_of(item_id, num_partitions)` assigns to it
+        (whichever shard holds them), so a large store can be indexed one partition at a time.
+        """
         metas, vecs = [], []
         for p in self.shard_paths():
+            if partition is not None:
+                ids = pq.read_table(p, columns=["item_id"]).column("item_id").to_pylist()
+                if not any(partition_of(i, num_partitions) == partition for i in set(ids)):
+                    continue
             t = pq.read_table(p)
             meta = t.drop(["vector"]).to_pandas()
             flat = t.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
             v = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)
+            keep = np.ones(len(meta), bool)
             if current is not None:
-                keep = np.array([current.get(i) == h for i, h in zip(meta["item_id"], meta["content_hash"])], bool)
+                keep &= np.array([current.get(i) == h for i, h in zip(meta["item_id"], meta["content_hash"])], bool)
+            if partition is not None:
+                keep &= np.array([partition_of(i, num_partitions) == partition for i in meta["item_id"]], bool)
+            if not keep.all():
                 meta, v = meta[keep], v[keep]
             metas.append(meta)
             vecs.append(v)

@@ -1,0 +1,54 @@
+"""Serve every pipeline's deployment plus the scheduled re-evaluation (needs a Prefect server).
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve     (make ui does this for you)
+
+Deployments: `<pipeline>/avmatch` for each pipeline flow (UI form = that pipeline's params.yaml
+section; only filled-in values become overrides) and `reevaluate/scheduled` on
+`orchestration.reevaluate.cron` (or `interval_s`). Runs execute in this process's workspace, the
+same code and stores `dvc repro` uses. Stop with Ctrl-C; schedules pause until it serves again.
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import timedelta
+
+from prefect import serve
+from prefect.schedules import Cron, Interval
+
+from avmatch.config import Params
+from avmatch.paths import project_root
+from pipelines.registry import SPECS, load_run_params
+
+DEPLOYMENT = "avmatch"
+SCHEDULED = "scheduled"
+
+
+def pipeline_flow(pipeline: str):
+    """`flows.<pipeline>.<pipeline>_flow`: every pipeline's flow module follows that name."""
+    return getattr(importlib.import_module(f"flows.{pipeline}"), f"{pipeline}_flow")
+
+
+def deployments(params: Params, root: str) -> list:
+    from flows.reevaluate import reevaluate_flow
+
+    out = [pipeline_flow(p).to_deployment(
+        name=DEPLOYMENT, parameters={"root": root}, tags=["avmatch", p],
+        description=f"The {p} pipeline; the form holds its params.yaml section (fill in what to change).")
+        for p in SPECS]
+    rv = params.orchestration.reevaluate
+    schedule = (Interval(timedelta(seconds=rv.interval_s), timezone=rv.timezone) if rv.interval_s
+                else Cron(rv.cron, timezone=rv.timezone))
+    out.append(reevaluate_flow.to_deployment(
+        name=SCHEDULED, schedules=[schedule], parameters={"root": root}, tags=["avmatch", "scheduled"],
+        description="Registered encoders on the current evaluation sets; fails on a regression."))
+    return out
+
+
+def main() -> None:
+    root = project_root()
+    serve(*deployments(load_run_params(root), str(root)), limit=1)
+
+
+if __name__ == "__main__":
+    main()
