@@ -17,7 +17,7 @@ from typing import Any
 from avmatch.config import Params, load_params
 from avmatch.paths import project_root
 from avmatch.failures import StageError, failing_input
-from avmatch.tracking import dvc_lock_entry, model_name, stage_deps, stage_run
+from avmatch.tracking import dvc_lock_entry, dvc_lock_records_file, model_name, stage_deps, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ def register_encoder(spec: PipelineSpec, pipeline: str, params: Params, paths: A
     tags: dict[str, Any] = {"pipeline": pipeline, "file_md5": file_md5}
     if entry:
         tags["dvc_lock_md5"] = hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
-        locked_out = {o.get("path"): o.get("md5") for o in entry.get("outs", [])}
-        tags["dvc_lock_matches"] = file_md5 in locked_out.values()
+        tags["dvc_lock_matches"] = dvc_lock_records_file(root, entry, model_file, file_md5)
         for dep in entry.get("deps", []):
             tags[f"dep:{dep.get('path')}"] = dep.get("md5", "")
     else:

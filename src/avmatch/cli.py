@@ -79,8 +79,12 @@ def stage_cmd(
     options = {}
     if partition is not None or num_partitions is not None:
         options = {"partition": partition or 0, "num_partitions": num_partitions or 1}
+    from avmatch.failures import StageError
+
     try:
         summary = run_stage(name, overrides=_parse_overrides(set_), **options)
+    except StageError as exc:
+        _fail(str(exc), code=1)
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).strip("'\""))
     typer.echo(json.dumps(summary, indent=2, default=float))
@@ -192,3 +196,7 @@ def main() -> None:  # pragma: no cover
 from avmatch import fingerprint_cli  # noqa: E402  (registers `avmatch fingerprint ...`)
 
 app.add_typer(fingerprint_cli.app, name="fingerprint")
+
+from avmatch import runs_cli  # noqa: E402  (registers `avmatch runs ...`)
+
+app.add_typer(runs_cli.app, name="runs")

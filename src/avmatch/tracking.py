@@ -96,6 +96,29 @@ def dvc_lock_entry(root: Path, dvc_stage: str) -> dict | None:
     return ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get(dvc_stage)
 
 
+def dvc_lock_records_file(root: Path, entry: dict, file: Path, file_md5: str) -> bool:
+    """Whether a dvc.lock stage record lists `file` with content `file_md5` among its outs.
+
+    A file out carries its md5 directly; a folder out carries `<md5>.dir`, whose listing (relpath,
+    md5 per file) DVC keeps in its cache.
+    """
+    import json as _json
+
+    rel = file.resolve().relative_to(root.resolve()).as_posix() if file.is_absolute() else file.as_posix()
+    for out in entry.get("outs", []):
+        path, md5 = out.get("path", ""), out.get("md5", "")
+        if path == rel:
+            return md5 == file_md5
+        if md5.endswith(".dir") and rel.startswith(path.rstrip("/") + "/"):
+            listing = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+            if not listing.exists():
+                return False
+            inner = rel[len(path.rstrip("/")) + 1:]
+            return any(e.get("relpath") == inner and e.get("md5") == file_md5
+                       for e in _json.loads(listing.read_text()))
+    return False
+
+
 def stage_inputs_hash(root: Path, dvc_stage: str) -> str:
     """md5 over the stage's `deps` in dvc.yaml (files by content, folders by their files' contents)."""
     deps = stage_deps(root, dvc_stage)
