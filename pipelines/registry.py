@@ -103,8 +103,8 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
     from avmatch.device import set_threads
 
     set_threads(params.common.num_threads)
-    t0 = time.perf_counter()
     with stage_run(params.common, root_p, pipeline, stage, section, dvc_stage=f"{pipeline}_{stage}") as tracker:
+        t0 = time.perf_counter()   # stage_seconds: the stage function alone (tracking is overhead)
         try:
             summary = fn(params, paths, tracker, **options)
         except Exception as exc:

@@ -383,3 +383,37 @@ def test_distributed_extraction_equals_single_process(repo, prefect_server, monk
     assert parts["index"]["partitions"] == 3 and parts["index"]["segments"] == one["index"]["segments"]
     for k in ("track_hit_rate_3s", "track_hit_rate_5s", "false_match_rate"):
         assert parts["evaluate"][k] == pytest.approx(one["evaluate"][k], abs=1e-9), k
+
+
+def test_ui_starts_servers_on_loopback_and_stops_them_all(repo):
+    import signal
+    import socket
+    import time
+
+    from flows.servers import free_port, stop_process
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    ports = {"prefect_port": free_port(), "mlflow_port": free_port()}
+    params["orchestration"]["servers"].update(ports)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = _env(repo)
+    env["PREFECT_HOME"] = str(repo / ".prefect")
+    ui = subprocess.Popen([sys.executable, "-m", "flows.ui"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not any("Ctrl-C" in ln for ln in lines) and ui.poll() is None:
+            lines.append(ui.stdout.readline())
+        text = "".join(lines)
+        assert f"http://127.0.0.1:{ports['prefect_port']}" in text and f"http://127.0.0.1:{ports['mlflow_port']}" in text, text
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(60) == 0
+    finally:
+        stop_process(ui)
+        subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=False)
+    for port in ports.values():   # nothing is left listening
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    leftovers = subprocess.run(["pgrep", "-f", f"--port {ports['prefect_port']}"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", leftovers.stdout
