@@ -192,3 +192,8 @@ def main() -> None:  # pragma: no cover
 from avmatch import fingerprint_cli  # noqa: E402  (registers `avmatch fingerprint ...`)
 
 app.add_typer(fingerprint_cli.app, name="fingerprint")
+
+from avmatch import copydetect_cli  # noqa: E402  (registers `avmatch copydetect ...` and the VSC22 metrics)
+
+app.add_typer(copydetect_cli.app, name="copydetect")
+copydetect_cli.register_metrics(metrics_app)
