@@ -45,6 +45,8 @@ class PipelineSpec:
 SPECS: dict[str, PipelineSpec] = {
     "fingerprint": PipelineSpec("pipelines.fingerprint.stages", "pipelines.fingerprint.paths:FingerprintPaths",
                                 ("corpus", "ingest", "features", "train", "extract", "index", "evaluate")),
+    "copydetect": PipelineSpec("pipelines.copydetect.stages", "pipelines.copydetect.paths:CopydetectPaths",
+                               ("corpus", "ingest", "frames", "train", "extract", "candidates", "localise", "evaluate")),
 }
 PIPELINES = tuple(SPECS)
 

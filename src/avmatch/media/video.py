@@ -88,12 +88,14 @@ def manifest_probe(path: Path) -> dict:
             "fps": info.fps, "width": info.width, "height": info.height}
 
 
-def decode_frames(path: str | os.PathLike, fps: float = 1.0, size: int = 112,
+def decode_frames(path: str | os.PathLike, fps: float = 1.0, size: int | tuple[int, int] = 112,
                   max_seconds: float | None = None) -> DecodedFrames:
-    """Frames on screen at (k + 0.5) / fps, as RGB uint8 [n, size, size, 3]; see the module docstring."""
+    """Frames on screen at (k + 0.5) / fps, as RGB uint8 [n, h, w, 3] (`size` = w = h, or (w, h));
+    see the module docstring."""
     import av
 
     path = Path(path)
+    width, height = (size, size) if isinstance(size, int) else size
     container = _open(path)
     step = 1.0 / fps
     frames: list[np.ndarray] = []
@@ -119,11 +121,11 @@ def decode_frames(path: str | os.PathLike, fps: float = 1.0, size: int = 112,
                 if max_seconds is not None and t >= max_seconds:
                     break
                 while prev is not None and t > next_t:
-                    frames.append(prev.to_ndarray(format="rgb24", width=size, height=size))
+                    frames.append(prev.to_ndarray(format="rgb24", width=width, height=height))
                     next_t += step
                 if prev is None and t > next_t:  # the first frame starts late: it stands for the time before it
                     while t > next_t:
-                        frames.append(frame.to_ndarray(format="rgb24", width=size, height=size))
+                        frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
                         next_t += step
                 prev, prev_t = frame, t
         except av.error.FFmpegError as exc:
@@ -138,10 +140,10 @@ def decode_frames(path: str | os.PathLike, fps: float = 1.0, size: int = 112,
         if max_seconds is not None:
             duration = min(duration, max_seconds)
         while next_t < duration:
-            frames.append(prev.to_ndarray(format="rgb24", width=size, height=size))
+            frames.append(prev.to_ndarray(format="rgb24", width=width, height=height))
             next_t += step
         if not frames:  # shorter than half a sampling interval
-            frames.append(prev.to_ndarray(format="rgb24", width=size, height=size))
+            frames.append(prev.to_ndarray(format="rgb24", width=width, height=height))
     finally:
         container.close()
     vfr = bool(len(intervals) > 2 and np.ptp(intervals) > VFR_TOLERANCE * interval)
