@@ -51,6 +51,25 @@ def vsc_descriptor(
     typer.echo(json.dumps({"descriptor_uap": ap}) if as_json else f"descriptor_uap {ap:.4f}")
 
 
+def build_corpus(size: Optional[str], seed: Optional[int], root: Optional[Path]) -> dict:
+    """`avmatch corpus build copydetect`: the offline corpus with params.yaml defaults."""
+    from avmatch.config import ConfigError, load_params
+    from avmatch.corpora.copydetect import build_copydetect_corpus
+    from avmatch.paths import project_root
+
+    overrides: dict = {}
+    if size:
+        overrides["copydetect.corpus.size"] = size
+    if seed is not None:
+        overrides["copydetect.corpus.seed"] = seed
+    try:
+        cp = load_params(project_root() / "params.yaml", overrides).copydetect.corpus
+    except ConfigError as exc:
+        _fail(str(exc))
+    info = build_copydetect_corpus(cp, Path(root) if root else project_root() / cp.root)
+    return {k: v for k, v in info.items() if k != "sources"}
+
+
 def register_metrics(metrics_app: typer.Typer) -> None:
     """Add the VSC22 commands to the `avmatch metrics` group."""
     metrics_app.command("vsc-matching")(vsc_matching)
