@@ -187,21 +187,18 @@ def _noise_matrix(noise: list[VideoFeatures], dim: int) -> np.ndarray:
 
 def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
     """FAISS k-NN of every query frame over the reference frames, CSLS-normalised with the noise set
-    (and without, for comparison); pairs ranked by their best frame score."""
+    (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score."""
     from avmatch.search.copy_candidates import find_candidates, reference_index
 
     cc = params.copydetect.candidates
     queries, refs = _features(paths, "queries"), _features(paths, "refs")
     noise = _noise_matrix(_features(paths, "noise"), params.copydetect.model.dim)
     index = reference_index(refs)
-    summary = {"ref_frames": index.ntotal, "query_frames": int(sum(len(q) for q in queries))}
-    for suffix, beta in (("", cc.beta), ("_raw", 0.0)):
-        t0 = time.perf_counter()
-        c = find_candidates(index, queries, noise, beta, cc.k, cc.max_pairs_per_query)
-        summary[f"recall_seconds{suffix}"] = time.perf_counter() - t0
-        summary[f"pairs{suffix}"] = len(c.pairs)
-        write_csv(paths.results / f"candidates{suffix}.csv", c.pairs)
-    return summary
+    t0 = time.perf_counter()
+    c = find_candidates(index, queries, noise, cc.beta, cc.k, cc.max_pairs_per_query)
+    write_csv(paths.results / "candidates.csv", c.pairs)
+    return {"ref_frames": index.ntotal, "query_frames": int(sum(len(q) for q in queries)),
+            "recall_seconds": time.perf_counter() - t0, "pairs": len(c.pairs)}
 
 
 def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
@@ -214,30 +211,27 @@ def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     queries, refs = _features(paths, "queries"), _features(paths, "refs")
     noise = _noise_matrix(_features(paths, "noise"), cd.model.dim)
     q_by, r_by = {q.video_id: q for q in queries}, {r.video_id: r for r in refs}
-    summary = {}
-    for suffix, beta in (("", cd.candidates.beta), ("_raw", 0.0)):
-        pairs = pd.read_csv(paths.results / f"candidates{suffix}.csv", dtype={"query_id": str, "ref_id": str})
-        bias = {q.video_id: noise_bias(q.features, noise, beta) for q in queries}
-        t0 = time.perf_counter()
-        matches = localise_pairs(pairs, q_by, r_by, bias, **cd.localise.model_dump())
-        secs = time.perf_counter() - t0
-        write_matches(paths.results / f"matches{suffix}.csv", matches)
-        summary[f"matches{suffix}"] = len(matches)
-        summary[f"ms_per_pair{suffix}"] = 1000 * secs / max(1, len(pairs))
+    pairs = pd.read_csv(paths.results / "candidates.csv", dtype={"query_id": str, "ref_id": str})
+    bias = {q.video_id: noise_bias(q.features, noise, cd.candidates.beta) for q in queries}
+    t0 = time.perf_counter()
+    matches = localise_pairs(pairs, q_by, r_by, bias, **cd.localise.model_dump())
+    secs = time.perf_counter() - t0
+    write_matches(paths.results / "matches.csv", matches)
     tracker.log_artifact(paths.results / "matches.csv", "results")
-    return summary
+    return {"matches": len(matches), "ms_per_pair": 1000 * secs / max(1, len(pairs))}
 
 
-def _variant_metrics(gt, queries, refs, noise, cd, matches=None) -> tuple[dict, dict]:
-    """Descriptor and matching µAPs with and without normalisation for one set of descriptors."""
+def _variant_metrics(gt, queries, refs, noise, cd, betas: dict[str, float], stored: dict | None = None) -> tuple[dict, dict]:
+    """Descriptor and matching µAPs of one set of descriptors, for each labelled normalisation weight β
+    (`stored` matches are used for a label instead of running recall and localisation again)."""
     from avmatch.metrics.vsc import descriptor_ap, matching_metrics
     from avmatch.search.copy_candidates import augment_for_normalisation
     from avmatch.search.localisation import detect_copies
 
     out, curves = {}, {}
-    for label, beta in (("normalised", cd.candidates.beta), ("raw", 0.0)):
-        if matches is not None and label in matches:
-            m = matches[label]
+    for label, beta in betas.items():
+        if stored is not None and label in stored:
+            m = stored[label]
         else:
             _, m = detect_copies(queries, refs, noise, beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
                                  **cd.localise.model_dump())
@@ -260,10 +254,11 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     gt = read_matches(paths.ground_truth, is_gt=True)
     queries, refs = _features(paths, "queries"), _features(paths, "refs")
     noise = _noise_matrix(_features(paths, "noise"), cd.model.dim)
-    stored = {"normalised": read_matches(paths.results / "matches.csv"),
-              "raw": read_matches(paths.results / "matches_raw.csv")}
+    # "main": the pipeline's settings (its stored matches); "raw" / "normalised": β = 0 / evaluate.normalised_beta
+    betas = {"main": cd.candidates.beta, "raw": 0.0, "normalised": cd.evaluate.normalised_beta}
+    stored = {"main": read_matches(paths.results / "matches.csv")}
     compare, curves = {}, {}
-    compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, stored)
+    compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored)
 
     def from_frames(embed) -> tuple[list[VideoFeatures], ...]:
         out = []
@@ -275,7 +270,7 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     if cd.evaluate.phash_baseline:
         t0 = time.perf_counter()
         pq, pr, pn = from_frames(phash_descriptors)
-        compare["phash"], curves["phash"] = _variant_metrics(gt, pq, pr, _noise_matrix(pn, 64), cd)
+        compare["phash"], curves["phash"] = _variant_metrics(gt, pq, pr, _noise_matrix(pn, 64), cd, betas)
         compare["phash"]["seconds"] = time.perf_counter() - t0
     if cd.evaluate.compare_untrained:
         import torch
@@ -285,16 +280,16 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         torch.manual_seed(params.common.seed)
         model = FrameEncoder(cd.model.dim, cd.model.channels, cd.model.input_size).eval()
         uq, ur, un = from_frames(lambda f: embed_frames(model, f, "cpu", cd.extract.batch_size))
-        compare["untrained"], curves["untrained"] = _variant_metrics(gt, uq, ur, _noise_matrix(un, cd.model.dim), cd)
+        compare["untrained"], curves["untrained"] = _variant_metrics(gt, uq, ur, _noise_matrix(un, cd.model.dim), cd, betas)
 
-    main = compare["trained"]["normalised"]
+    main = compare["trained"]["main"]
     write_json(paths.metrics / "copydetect.json", main)
     write_json(paths.metrics / "copydetect_compare.json", compare)
     if "phash" in compare:
-        write_json(paths.metrics / "copydetect_baseline.json", compare["phash"]["normalised"])
+        write_json(paths.metrics / "copydetect_baseline.json", compare["phash"]["main"])
     paths.plots.mkdir(parents=True, exist_ok=True)
     for track in ("matching", "descriptor"):
-        sel = {f"{v} ({n})": c[n][track] for v, c in curves.items() for n in c}
+        sel = {f"{v} ({n})": c[n][track] for v, c in curves.items() for n in ("raw", "normalised")}
         plot_pr_curves(sel, paths.results / f"pr_{track}.png", f"VSC22 {track} track: precision-recall")
         tracker.log_artifact(paths.results / f"pr_{track}.png", "plots")
         rows = [{"variant": k, "recall": r, "precision": p} for k, res in sel.items()

@@ -205,13 +205,13 @@ class CdExtractParams(_Strict):
 
 class CdCandidatesParams(_Strict):
     k: int = Field(20, ge=1, description="nearest reference frames per query frame")
-    beta: float = Field(1.0, ge=0, description="CSLS normalisation weight (0 = off)")
+    beta: float = Field(0.0, ge=0, description="CSLS normalisation weight (0 = off)")
     max_pairs_per_query: int = Field(25, ge=1)
 
 
 class CdLocaliseParams(_Strict):
     per_row: int = Field(3, ge=1, description="strongest cells of each query row that become nodes")
-    floor: float = Field(0.1, description="cells at or below this (normalised) similarity are ignored")
+    floor: float = Field(0.7, description="cells at or below this cosine similarity are not path nodes")
     max_gap: int = Field(3, ge=1, description="frames a path may skip on either axis")
     min_frames: int = Field(2, ge=1)
     max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
@@ -220,6 +220,8 @@ class CdLocaliseParams(_Strict):
 class CdEvaluateParams(_Strict):
     compare_untrained: bool = True
     phash_baseline: bool = True
+    normalised_beta: float = Field(1.0, ge=0, description="β of the 'normalised' variant in the comparison "
+                                                           "(the 'raw' one has β = 0)")
 
 
 class CopydetectParams(_Strict):

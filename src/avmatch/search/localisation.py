@@ -7,7 +7,8 @@ query row as nodes, link node (i, j) to (i', j') when 0 < i' - i ≤ max_gap and
 0 ≤ j' - j ≤ max_gap, and take the longest path by summed (similarity - floor) with dynamic
 programming. Its nodes are removed and the next path is searched, up to `max_segments` per pair;
 paths shorter than `min_frames` nodes are dropped. A segment spans the first to the last node's
-time interval on each axis; its score is the highest similarity on the path.
+time interval on each axis; its score is the highest similarity on the path after score
+normalisation (paths are found on the raw cosines, so normalisation changes the ranking only).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def _nodes(sim: np.ndarray, per_row: int, floor: float) -> tuple[np.ndarray, np.
 
 
 def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_row: int = 3, floor: float = 0.0,
-             max_gap: int = 3, min_frames: int = 2, max_segments: int = 3) -> list[Segment]:
-    """Copied segments in `sim` [n_query_frames, n_ref_frames] (normalised similarities);
-    `q_times`/`r_times` are [n, 2] start/end seconds of each frame's interval."""
+             max_gap: int = 3, min_frames: int = 2, max_segments: int = 3,
+             bias: np.ndarray | None = None) -> list[Segment]:
+    """Copied segments in `sim` [n_query_frames, n_ref_frames] (cosine similarities);
+    `q_times`/`r_times` are [n, 2] start/end seconds of each frame's interval. Paths are found on
+    the raw similarities; a segment's score is its best *normalised* similarity, sim - bias[row]
+    (`bias`: the per-query-frame normalisation term, None = no normalisation)."""
     if sim.size == 0:
         return []
     ri, ci, s = _nodes(np.asarray(sim, np.float32), per_row, floor)
+    b = np.zeros(sim.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
     alive = np.ones(len(ri), bool)
     out: list[Segment] = []
     # first node index of each query row, to find predecessors in a window of rows
@@ -85,7 +90,7 @@ def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_r
         if len(path) < min_frames:
             continue
         out.append(Segment(float(q_times[q0, 0]), float(q_times[q1, 1]), float(r_times[r0, 0]),
-                           float(r_times[r1, 1]), float(s[path].max()), len(path)))
+                           float(r_times[r1, 1]), float((s[path] - b[ri[path]]).max()), len(path)))
     return out
 
 
@@ -101,12 +106,9 @@ def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int
     out = []
     for q_id, r_id in zip(pairs["query_id"], pairs["ref_id"]):
         q, r = queries[q_id], refs[r_id]
-        b = bias.get(q_id)
         sim = q.features @ r.features.T
-        if b is not None:
-            sim = sim - b[:, None]
         for seg in localise(sim, q.timestamps, r.timestamps, per_row=per_row, floor=floor, max_gap=max_gap,
-                            min_frames=min_frames, max_segments=max_segments):
+                            min_frames=min_frames, max_segments=max_segments, bias=bias.get(q_id)):
             out.append(Match(q_id, r_id, seg.query_start, seg.query_end, seg.ref_start, seg.ref_end, seg.score))
     return out
 
