@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "copydetect.corpus.size": "tiny",
-    "copydetect.train.max_minutes": 1.0,
+    "copydetect.train.max_minutes": 0.6,
     "copydetect.train.checkpoint_every": 50,
 }
 

