@@ -67,6 +67,12 @@ SPECS: dict[str, PipelineSpec] = {
         reevaluate="pipelines.fingerprint.stages:reevaluate",
         watch=(("track_hit_rate_3s", "max"), ("track_hit_rate_5s", "max"), ("segment_exact_3s", "max"),
                ("false_match_rate", "min"))),
+    "copydetect": PipelineSpec(
+        "pipelines.copydetect.stages", "pipelines.copydetect.paths:CopydetectPaths",
+        ("corpus", "ingest", "frames", "train", "extract", "candidates", "localise", "evaluate"),
+        model_attr="encoder", register_after="evaluate",
+        reevaluate="pipelines.copydetect.stages:reevaluate",
+        watch=(("descriptor_uap", "max"), ("matching_uap", "max"), ("pairwise_uap", "max"))),
 }
 PIPELINES = tuple(SPECS)
 

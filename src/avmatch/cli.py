@@ -125,7 +125,8 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 
 @corpus_app.command("build")
 def corpus_build(
-    system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset)"),
+    system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset) "
+                                         "| copydetect (video copy detection, VSC22 layout)"),
     size: Optional[str] = typer.Option(None, help="tiny | demo | large (default: params.yaml)"),
     seed: Optional[int] = typer.Option(None, help="random seed (default: params.yaml)"),
     root: Optional[Path] = typer.Option(None, help="output folder (default: params.yaml)"),
@@ -140,6 +141,11 @@ def corpus_build(
     from avmatch.paths import project_root
     from pipelines.registry import load_run_params
 
+    if system == "copydetect":  # the VSC22-layout video copy detection corpus (docs/datasets.md)
+        from avmatch.copydetect_cli import build_corpus
+
+        typer.echo(json.dumps(build_corpus(size, seed, root), indent=2, default=float))
+        return
     if system not in ("fingerprint", "nafp"):
         _fail(f"unknown corpus '{system}'; available: fingerprint, nafp")
     if system == "nafp" and dataset_root is None:
@@ -200,3 +206,8 @@ app.add_typer(fingerprint_cli.app, name="fingerprint")
 from avmatch import runs_cli  # noqa: E402  (registers `avmatch runs ...`)
 
 app.add_typer(runs_cli.app, name="runs")
+
+from avmatch import copydetect_cli  # noqa: E402  (registers `avmatch copydetect ...` and the VSC22 metrics)
+
+app.add_typer(copydetect_cli.app, name="copydetect")
+copydetect_cli.register_metrics(metrics_app)

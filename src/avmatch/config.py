@@ -204,10 +204,85 @@ class FingerprintParams(_Strict):
     evaluate: FpEvaluateParams = FpEvaluateParams()
 
 
+# ---------------------------------------------------------------- copydetect (VSC22)
+class CdCorpusParams(_Strict):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 11
+    root: str = "data/copydetect/corpus"
+    include_bad_files: bool = Field(True, description="add unreadable / audio-only files to the queries (robustness demo)")
+    source: Literal["builtin", "vsc22"] = Field(
+        "builtin", description="builtin: build the offline corpus at root; vsc22: use the VSC22 layout found at root")
+    query_dir: str = "query"
+    ref_dir: str = "reference"
+    noise_dir: str = "noise"
+    ground_truth: str = "matching_ground_truth.csv"
+
+
+class CdFramesParams(_Strict):
+    fps: float = Field(1.0, gt=0, le=1.0, description="descriptors per second (VSC22 allows at most 1)")
+    size: int = Field(112, ge=32, le=512, description="cached frames are size x size RGB")
+    workers: int = Field(2, ge=1)
+
+
+class CdModelParams(_Strict):
+    dim: int = Field(128, gt=0, le=511, description="descriptor size (VSC22: <= 512 incl. the normalisation dim)")
+    channels: list[int] = [16, 32, 64, 128]
+    input_size: int = Field(64, ge=32, description="frames are resized to this square input")
+
+
+class CdTrainParams(_Strict):
+    batch_size: int = Field(64, ge=4)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    max_steps: int = Field(3000, ge=1)
+    max_minutes: float = Field(8.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    checkpoint_every: int = Field(100, ge=1)
+    augment_strength: float = Field(1.0, gt=0, le=1.0)
+
+
+class CdExtractParams(_Strict):
+    batch_size: int = Field(128, ge=1)
+    shard_items: int = Field(64, ge=1, description="videos per Parquet shard")
+
+
+class CdCandidatesParams(_Strict):
+    k: int = Field(20, ge=1, description="nearest reference frames per query frame")
+    beta: float = Field(0.0, ge=0, description="CSLS normalisation weight (0 = off)")
+    max_pairs_per_query: int = Field(25, ge=1)
+
+
+class CdLocaliseParams(_Strict):
+    per_row: int = Field(3, ge=1, description="strongest cells of each query row that become nodes")
+    floor: float = Field(0.7, description="cells at or below this cosine similarity are not path nodes")
+    max_gap: int = Field(3, ge=1, description="frames a path may skip on either axis")
+    min_frames: int = Field(2, ge=1)
+    max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
+
+
+class CdEvaluateParams(_Strict):
+    compare_untrained: bool = True
+    phash_baseline: bool = True
+    normalised_beta: float = Field(1.0, ge=0, description="β of the 'normalised' variant in the comparison "
+                                                           "(the 'raw' one has β = 0)")
+
+
+class CopydetectParams(_Strict):
+    corpus: CdCorpusParams = CdCorpusParams()
+    frames: CdFramesParams = CdFramesParams()
+    model: CdModelParams = CdModelParams()
+    train: CdTrainParams = CdTrainParams()
+    extract: CdExtractParams = CdExtractParams()
+    candidates: CdCandidatesParams = CdCandidatesParams()
+    localise: CdLocaliseParams = CdLocaliseParams()
+    evaluate: CdEvaluateParams = CdEvaluateParams()
+
+
 class Params(_Strict):
     common: CommonParams = CommonParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     fingerprint: FingerprintParams = FingerprintParams()
+    copydetect: CopydetectParams = CopydetectParams()
 
 
 def _format_error(err: ValidationError, source: str) -> str:

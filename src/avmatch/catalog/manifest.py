@@ -8,7 +8,7 @@ manifest acts as a metadata cache: a file whose path, size and mtime are unchang
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +43,13 @@ def item_id_for(path: Path, base: Path | None) -> str:
     return rel.with_suffix("").as_posix()
 
 
-def _row_for(path: Path, item_id: str, split: str, label: str) -> dict:
+def _audio_probe(path: Path) -> dict:
+    info = probe_audio(path)
+    return {"duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels,
+            "codec": info.codec}
+
+
+def _row_for(path: Path, item_id: str, split: str, label: str, probe: Callable[[Path], dict] = _audio_probe) -> dict:
     row = {c: None for c in MANIFEST_COLUMNS}
     row.update(id=item_id, path=str(path), ext=path.suffix.lower(), split=split, label=label,
                status="ok", error="")
@@ -52,9 +58,8 @@ def _row_for(path: Path, item_id: str, split: str, label: str) -> dict:
         row.update(size_bytes=int(st.st_size), mtime_ns=int(st.st_mtime_ns))
         if path.suffix.lower() not in MEDIA_EXTENSIONS:
             raise MediaError(path, f"unsupported extension '{path.suffix}' (allowed: {', '.join(sorted(MEDIA_EXTENSIONS))})")
-        info = probe_audio(path)
-        row.update(content_hash=file_hash(path), duration_s=info.duration_s, sample_rate=info.sample_rate,
-                   channels=info.channels, codec=info.codec)
+        row.update(probe(path))
+        row["content_hash"] = file_hash(path)
     except MediaError as exc:
         row.update(status="error", error=exc.reason)
     except OSError as exc:
@@ -69,8 +74,13 @@ def build_manifest(
     label: str = "",
     previous: pd.DataFrame | None = None,
     desc: str = "ingest",
+    probe: Callable[[Path], dict] | None = None,
 ) -> pd.DataFrame:
-    """Probe each file once (or reuse `previous` rows whose path, size and mtime match)."""
+    """Probe each file once (or reuse `previous` rows whose path, size and mtime match).
+
+    `probe(path) -> dict of columns` reads a file's header (default: audio; videos pass
+    `avmatch.media.video.manifest_probe`); keys beyond MANIFEST_COLUMNS become extra columns.
+    """
     base_p = Path(base) if base is not None else None
     cache: dict[str, dict] = {}
     if previous is not None and len(previous):
@@ -89,8 +99,9 @@ def build_manifest(
                     continue
             except OSError:
                 pass
-        rows.append(_row_for(path, item_id, split, label))
-    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        rows.append(_row_for(path, item_id, split, label, probe or _audio_probe))
+    extra = sorted({k for r in rows for k in r} - set(MANIFEST_COLUMNS))
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
     dupes = df["id"].duplicated(keep="first")
     if dupes.any():
         df.loc[dupes, ["status", "error"]] = ["error", "duplicate id (same path without extension); renamed copy ignored"]

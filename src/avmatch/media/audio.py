@@ -35,7 +35,8 @@ class AudioInfo:
     codec: str
 
 
-def _open(path: Path):
+def _open(path: Path, stream: str = "audio"):
+    """Open a media container that has a `stream` ("audio" or "video") stream, or raise MediaError."""
     import av
 
     if not path.exists():
@@ -46,9 +47,9 @@ def _open(path: Path):
         container = av.open(str(path), metadata_errors="ignore")
     except Exception as exc:  # PyAV raises many subclasses; all mean "not decodable"
         raise MediaError(path, f"not a readable media file ({type(exc).__name__}: {exc})") from None
-    if not container.streams.audio:
+    if not getattr(container.streams, stream):
         container.close()
-        raise MediaError(path, "no audio stream in the file")
+        raise MediaError(path, f"no {stream} stream in the file")
     return container
 
 

@@ -1,0 +1,40 @@
+"""Prefect flow for the copy detection (VSC22) pipeline: the same stage functions `dvc repro` runs, in order.
+
+    python -m flows.copydetect                      # whole pipeline with params.yaml
+    python -m flows.copydetect -S copydetect.candidates.beta=0.5 --stages candidates localise evaluate
+
+From the Prefect UI (deployment `copydetect/avmatch`, served by `python -m flows.serve`) the
+`copydetect` parameter is a form of the params.yaml section: fill in only what to change. Values are
+validated before any stage starts (a wrong key or type fails the run at once, naming the key).
+Stages whose inputs did not change are NOT skipped here (`dvc repro` does that); each stage's own
+caches (metadata, decoded frames, shards, checkpoints) still make reruns cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from avmatch.config import CopydetectParams, partial_model
+from flows.pipeline import cli_main, merge_overrides, run_pipeline
+
+CopydetectOverrides = partial_model(CopydetectParams, "CopydetectOverrides")
+
+
+@flow(name="copydetect", log_prints=True, validate_parameters=True)
+def copydetect_flow(copydetect: CopydetectOverrides | None = None, overrides: dict[str, Any] | None = None,  # type: ignore[valid-type]
+                    stages: list[str] | None = None, root: str | None = None) -> dict:
+    """Run the copy detection (VSC22) stages (all, or the named ones in pipeline order); returns each stage's summary.
+
+    `copydetect`: values to change in the params.yaml section; `overrides`: dotted keys of any section.
+    """
+    return run_pipeline("copydetect", merge_overrides("copydetect", copydetect, overrides), stages, root)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli_main("copydetect", copydetect_flow, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

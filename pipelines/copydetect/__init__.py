@@ -1,0 +1,1 @@
+"""Video copy detection pipeline (VSC22)."""
