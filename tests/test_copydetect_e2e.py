@@ -123,3 +123,21 @@ def test_query_command_finds_the_copied_reference(repo):
         top.setdefault(r[0], r[1])
     hits = sum(top.get(q) in refs for q, refs in by_query.items())
     assert hits >= len(queries) // 2, (top, by_query)
+
+
+def test_encoder_registered_and_reevaluated_with_the_same_numbers(repo, monkeypatch):
+    """The evaluate stage registers the descriptor; re-evaluating that version on the same corpus gives
+    the pipeline's own numbers (same model, data, recall and localisation)."""
+    from mlflow.tracking import MlflowClient
+
+    from avmatch.config import load_params
+    from pipelines.reevaluation import reevaluate_pipeline
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = client.search_model_versions("name='avmatch-copydetect-encoder'")
+    assert versions and versions[0].tags["dvc_lock_matches"] == "True"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = reevaluate_pipeline("copydetect", load_params(repo / "params.yaml"), repo)
+    pipeline = json.loads((repo / "metrics/copydetect.json").read_text())
+    for k in ("descriptor_uap", "matching_uap", "pairwise_uap"):
+        assert result["metrics"][k] == pytest.approx(pipeline[k], abs=1e-4), k
