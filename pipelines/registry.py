@@ -45,6 +45,8 @@ class PipelineSpec:
 SPECS: dict[str, PipelineSpec] = {
     "fingerprint": PipelineSpec("pipelines.fingerprint.stages", "pipelines.fingerprint.paths:FingerprintPaths",
                                 ("corpus", "ingest", "features", "train", "extract", "index", "evaluate")),
+    "versions": PipelineSpec("pipelines.versions.stages", "pipelines.versions.paths:VersionsPaths",
+                             ("corpus", "ingest", "features", "train", "extract", "evaluate", "baseline")),
 }
 PIPELINES = tuple(SPECS)
 
