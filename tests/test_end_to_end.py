@@ -7,7 +7,6 @@ run in order: `dvc repro` from scratch, a no-op `dvc repro`, `dvc exp run -S`, t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _e2e import BIN, env, project_copy, run
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -32,53 +30,16 @@ TINY = {
 }
 
 
-def _env(repo: Path) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}:{env['PATH']}"
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("AVMATCH_ROOT", None)
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["MPLBACKEND"] = "Agg"
-    return env
-
-
-def _run(cmd: list[str], repo: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
-    return p
-
-
-def _set(params: dict, dotted: str, value) -> None:
-    node = params
-    *head, last = dotted.split(".")
-    for k in head:
-        node = node[k]
-    node[last] = value
+_env, _run = env, run
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("e2e") / "proj"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        src = ROOT / f
-        if src.is_file() and not f.startswith(("data/", "models/", "metrics/", "plots/", "results/")):
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / f)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for k, v in TINY.items():
-        _set(params, k, v)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=repo, check=True)
-    return repo
+    return project_copy(tmp_path_factory.mktemp("e2e") / "proj", TINY)
 
 
 def test_dvc_repro_runs_everything_and_training_beats_untrained(repo):
-    _run([str(BIN / "dvc"), "repro"], repo)
+    _run([str(BIN / "dvc"), "repro", "fingerprint_evaluate"], repo)
     m = json.loads((repo / "metrics/fingerprint.json").read_text())
     u = json.loads((repo / "metrics/fingerprint_untrained.json").read_text())
     assert set(m["track_hit_rate"]) == {"1s", "2s", "3s", "5s", "10s"}
@@ -97,7 +58,7 @@ def test_dvc_repro_runs_everything_and_training_beats_untrained(repo):
 
 
 def test_second_repro_does_nothing(repo):
-    out = _run([str(BIN / "dvc"), "repro"], repo).stdout
+    out = _run([str(BIN / "dvc"), "repro", "fingerprint_evaluate"], repo).stdout
     assert "up to date" in out.lower(), out
     assert "Running stage" not in out
 
@@ -121,7 +82,7 @@ def test_every_stage_logged_to_mlflow_with_tags(repo):
 
 
 def test_dvc_exp_run_with_override(repo):
-    _run([str(BIN / "dvc"), "exp", "run", "-S", "fingerprint.search.top_k=5"], repo)
+    _run([str(BIN / "dvc"), "exp", "run", "fingerprint_evaluate", "-S", "fingerprint.search.top_k=5"], repo)
     shown = _run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout
     assert "top_k" in shown
     params = yaml.safe_load((repo / "params.yaml").read_text())

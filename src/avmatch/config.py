@@ -201,6 +201,7 @@ class VerModelParams(_Strict):
     dim: int = Field(128, gt=0)
     channels: list[int] = [16, 32, 64, 128]
     gem_p: float = Field(3.0, gt=0)
+    fold_octaves: bool = Field(True, description="CQT bins as octave channels x pitch classes (circular): key invariance")
 
 
 class VerAugmentParams(_Strict):

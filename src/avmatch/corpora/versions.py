@@ -56,10 +56,13 @@ class VerSize:
     folk_tunes: int
     chorale_s: tuple[float, float]  # min / max seconds of a chorale rendering
     folk_s: tuple[float, float]
+    folk_test_tunes: int = 0  # held-out folk tunes (other tunes than training) added to the test collection
 
 
 SIZES = {
-    "tiny": VerSize(6, 3, 6, 4, 14, (21.0, 26.0), (21.0, 25.0)),
+    # tiny: the end-to-end test's corpus; its 1-minute training cannot learn chorale harmonisations, so its
+    # test collection also holds versions of held-out folk tunes (the kind of pair it trains on)
+    "tiny": VerSize(6, 3, 6, 4, 16, (21.0, 26.0), (21.0, 25.0), 6),
     "demo": VerSize(0, 10, 24, 40, 120, (21.0, 45.0), (21.0, 30.0)),
     "large": VerSize(0, 10, 24, 120, 600, (21.0, 80.0), (21.0, 45.0)),
 }
@@ -223,12 +226,13 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
 
     # 2. folk tunes as versions (training material) --------------------------------------------------
     n_folk = spec.folk_tunes if folk_tunes is None else folk_tunes
-    if n_folk:
+    if n_folk + spec.folk_test_tunes:
         pool = PiecePool(["essen", "oneill"], seed, workers=workers)
         pool.seen_signatures |= {p.signature for fam in families for p in fam}
-        pool.prefetch({"essen": int(n_folk * 0.6 / 3) + 8, "oneill": int(n_folk * 0.4 / 1.3) + 8})
+        n_all = n_folk + spec.folk_test_tunes
+        pool.prefetch({"essen": int(n_all * 0.6 / 3) + 8, "oneill": int(n_all * 0.4 / 1.3) + 8})
         kinds = ["none", "drop", "repeat", "excerpt"]
-        for ti in range(n_folk):
+        for ti in range(n_folk + spec.folk_test_tunes):
             group = "essen" if ti % 5 < 3 else "oneill"
             piece = pool.next_piece(group)
             r = np.random.default_rng([seed, 13, ti])
@@ -238,7 +242,8 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                 s, desc = _folk_spec(piece, f"folk{ti:04d}v{vi}_{_slug(piece.key)}", r, spec.folk_s, kind,
                                      instruments[vi])
                 jobs.append((s, tmp / "audio" / "folk" / f"{s.name}.flac",
-                             {"clique": f"folk{ti:04d}", "split": "train", "source": "folk", "variation": desc,
+                             {"clique": f"folk{ti:04d}", "split": "train" if ti < n_folk else "test",
+                              "source": "folk", "variation": desc,
                               "piece": piece.key}))
     stage("plan")
 
@@ -261,7 +266,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
     summary = {
         "size": size, "seed": seed, "n_tracks": len(rows),
         "chorale_families": {"all": len(families), "settings": sum(len(f) for f in families), **fam_split},
-        "distractors": len(singles), "folk_tunes": n_folk, "folk_versions": folk_versions,
+        "distractors": len(singles), "folk_tunes": n_folk, "folk_test_tunes": spec.folk_test_tunes, "folk_versions": folk_versions,
         "tracks_by_source_split": {f"{a}/{b}": n for (a, b), n in sorted(count.items())},
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "signature_intervals": SIGNATURE_INTERVALS, "stage_seconds": stages,

@@ -1,8 +1,7 @@
 """Classical cover-song baseline: Essentia HPCP chroma, OTI-binarised chroma cross-similarity, Qmax.
 
 The method of Serra et al. (2009) as Essentia ships it: 12-bin HPCP per frame, a binary
-cross-recurrence matrix after transposing the reference to the query's key (optimal transposition
-index), then Smith-Waterman-like local alignment (Qmax); the distance is the maximum alignment score
+cross-recurrence matrix from the optimal transposition index (OTI binary similarity), then Smith-Waterman-like local alignment (Qmax); the distance is the maximum alignment score
 normalised by the reference length (asymmetric). No training, so it is the reference point a
 learnt encoder must beat; it costs one alignment per track pair (quadratic in collection size).
 """
@@ -37,8 +36,9 @@ class QmaxScorer:
     def __init__(self, frame_stack: int = 9):
         import essentia.standard as es
 
-        self.csm = es.ChromaCrossSimilarity(frameStackSize=frame_stack, frameStackStride=1,
-                                            binarizePercentile=0.095, oti=True)
+        # otiBinary: Serra et al.'s OTI-based binary similarity. (The Euclidean-percentile binarisation,
+        # `oti=True` with stacked frames, returned all-zero matrices across tracks in essentia 2.1b6.)
+        self.csm = es.ChromaCrossSimilarity(frameStackSize=frame_stack, frameStackStride=1, oti=False, otiBinary=True)
         self.qmax = es.CoverSongSimilarity(disOnset=0.5, disExtension=0.5, alignmentType="serra09",
                                            distanceType="asymmetric")
         self.min_frames = frame_stack + 1

@@ -148,7 +148,7 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
         loss.backward()
         opt.step()
         step += 1
-        rec = {"step": step, "loss": float(loss), **diag}
+        rec = {"step": step, "loss": loss.item(), **diag}
         if val_score is not None and (step % tp.validate_every == 0 or step == tp.max_steps):
             rec["val_map"] = val_score(model, device)
             if rec["val_map"] > best[0]:
