@@ -162,6 +162,14 @@ class FingerprintParams(_Strict):
 
 
 # ---------------------------------------------------------------- versions (musical version identification)
+def _check_reduction(cls, v: str) -> str:
+    """A segment-pair reduction name: min | mean | bpwr-k."""
+    from avmatch.search.segment_pairs import parse_reduction
+
+    parse_reduction(v)
+    return v
+
+
 class VerCorpusParams(_Strict):
     size: Literal["tiny", "demo", "large"] = "demo"
     seed: int = 11
@@ -229,13 +237,7 @@ class VerTrainParams(_Strict):
     validate_every: int = Field(100, ge=1)
     augment: VerAugmentParams = VerAugmentParams()
 
-    @field_validator("positive_reduction", "negative_reduction")
-    @classmethod
-    def _reduction(cls, v: str) -> str:
-        from avmatch.search.segment_pairs import parse_reduction
-
-        parse_reduction(v)
-        return v
+    _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)
 
 
 class VerExtractParams(_Strict):
@@ -251,20 +253,15 @@ class VerEvaluateParams(_Strict):
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0: normal approximation)")
     compare_untrained: bool = True
 
-    @field_validator("reduction")
-    @classmethod
-    def _reduction(cls, v: str) -> str:
-        from avmatch.search.segment_pairs import parse_reduction
-
-        parse_reduction(v)
-        return v
+    _reduction = field_validator("reduction")(_check_reduction)
 
 
 class VerBaselineParams(_Strict):
-    frame_size: int = Field(4096, gt=0)
-    hop_size: int = Field(2048, gt=0)
-    frame_stack: int = Field(9, ge=1)
+    frame_size: int = Field(8192, gt=0)
+    hop_size: int = Field(4096, gt=0, description="HPCP hop in samples (4096 at 16 kHz: ~4 chroma frames per second)")
+    frame_stack: int = Field(1, ge=1)
     max_tracks: int = Field(400, ge=2, description="the Qmax baseline costs O(n^2) alignments: cap the test collection")
+    max_segment_queries: int = Field(40, ge=1, description="20 s segment queries aligned against every segment")
 
 
 class VersionsParams(_Strict):

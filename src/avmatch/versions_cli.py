@@ -65,7 +65,8 @@ def query(file: Path = typer.Argument(..., help="an audio file: which tracks of 
 def embed(src: Path = typer.Argument(..., help="input folder tree of audio files"),
           dst: Path = typer.Argument(..., help="output folder: the same tree with one embedding file per input"),
           model: Path = typer.Option(DEFAULT_MODEL, help="trained encoder"),
-          fmt: str = typer.Option("npy", "--format", help="npy ([segments, dim] float32) or pt (torch tensor)")) -> None:
+          fmt: str = typer.Option("npy", "--format", help="npy ([segments, dim] float32) or pt (torch tensor)"),
+          ) -> None:
     """Mirror a folder tree to per-file segment embeddings (+ a .json of segment times), as CLEWS's inference
     script does; files already embedded are skipped, bad ones reported."""
     from avmatch.versions_db import mirror_embeddings

@@ -121,7 +121,8 @@ def vary_piece(piece: Piece, kind: str, rng: np.random.Generator) -> tuple[Piece
         a = 4.0 * int(rng.integers(1, max(2, int((length - span) // 4))))
         a = min(a, length - span)
         if kind == "drop":
-            parts = _shift_parts(piece, lambda on: not (a <= on < a + span), lambda on: on - span if on >= a + span else on)
+            parts = _shift_parts(piece, lambda on: not (a <= on < a + span),
+                                 lambda on: on - span if on >= a + span else on)
             new_len = length - span
         else:
             parts = [sorted([(on if on < a + span else round(on + span, 6), d, p, v) for on, d, p, v in part]
@@ -254,7 +255,8 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
     for (s, path, info), res in zip(jobs, results):
         rows.append({"id": path.relative_to(tmp).with_suffix("").as_posix(), "path": path.relative_to(tmp).as_posix(),
                      "title": s.pieces[0].title or s.pieces[0].key, "instrument": s.ensemble,
-                     "tempo_bpm": int(s.bpm), "transpose": s.transpose, "duration_s": f"{res['duration_s']:.3f}", **info})
+                     "tempo_bpm": int(s.bpm), "transpose": s.transpose, "duration_s": f"{res['duration_s']:.3f}",
+                     **info})
     write_tracks_csv(tmp / "tracks.csv", rows)
     count = defaultdict(int)
     for r in rows:
@@ -266,7 +268,8 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
     summary = {
         "size": size, "seed": seed, "n_tracks": len(rows),
         "chorale_families": {"all": len(families), "settings": sum(len(f) for f in families), **fam_split},
-        "distractors": len(singles), "folk_tunes": n_folk, "folk_test_tunes": spec.folk_test_tunes, "folk_versions": folk_versions,
+        "distractors": len(singles), "folk_tunes": n_folk, "folk_test_tunes": spec.folk_test_tunes,
+        "folk_versions": folk_versions,
         "tracks_by_source_split": {f"{a}/{b}": n for (a, b), n in sorted(count.items())},
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "signature_intervals": SIGNATURE_INTERVALS, "stage_seconds": stages,
