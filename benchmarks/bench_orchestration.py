@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stages to run (the corpus and training stages are left out by default: minutes of "
                         "work whose overhead share would only look smaller)")
     p.add_argument("--skip", nargs="*", default=[], choices=["dvc", "flow", "deployment"])
+    p.add_argument("--fresh-train", action="store_true",
+                   help="delete the training checkpoints before each run, so a forced train stage trains from "
+                        "scratch (within its time budget) instead of resuming from its last checkpoint")
     add_common_args(p, threads=False)
     return p.parse_args(argv)
 
@@ -55,7 +58,11 @@ def stage_runs(project: Path, pipeline: str, since_ms: int, orchestrator: str) -
 
 
 def measure(name: str, cmd: list[str] | None, project: Path, pipeline: str, orchestrator: str, n_stages: int,
-            env: dict, trigger=None) -> dict:
+            env: dict, trigger=None, fresh: Path | None = None) -> dict:
+    if fresh is not None and fresh.exists():
+        import shutil
+
+        shutil.rmtree(fresh)
     since = int(time.time() * 1000)
     t0 = time.perf_counter()
     if cmd:
@@ -90,10 +97,11 @@ def main(argv=None) -> int:
     env = dict(os.environ, MPLBACKEND="Agg", TQDM_DISABLE="1")
     env.pop("MLFLOW_TRACKING_URI", None)
     rows = []
+    fresh = project / "models" / f"{args.pipeline}_checkpoints" if args.fresh_train else None
     if "dvc" not in args.skip:
         targets = [f"{args.pipeline}_{s}" for s in stages]
         rows.append(measure("`dvc repro -f -s` (stages in order)", [str(bin_dir / "dvc"), "repro", "-f", "-s", *targets],
-                            project, args.pipeline, "cli", len(stages), env))
+                            project, args.pipeline, "cli", len(stages), env, fresh=fresh))
         print(f"[bench] {rows[-1]}", flush=True)
     home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
     server = start_prefect(project, prefect_home=home)
@@ -103,7 +111,7 @@ def main(argv=None) -> int:
         if "flow" not in args.skip:
             rows.append(measure("Prefect flow, new process (`python -m flows.%s`)" % args.pipeline,
                                 [sys.executable, "-m", f"flows.{args.pipeline}", "--stages", *stages],
-                                project, args.pipeline, "prefect", len(stages), flow_env))
+                                project, args.pipeline, "prefect", len(stages), flow_env, fresh=fresh))
             print(f"[bench] {rows[-1]}", flush=True)
         if "deployment" not in args.skip:
             runner = start_runner(project, server.url, prefect_home=home, extra_env={"TQDM_DISABLE": "1"})
@@ -131,7 +139,7 @@ def main(argv=None) -> int:
                             raise RuntimeError(f"deployment run ended {run.state}")
 
                     rows.append(measure("deployment run via the API (served by `flows.serve`)", None, project,
-                                        args.pipeline, "prefect", len(stages), env, trigger))
+                                        args.pipeline, "prefect", len(stages), env, trigger, fresh=fresh))
                     print(f"[bench] {rows[-1]}", flush=True)
             finally:
                 stop_process(runner.process)

@@ -73,6 +73,12 @@ SPECS: dict[str, PipelineSpec] = {
         model_attr="encoder", register_after="evaluate",
         reevaluate="pipelines.copydetect.stages:reevaluate",
         watch=(("descriptor_uap", "max"), ("matching_uap", "max"), ("pairwise_uap", "max"))),
+    "versions": PipelineSpec(
+        "pipelines.versions.stages", "pipelines.versions.paths:VersionsPaths",
+        ("corpus", "ingest", "features", "train", "extract", "evaluate", "baseline"),
+        model_attr="encoder", register_after="evaluate",
+        reevaluate="pipelines.versions.stages:reevaluate",
+        watch=(("track_MAP", "max"), ("segment_MAP", "max"), ("track_MR1", "min"))),
 }
 PIPELINES = tuple(SPECS)
 

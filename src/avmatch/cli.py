@@ -126,7 +126,8 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 @corpus_app.command("build")
 def corpus_build(
     system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset) "
-                                         "| copydetect (video copy detection, VSC22 layout)"),
+                                         "| copydetect (video copy detection, VSC22 layout) "
+                                         "| versions (chorale families + folk-tune versions)"),
     size: Optional[str] = typer.Option(None, help="tiny | demo | large (default: params.yaml)"),
     seed: Optional[int] = typer.Option(None, help="random seed (default: params.yaml)"),
     root: Optional[Path] = typer.Option(None, help="output folder (default: params.yaml)"),
@@ -146,8 +147,20 @@ def corpus_build(
 
         typer.echo(json.dumps(build_corpus(size, seed, root), indent=2, default=float))
         return
+    if system == "versions":
+        from avmatch.corpora.versions import build_versions_corpus
+
+        try:
+            vc = load_run_params(project_root(), overrides={k: v for k, v in (("versions.corpus.size", size),
+                                 ("versions.corpus.seed", seed)) if v is not None}).versions.corpus
+        except ConfigError as exc:
+            _fail(str(exc))
+        info = build_versions_corpus(vc.size, vc.seed, root or (project_root() / vc.root), vc.folk_tunes,
+                                     vc.folk_versions)
+        typer.echo(json.dumps(info, indent=2, default=float))
+        return
     if system not in ("fingerprint", "nafp"):
-        _fail(f"unknown corpus '{system}'; available: fingerprint, nafp")
+        _fail(f"unknown corpus '{system}'; available: fingerprint, nafp, copydetect, versions")
     if system == "nafp" and dataset_root is None:
         _fail("nafp needs --dataset-root PATH (the neural-audio-fp-dataset folder; see docs/datasets.md)")
     if system == "fingerprint" and (dataset_root is not None or max_dummy_refs is not None):
@@ -211,3 +224,7 @@ from avmatch import copydetect_cli  # noqa: E402  (registers `avmatch copydetect
 
 app.add_typer(copydetect_cli.app, name="copydetect")
 copydetect_cli.register_metrics(metrics_app)
+
+from avmatch import versions_cli  # noqa: E402  (registers `avmatch versions ...`)
+
+app.add_typer(versions_cli.app, name="versions")

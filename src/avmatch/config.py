@@ -276,6 +276,118 @@ class CopydetectParams(_Strict):
     candidates: CdCandidatesParams = CdCandidatesParams()
     localise: CdLocaliseParams = CdLocaliseParams()
     evaluate: CdEvaluateParams = CdEvaluateParams()
+# ---------------------------------------------------------------- versions (musical version identification)
+def _check_reduction(cls, v: str) -> str:
+    """A segment-pair reduction name: min | mean | bpwr-k."""
+    from avmatch.search.segment_pairs import parse_reduction
+
+    parse_reduction(v)
+    return v
+
+
+class VerCorpusParams(_Strict):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 11
+    root: str = "data/versions/corpus"
+    # builtin: Bach chorale families + folk-tune versions rendered offline; shs100k / discogs_vi: a real
+    # dataset's metadata + audio folder turned into the same tracks.csv (docs/datasets.md)
+    source: Literal["builtin", "shs100k", "discogs_vi"] = "builtin"
+    metadata: str | None = Field(None, description="shs100k / discogs_vi: the metadata file")
+    audio_root: str | None = Field(None, description="shs100k / discogs_vi: folder holding the audio files")
+    folk_tunes: int | None = Field(None, ge=0, description="folk tunes rendered as training versions; None: size default")
+    folk_versions: int = Field(3, ge=2, description="versions rendered per folk tune")
+
+    @model_validator(mode="after")
+    def _dataset_needs_files(self) -> "VerCorpusParams":
+        if self.source != "builtin" and not (self.metadata and self.audio_root):
+            raise ValueError(f"versions.corpus.source is '{self.source}': set versions.corpus.metadata and "
+                             "versions.corpus.audio_root")
+        return self
+
+
+class VerAudioParams(_Strict):
+    sample_rate: int = Field(16000, gt=0)
+    segment_s: float = Field(20.0, gt=0, description="segment length (training, extraction, segment queries)")
+    hop_s: float = Field(5.0, gt=0, description="hop between segments at extraction")
+
+
+class CQTParams(_Strict):
+    n_bins: int = Field(84, gt=0)
+    bins_per_octave: int = Field(12, gt=0)
+    f_min: float = Field(32.70, gt=0, description="lowest bin (C1)")
+    hop_s: float = Field(0.02, gt=0)
+    n_fft: int = Field(4096, gt=0, description="FFT length of the STFT the constant-Q bins are pooled from")
+    pool: int = Field(5, ge=1, description="frames averaged in time (20 ms x 5 = 100 ms per model frame)")
+
+
+class VerModelParams(_Strict):
+    dim: int = Field(128, gt=0)
+    channels: list[int] = [16, 32, 64, 128]
+    gem_p: float = Field(3.0, gt=0)
+    fold_octaves: bool = Field(True, description="CQT bins as octave channels x pitch classes (circular): key invariance")
+
+
+class VerAugmentParams(_Strict):
+    time_stretch: tuple[float, float] = (0.8, 1.25)
+    pitch_shift_bins: int = Field(6, ge=0, description="max shift along the CQT bins (12 per octave)")
+    freq_mask_bins: int = Field(8, ge=0)
+    time_mask_frames: int = Field(20, ge=0)
+
+
+class VerTrainParams(_Strict):
+    loss: Literal["clews", "triplet", "supcon"] = "clews"
+    sources: list[Literal["chorales", "folk"]] = ["chorales", "folk"]
+    cliques_per_batch: int = Field(12, ge=2)
+    segments_per_track: int = Field(3, ge=1)
+    positive_reduction: str = Field("bpwr-2", description="min | mean | bpwr-k (CLEWS: best pairs without replacement)")
+    negative_reduction: str = Field("min", description="min | mean | bpwr-k")
+    uniformity_t: float = Field(2.0, gt=0, description="temperature of the uniformity term log E[exp(-t d_neg)]")
+    uniformity_weight: float = Field(1.0, ge=0)
+    triplet_margin: float = Field(0.3, gt=0)
+    temperature: float = Field(0.1, gt=0, description="supcon")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_steps: int = Field(2000, ge=1)
+    max_minutes: float = Field(8.0, gt=0)
+    validate_every: int = Field(100, ge=1)
+    augment: VerAugmentParams = VerAugmentParams()
+
+    _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)
+
+
+class VerExtractParams(_Strict):
+    batch_size: int = Field(64, ge=1)
+    shard_items: int = Field(64, ge=1)
+
+
+class VerEvaluateParams(_Strict):
+    reduction: str = Field("bpwr-3", description="track distance from segment distances: min | mean | bpwr-k")
+    faiss_above_tracks: int = Field(5000, ge=0, description="use FAISS candidate recall when the collection is larger")
+    faiss_candidates: int = Field(200, ge=1, description="candidate tracks per query (FAISS recall)")
+    max_segment_queries: int = Field(2000, ge=1)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0: normal approximation)")
+    compare_untrained: bool = True
+
+    _reduction = field_validator("reduction")(_check_reduction)
+
+
+class VerBaselineParams(_Strict):
+    frame_size: int = Field(8192, gt=0)
+    hop_size: int = Field(4096, gt=0, description="HPCP hop in samples (4096 at 16 kHz: ~4 chroma frames per second)")
+    frame_stack: int = Field(1, ge=1)
+    max_tracks: int = Field(400, ge=2, description="the Qmax baseline costs O(n^2) alignments: cap the test collection")
+    max_segment_queries: int = Field(40, ge=1, description="20 s segment queries aligned against every segment")
+
+
+class VersionsParams(_Strict):
+    corpus: VerCorpusParams = VerCorpusParams()
+    audio: VerAudioParams = VerAudioParams()
+    cqt: CQTParams = CQTParams()
+    model: VerModelParams = VerModelParams()
+    train: VerTrainParams = VerTrainParams()
+    extract: VerExtractParams = VerExtractParams()
+    evaluate: VerEvaluateParams = VerEvaluateParams()
+    baseline: VerBaselineParams = VerBaselineParams()
 
 
 class Params(_Strict):
@@ -283,6 +395,7 @@ class Params(_Strict):
     orchestration: OrchestrationParams = OrchestrationParams()
     fingerprint: FingerprintParams = FingerprintParams()
     copydetect: CopydetectParams = CopydetectParams()
+    versions: VersionsParams = VersionsParams()
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,40 @@
+"""Prefect flow for the versions pipeline: the same stage functions `dvc repro` runs, in order.
+
+    python -m flows.versions                                   # whole pipeline with params.yaml
+    python -m flows.versions -S versions.evaluate.reduction=min --stages evaluate
+
+Overrides are validated before any stage starts. Stages are not skipped here when their inputs did
+not change (use `dvc repro` for that); the PCM / CQT caches and shards still make reruns cheap.
+
+From the Prefect UI (deployment `versions/avmatch`, served by `python -m flows.serve`) the `versions`
+parameter is a form of the params.yaml section: fill in only what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from avmatch.config import VersionsParams, partial_model
+from flows.pipeline import cli_main, merge_overrides, run_pipeline
+
+VersionsOverrides = partial_model(VersionsParams, "VersionsOverrides")
+
+
+@flow(name="versions", log_prints=True, validate_parameters=True)
+def versions_flow(versions: VersionsOverrides | None = None, overrides: dict[str, Any] | None = None,  # type: ignore[valid-type]
+                  stages: list[str] | None = None, root: str | None = None) -> dict:
+    """Run the version identification stages (all, or the named ones in pipeline order); returns each stage's summary.
+
+    `versions`: values to change in the params.yaml section; `overrides`: dotted keys of any section.
+    """
+    return run_pipeline("versions", merge_overrides("versions", versions, overrides), stages, root)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli_main("versions", versions_flow, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

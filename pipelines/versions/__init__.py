@@ -1,0 +1,1 @@
+"""Musical version identification pipeline (issue 5)."""

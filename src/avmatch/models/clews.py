@@ -1,0 +1,105 @@
+"""Convolutional segment encoder with GeM pooling for version identification (CLEWS-style, CPU-sized).
+
+Input: one CQT segment [bins, frames] (84 x 200 for 20 s); output: an L2-normalised embedding.
+Conv blocks see local harmonic/melodic patterns; generalised-mean pooling over the remaining
+frequency x time grid keeps the strongest evidence wherever in the segment (and, roughly, at
+whatever transposition) it occurs, which is what lets versions in other keys and tempi match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from avmatch.config import CQTParams, VerModelParams
+from avmatch.features.cqt import normalise_segments
+
+
+class GeM(nn.Module):
+    """Generalised mean over the last two axes: p=1 average, p->inf max; p is learnt."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.clamp(min=1.0)
+        return x.clamp(min=self.eps).pow(p).mean((-2, -1)).pow(1.0 / p)
+
+
+class _Block(nn.Module):
+    """conv 3x3 - BN - ReLU; with `circular`, the frequency axis wraps (pitch classes) and time is zero-padded."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int], circular: bool):
+        super().__init__()
+        self.circular = circular
+        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=(0, 1) if circular else 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.circular:
+            x = torch.cat([x[:, :, -1:], x, x[:, :, :1]], 2)
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def _block(cin: int, cout: int, stride: tuple[int, int] = (1, 1), circular: bool = False) -> nn.Module:
+    return _Block(cin, cout, stride, circular)
+
+
+class VersionEncoder(nn.Module):
+    """CQT segment -> unit vector. With `fold_octaves` the 84 bins become 7 octave channels x 12 pitch
+    classes with circular padding along the pitch classes, so a transposition is (nearly) a circular
+    shift that the convolutions and the global GeM pooling do not see: key invariance by construction
+    rather than learnt from pitch-shift augmentation alone (which a CPU budget cannot afford)."""
+
+    def __init__(self, n_bins: int = 84, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128), dim: int = 128,
+                 gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12):
+        super().__init__()
+        self.fold = fold_octaves and n_bins % bins_per_octave == 0
+        self.bpo = bins_per_octave
+        cin = n_bins // bins_per_octave if self.fold else 1
+        layers: list[nn.Module] = [nn.BatchNorm2d(cin)]
+        for i, c in enumerate(channels):
+            # the first block halves the frame rate (10 -> 5 per second): CPU-sized, melody still resolved
+            layers.append(_block(cin, c, (1, 2) if i == 0 else (1, 1), circular=self.fold))
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool2d((1, 2) if self.fold and i < 2 else 2))
+            cin = c
+        self.body = nn.Sequential(*layers)
+        self.pool = GeM(gem_p)
+        self.head = nn.Sequential(nn.Linear(cin, cin), nn.ReLU(inplace=True), nn.Linear(cin, dim))
+        self.n_bins, self.dim = n_bins, dim
+
+    @classmethod
+    def from_params(cls, m: VerModelParams, c: CQTParams) -> "VersionEncoder":
+        return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, bins, frames] CQT segments -> [B, dim] unit vectors."""
+        x = normalise_segments(x)
+        if self.fold:
+            b, f, t = x.shape
+            x = x.view(b, f // self.bpo, self.bpo, t)
+        else:
+            x = x.unsqueeze(1)
+        h = self.body(x)
+        return nn.functional.normalize(self.head(self.pool(h)), dim=-1)
+
+
+def save_encoder(model: VersionEncoder, path: Path, config: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "config": config}, tmp)
+    tmp.replace(path)
+
+
+def load_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[VersionEncoder, dict]:
+    """(model in eval mode, the config it was saved with: model / cqt / audio params)."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    cfg = ckpt["config"]
+    model = VersionEncoder.from_params(VerModelParams(**cfg["model"]), CQTParams(**cfg["cqt"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), cfg
