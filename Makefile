@@ -5,7 +5,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export MPLBACKEND := Agg
 
-.PHONY: help setup demo test test-fast bench lint clean-demo ui
+.PHONY: help setup demo demo-copydetect demo-versions demo-all test test-fast bench lint clean-demo ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -13,9 +13,9 @@ help:  ## list the targets
 setup:  ## system packages (apt, as root), .venv with pinned dependencies
 	@bash scripts/setup.sh
 
-demo: setup  ## build the demo corpus and run the whole fingerprint pipeline with dvc repro
+demo: setup  ## the main job: build the demo corpus and run the fingerprint pipeline with dvc repro (~17 min)
 	@echo "[demo] running the pipeline: corpus -> ingest -> features -> train -> extract -> index -> evaluate"
-	dvc repro
+	dvc repro fingerprint_evaluate
 	@echo
 	@echo "[demo] fingerprinting on the demo corpus (test queries, threshold chosen on validation queries):"
 	@avmatch metrics show metrics/fingerprint.json
@@ -23,8 +23,20 @@ demo: setup  ## build the demo corpus and run the whole fingerprint pipeline wit
 	@echo "[demo] untrained encoder, same evaluation:"
 	@avmatch metrics show metrics/fingerprint_untrained.json
 	@echo
-	@echo "[demo] browse the runs:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
-	@echo "[demo] then open http://127.0.0.1:5000 ; plots: .venv/bin/dvc plots show (writes dvc_plots/index.html)"
+	@echo "[demo] the other pipelines: make demo-copydetect, make demo-versions (or make demo-all)"
+	@echo "[demo] browse runs, deployments and schedules: make ui   (Prefect + MLflow on 127.0.0.1)"
+	@echo "[demo] plots: .venv/bin/dvc plots show (writes dvc_plots/index.html)"
+
+demo-copydetect: setup  ## video copy detection (VSC22) on its demo corpus (~12 min)
+	dvc repro copydetect_evaluate
+	@python -c "import json; print(json.dumps(json.load(open('metrics/copydetect_compare.json')), indent=1))"
+
+demo-versions: setup  ## version identification on its demo corpus, with the Essentia baseline (~25 min)
+	dvc repro versions_evaluate versions_baseline
+	@python -c "import json; [print(f, json.load(open(f'metrics/{f}.json'))['track']) for f in ('versions', 'versions_untrained', 'versions_baseline')]"
+
+demo-all: setup  ## every pipeline (dvc repro of the whole graph, ~55 min on 2 cores)
+	dvc repro
 
 test: setup  ## run the whole test suite (slow end-to-end tests included)
 	python -m pytest -q -p no:cacheprovider
