@@ -15,19 +15,9 @@ from torch import nn
 
 from avmatch.config import CQTParams, VerModelParams
 from avmatch.features.cqt import normalise_segments
+from avmatch.models.pooling import GeM
 
 
-class GeM(nn.Module):
-    """Generalised mean over the last two axes: p=1 average, p->inf max; p is learnt."""
-
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
-        super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p.clamp(min=1.0)
-        return x.clamp(min=self.eps).pow(p).mean((-2, -1)).pow(1.0 / p)
 
 
 class _Block(nn.Module):

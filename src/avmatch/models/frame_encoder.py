@@ -17,18 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from avmatch.models.pooling import GeM
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-class GeM(nn.Module):
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
-        super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
 
 
 class FrameEncoder(nn.Module):
