@@ -80,17 +80,12 @@ SPECS: dict[str, PipelineSpec] = {
         reevaluate="pipelines.versions.stages:reevaluate",
         watch=(("track_MAP", "max"), ("segment_MAP", "max"), ("track_MR1", "min"))),
 }
-PIPELINES = tuple(SPECS)
-
-
-def _pipeline_stages(pipeline: str) -> dict[str, Callable]:
-    return SPECS[pipeline].stages()
 
 
 def stage_names(pipeline: str | None = None) -> list[str]:
     names = []
-    for p in PIPELINES if pipeline is None else (pipeline,):
-        names += [f"{p}.{s}" for s in _pipeline_stages(p)]
+    for p in SPECS if pipeline is None else (pipeline,):
+        names += [f"{p}.{s}" for s in SPECS[p].stages()]
     return names
 
 
@@ -104,7 +99,7 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
     """Run `pipeline.stage` once, tracked in MLflow; returns the stage's summary dict."""
     pipeline, _, stage = name.partition(".")
     try:
-        fn = _pipeline_stages(pipeline)[stage]
+        fn = SPECS[pipeline].stages()[stage]
     except KeyError:
         raise KeyError(f"unknown stage '{name}'; known stages: {', '.join(stage_names())}") from None
     root_p = Path(root).resolve() if root else project_root()
