@@ -39,7 +39,7 @@ demo-all: setup  ## every pipeline (dvc repro of the whole graph, ~55 min on 2 c
 	dvc repro
 
 test: setup  ## run the whole test suite (slow end-to-end tests included)
-	python -m pytest -q -p no:cacheprovider
+	python -m pytest -q -p no:cacheprovider --durations=12
 
 test-fast: setup  ## skip the slow end-to-end tests
 	python -m pytest -q -m "not slow"

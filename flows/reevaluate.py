@@ -21,7 +21,8 @@ from pipelines.registry import SPECS, load_run_params
 @task(name="reevaluate", task_run_name="reevaluate {pipeline}")
 def reevaluate_task(pipeline: str, overrides: dict, root: str, tolerance: float | None) -> dict:
     root_p = project_root(root)
-    return reevaluate_pipeline(pipeline, load_run_params(root_p, overrides=overrides), root_p, tolerance)
+    return reevaluate_pipeline(pipeline, load_run_params(root_p, overrides=overrides), root_p, tolerance,
+                               orchestrator="prefect")
 
 
 @flow(name="reevaluate", log_prints=True, validate_parameters=True)

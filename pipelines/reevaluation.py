@@ -54,7 +54,8 @@ def last_reevaluation(params: Params, root: Path, pipeline: str, exclude_run: st
     return {}
 
 
-def reevaluate_pipeline(pipeline: str, params: Params, root: Path, tolerance: float | None = None) -> dict[str, Any]:
+def reevaluate_pipeline(pipeline: str, params: Params, root: Path, tolerance: float | None = None,
+                        orchestrator: str | None = None) -> dict[str, Any]:
     """Evaluate the newest registered version; raise RegressionError on a regression."""
     spec = SPECS[pipeline]
     fn = spec.reevaluate_fn()
@@ -76,7 +77,7 @@ def reevaluate_pipeline(pipeline: str, params: Params, root: Path, tolerance: fl
         if len(files) != 1:
             raise FileNotFoundError(f"registered {version.name} v{version.version} at {version.source} "
                                     f"holds {len(files)} files, expected one encoder file")
-        with stage_run(params.common, root, pipeline, "reevaluate", section) as tracker:
+        with stage_run(params.common, root, pipeline, "reevaluate", section, orchestrator=orchestrator) as tracker:
             tracker.set_tags({"model_name": version.name, "model_version": version.version, "scheduled": "true"})
             metrics = fn(params, paths, tracker, files[0])
             tracker.log_metrics(metrics)

@@ -95,7 +95,7 @@ def load_run_params(root: Path, params_file: str | Path | None = None,
 
 
 def run_stage(name: str, params: Params | None = None, root: str | Path | None = None,
-              overrides: Mapping[str, Any] | None = None, **options: Any) -> dict:
+              overrides: Mapping[str, Any] | None = None, orchestrator: str | None = None, **options: Any) -> dict:
     """Run `pipeline.stage` once, tracked in MLflow; returns the stage's summary dict."""
     pipeline, _, stage = name.partition(".")
     try:
@@ -110,7 +110,8 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
     from avmatch.device import set_threads
 
     set_threads(params.common.num_threads)
-    with stage_run(params.common, root_p, pipeline, stage, section, dvc_stage=f"{pipeline}_{stage}") as tracker:
+    with stage_run(params.common, root_p, pipeline, stage, section, dvc_stage=f"{pipeline}_{stage}",
+                   orchestrator=orchestrator) as tracker:
         t0 = time.perf_counter()   # stage_seconds: the stage function alone (tracking is overhead)
         try:
             summary = fn(params, paths, tracker, **options)

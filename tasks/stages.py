@@ -6,7 +6,6 @@ backoff as `orchestration.retries` says; anything else fails at once with the st
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import Task, task
@@ -27,8 +26,7 @@ def retry_only_transient(task: Task, task_run: Any, state: Any) -> bool:
 def run_stage_task(name: str, overrides: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                    root: str | None = None) -> dict:
     """Run `pipeline.stage`; the MLflow run is tagged orchestrator=prefect."""
-    os.environ["AVMATCH_ORCHESTRATOR"] = "prefect"
-    return run_stage(name, root=root, overrides=overrides or {}, **(options or {}))
+    return run_stage(name, root=root, overrides=overrides or {}, orchestrator="prefect", **(options or {}))
 
 
 def stage_task(retries: RetryParams) -> Task:

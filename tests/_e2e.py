@@ -20,6 +20,7 @@ def _env(repo: Path) -> dict:
     env["PATH"] = f"{BIN}:{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("AVMATCH_ROOT", None)
+    env.pop("AVMATCH_ORCHESTRATOR", None)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["MPLBACKEND"] = "Agg"
     return env

@@ -224,7 +224,7 @@ def download_model_version(version, dest: Path) -> Path:
 
 @contextlib.contextmanager
 def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, params: Mapping[str, Any],
-              dvc_stage: str | None = None) -> Iterator[StageTracker]:
+              dvc_stage: str | None = None, orchestrator: str | None = None) -> Iterator[StageTracker]:
     """An MLflow run around one stage execution; failures mark the run FAILED and re-raise."""
     if not common.mlflow.enabled:
         yield StageTracker(None)
@@ -245,7 +245,7 @@ def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, param
         "stage": stage,
         "dvc_stage": dvc_stage or "",
         "inputs_md5": stage_inputs_hash(root, dvc_stage) if dvc_stage else "",
-        "orchestrator": os.environ.get("AVMATCH_ORCHESTRATOR", "cli"),
+        "orchestrator": orchestrator or os.environ.get("AVMATCH_ORCHESTRATOR", "cli"),
     }
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags) as run:
         flat = flatten(params)
