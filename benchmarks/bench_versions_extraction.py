@@ -31,7 +31,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
-    import numpy as np
     import torch
 
     from _audio import real_audio_files
