@@ -38,11 +38,16 @@ demo-versions: setup  ## version identification on its demo corpus, with the Ess
 demo-all: setup  ## every pipeline (dvc repro of the whole graph, ~55 min on 2 cores)
 	dvc repro
 
-test: setup  ## run the whole test suite (slow end-to-end tests included)
-	python -m pytest -q -p no:cacheprovider --durations=12
+# Two pytest workers, a test module each at a time (the end-to-end modules share one project copy
+# per module); the slow modules go first (tests/conftest.py). TEST_WORKERS=1 runs them in one process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
+test: setup  ## run the whole test suite (slow end-to-end tests included; ~12 min on 2 cores)
+	python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_PARALLEL)
 
 test-fast: setup  ## skip the slow end-to-end tests
-	python -m pytest -q -m "not slow"
+	python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_PARALLEL)
 
 bench: setup  ## run the benchmarks and print their results (see docs/benchmarks.md)
 	python benchmarks/run_all.py

@@ -79,14 +79,6 @@ def test_orchestration_params_are_validated(tmp_path):
         load_params(p, {"orchestration.retries.attemps": 3})
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def flaky_project(tmp_path, monkeypatch):
     """A project whose fingerprint pipeline has the two test stages above (real runner, real Prefect)."""
@@ -102,7 +94,7 @@ def flaky_project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_transient_failure_is_retried_and_permanent_one_is_not(harness, flaky_project):
+def test_transient_failure_is_retried_and_permanent_one_is_not(prefect_api, flaky_project):
     from prefect import flow
 
     from tasks.stages import stage_task

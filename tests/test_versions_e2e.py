@@ -74,19 +74,16 @@ def test_every_stage_logged_to_mlflow(repo):
     assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2
 
 
-def test_prefect_flow_runs_evaluate(repo, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_prefect_flow_runs_evaluate(repo, monkeypatch, prefect_api):
     monkeypatch.chdir(repo)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     sys.path.insert(0, str(repo))
     try:
         from flows.versions import versions_flow
 
-        with prefect_test_harness(server_startup_timeout=120):
-            results = versions_flow(overrides={"versions.evaluate.reduction": "min",
-                                               "versions.evaluate.compare_untrained": False},
-                                    stages=["evaluate"], root=str(repo))
+        results = versions_flow(overrides={"versions.evaluate.reduction": "min",
+                                           "versions.evaluate.compare_untrained": False},
+                                stages=["evaluate"], root=str(repo))
     finally:
         sys.path.remove(str(repo))
     assert set(results) == {"evaluate"} and 0 < results["evaluate"]["track_MAP"] <= 1
