@@ -121,3 +121,33 @@ def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path):
     others = {(s["source"], s["name"]) for s in sources if s["set"] != "reference"}
     assert not {(s["source"], s["name"]) for s in refs} & others   # no footage in two sets
     assert not Path(str(root) + ".tmp").exists()
+
+
+def test_noise_only_photos_are_disjoint_from_the_corpus(tmp_path):
+    """Noise-only photos never repeat a corpus photo: same name, name family or near-identical content is dropped."""
+    from PIL import Image
+
+    from avmatch.corpora.copydetect import SIZES, Unit, disjoint_photos
+
+    rng = np.random.default_rng(3)
+
+    def photo(name: str, arr: np.ndarray) -> Unit:
+        p = tmp_path / f"{name}.png"
+        Image.fromarray(arr).save(p)
+        return Unit(name, "photo", "test", p)
+
+    base = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    other = (np.linspace(0, 255, 320)[None, :, None] * np.ones((240, 1, 3))).astype(np.uint8)
+    pool = [photo("leaves", base)]
+    cands = [photo("leaves_copy", np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)),  # same content
+             photo("gradient", other), photo("gradient_again", other),                      # second one: duplicate
+             photo("small", base[:100, :100])]                                             # too small
+    (tmp_path / "other").mkdir()
+    p = tmp_path / "other" / "leaves.png"                                                  # same name as a pool photo
+    Image.fromarray(other[::-1]).save(p)
+    cands.append(Unit("leaves", "photo", "test", p))
+    p = tmp_path / "other" / "leaves2_result.png"                                          # same scene family
+    Image.fromarray(np.ascontiguousarray(other[:, ::-1])).save(p)
+    cands.append(Unit("leaves2_result", "photo", "test", p))
+    assert [u.name for u in disjoint_photos(cands, pool)] == ["gradient"]
+    assert SIZES["tiny"].noise_extra_clips == 0 and SIZES["demo"].noise_extra_clips > 0   # e2e corpus unchanged

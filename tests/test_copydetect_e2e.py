@@ -43,6 +43,12 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
         return max(v["descriptor_uap"] + v["matching_uap"] for v in (cmp[variant]["normalised"], cmp[variant]["raw"]))
 
     assert quality("trained") > quality("untrained"), cmp
+    # β of the normalisation chosen on half of the queries, judged on the other half (both with and without)
+    val = cmp["trained"]["beta_by_validation"]
+    assert val["chosen_beta"] > 0 and val["val_descriptor_uap"][f"beta_{val['chosen_beta']:g}"] == max(
+        v for k, v in val["val_descriptor_uap"].items() if k != "beta_0")
+    for label in ("test_raw", "test_normalised"):
+        assert set(val[label]) == set(m) and all(0.0 <= v <= 1.0 for v in val[label].values()), val
     assert json.loads((repo / "metrics/copydetect_baseline.json").read_text()) == cmp["phash"]["main"]
     header = (repo / "results/copydetect/matches.csv").read_text().splitlines()[0]
     assert header == "query_id,ref_id,query_start,query_end,ref_start,ref_end,score"

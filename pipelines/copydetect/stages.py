@@ -243,6 +243,35 @@ def _variant_metrics(gt, queries, refs, noise, cd, betas: dict[str, float], stor
     return out, curves
 
 
+def _beta_by_validation(gt, queries, refs, noise, cd) -> dict:
+    """β of the CSLS normalisation chosen on held-out queries: queries sorted by id alternate between a
+    validation and a test half; the β of `evaluate.beta_grid` with the best validation descriptor µAP is
+    compared with no normalisation on the test half (descriptor and matching µAPs)."""
+    from avmatch.metrics.vsc import descriptor_ap, matching_metrics
+    from avmatch.search.copy_candidates import augment_for_normalisation
+    from avmatch.search.localisation import detect_copies
+
+    ids = sorted(q.video_id for q in queries)
+    val_ids = set(ids[0::2])
+    half = {"val": [q for q in queries if q.video_id in val_ids], "test": [q for q in queries if q.video_id not in val_ids]}
+    half_gt = {k: [m for m in gt if m.query_id in {q.video_id for q in v}] for k, v in half.items()}
+
+    def desc(name: str, beta: float) -> float:
+        qa, ra = augment_for_normalisation(half[name], refs, noise, beta) if beta else (half[name], refs)
+        return descriptor_ap(half_gt[name], qa, ra).ap
+
+    val = {f"beta_{b:g}": desc("val", b) for b in [0.0, *cd.evaluate.beta_grid]}
+    best = max(cd.evaluate.beta_grid, key=lambda b: val[f"beta_{b:g}"])
+    out: dict = {"chosen_beta": float(best), "val_descriptor_uap": val}
+    for label, beta in (("test_raw", 0.0), ("test_normalised", best)):
+        _, m = detect_copies(half["test"], refs, noise, beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
+                             **cd.localise.model_dump())
+        mm = matching_metrics(half_gt["test"], m)
+        out[label] = {"descriptor_uap": desc("test", beta), "matching_uap": mm["segment"].ap,
+                      "pairwise_uap": mm["pairwise"].ap}
+    return out
+
+
 def _describe_sets(paths: CopydetectPaths, embed) -> tuple[list[VideoFeatures], ...]:
     """Queries, references and noise described by `embed` (frames -> vectors) from the frame cache."""
     out = []
@@ -284,6 +313,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     stored = {"main": read_matches(paths.results / "matches.csv")}
     compare, curves = {}, {}
     compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored)
+    if cd.evaluate.beta_grid:
+        compare["trained"]["beta_by_validation"] = _beta_by_validation(gt, queries, refs, noise, cd)
 
     def from_frames(embed) -> tuple[list[VideoFeatures], ...]:
         return _describe_sets(paths, embed)
@@ -318,10 +349,16 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         write_csv(paths.plots / f"pr_{track}.csv", pd.DataFrame(rows, columns=["variant", "recall", "precision"]))
     tracker.log_dict(compare, "copydetect_compare.json")
     summary = dict(main)
+
+    def flatten(prefix: str, d: dict) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                flatten(f"{prefix}_{k}", v)
+            elif isinstance(v, (int, float)):
+                summary[f"{prefix}_{k}"] = v
+
     for variant, by_norm in compare.items():
-        for norm, vals in by_norm.items():
-            if isinstance(vals, dict):
-                summary.update({f"{variant}_{norm}_{k}": v for k, v in vals.items()})
+        flatten(variant, {k: v for k, v in by_norm.items() if isinstance(v, dict)})
     return summary
 
 

