@@ -177,3 +177,9 @@ def test_chorale_families_group_by_soprano_not_title():
     assert len(repeated.parts[0]) > len(long.parts[0])
     ex, desc = vary_piece(long, "excerpt", rng)
     assert desc.startswith("excerpt") and ex.parts[0][0][0] == 0.0
+    # another voicing of a 4-part setting: the melody (top voice) always kept, some other voices dropped
+    satb = Piece("q", "bach", "", [long.parts[0]] + [[(0.0, 4.0, 60 - 5 * i, 80)] for i in range(3)], long.length_ql, "")
+    for seed in range(6):
+        v, desc = vary_piece(satb, "voices", np.random.default_rng(seed))
+        assert desc.startswith("voices:S") and v.parts[0] == satb.parts[0] and 1 <= len(v.parts) < 4
+    assert vary_piece(long, "voices", rng) == (long, "none")            # two parts: nothing to drop

@@ -30,7 +30,8 @@ def corpus(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     if cp.source == "builtin":
         from avmatch.corpora.versions import build_versions_corpus
 
-        info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions)
+        info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions,
+                                     cp.chorale_versions)
     else:
         from avmatch.catalog.version_datasets import import_version_dataset
 

@@ -296,6 +296,8 @@ class VerCorpusParams(_Strict):
     audio_root: str | None = Field(None, description="shs100k / discogs_vi: folder holding the audio files")
     folk_tunes: int | None = Field(None, ge=0, description="folk tunes rendered as training versions; None: size default")
     folk_versions: int = Field(3, ge=2, description="versions rendered per folk tune")
+    chorale_versions: int | None = Field(None, ge=0, description="single chorales (no family, no distractor) "
+                                         "rendered as 3 training versions each; None: size default")
 
     @model_validator(mode="after")
     def _dataset_needs_files(self) -> "VerCorpusParams":
@@ -336,7 +338,7 @@ class VerAugmentParams(_Strict):
 
 class VerTrainParams(_Strict):
     loss: Literal["clews", "triplet", "supcon"] = "clews"
-    sources: list[Literal["chorales", "folk"]] = ["chorales", "folk"]
+    sources: list[Literal["chorales", "folk", "chorale_versions"]] = ["chorales", "folk", "chorale_versions"]
     cliques_per_batch: int = Field(12, ge=2)
     segments_per_track: int = Field(3, ge=1)
     positive_reduction: str = Field("bpwr-2", description="min | mean | bpwr-k (CLEWS: best pairs without replacement)")
