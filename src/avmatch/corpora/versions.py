@@ -66,7 +66,7 @@ SIZES = {
     # tiny: the end-to-end test's corpus; its 1-minute training cannot learn chorale harmonisations, so its
     # test collection also holds versions of held-out folk tunes (the kind of pair it trains on)
     "tiny": VerSize(6, 3, 6, 4, 16, (21.0, 26.0), (21.0, 25.0), 6, 0),
-    "demo": VerSize(0, 10, 24, 40, 120, (21.0, 45.0), (21.0, 30.0), 0, 100),
+    "demo": VerSize(0, 10, 24, 40, 120, (21.0, 45.0), (21.0, 30.0), 0, 150),
     "large": VerSize(0, 10, 24, 120, 600, (21.0, 80.0), (21.0, 45.0), 0, 150),
 }
 
