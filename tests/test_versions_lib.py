@@ -143,6 +143,24 @@ def test_augment_crop_shapes():
         assert c.shape == (84, 200) and c.dtype == np.float32
 
 
+def test_clique_sampler_balances_sources():
+    from avmatch.training.versions import CliqueSampler
+
+    # 2 cliques of a small real source, 30 of a large synthetic one, 2 versions each
+    cliques = [f"real{i // 2}" for i in range(4)] + [f"syn{i // 2}" for i in range(60)]
+    sources = ["real"] * 4 + ["syn"] * 60
+    feats = [np.zeros((40, 12), np.float16) for _ in cliques]
+    shares = {}
+    for balance in (False, True):
+        s = CliqueSampler(feats, cliques, 20, 0, sources, balance)
+        real = 0
+        for _ in range(200):
+            _, y = s.batch(4, 1, None)
+            real += int((y < 2).sum()) // 2   # the groups are sorted: real0, real1, syn...
+        shares[balance] = real / 800
+    assert shares[False] < 0.12 and 0.3 < shares[True] < 0.6, shares
+
+
 def test_params_reject_bad_reduction_and_missing_dataset_files():
     with pytest.raises(ConfigError, match="versions.evaluate.reduction"):
         validate_params({"versions": {"evaluate": {"reduction": "max"}}})
@@ -177,3 +195,9 @@ def test_chorale_families_group_by_soprano_not_title():
     assert len(repeated.parts[0]) > len(long.parts[0])
     ex, desc = vary_piece(long, "excerpt", rng)
     assert desc.startswith("excerpt") and ex.parts[0][0][0] == 0.0
+    # another voicing of a 4-part setting: the melody (top voice) always kept, some other voices dropped
+    satb = Piece("q", "bach", "", [long.parts[0]] + [[(0.0, 4.0, 60 - 5 * i, 80)] for i in range(3)], long.length_ql, "")
+    for seed in range(6):
+        v, desc = vary_piece(satb, "voices", np.random.default_rng(seed))
+        assert desc.startswith("voices:S") and v.parts[0] == satb.parts[0] and 1 <= len(v.parts) < 4
+    assert vary_piece(long, "voices", rng) == (long, "none")            # two parts: nothing to drop

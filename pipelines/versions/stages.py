@@ -30,7 +30,8 @@ def corpus(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     if cp.source == "builtin":
         from avmatch.corpora.versions import build_versions_corpus
 
-        info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions)
+        info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions,
+                                     cp.chorale_versions)
     else:
         from avmatch.catalog.version_datasets import import_version_dataset
 
@@ -173,7 +174,8 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
         tracker.log_metrics(metrics, step=step)
 
     result = train_version_encoder(feats, list(tr["label"]), _validation_map(params, val) if len(val) else None,
-                                   vp.train, vp.model, vp.cqt, seg, params.common.seed, params.common.device, on_log)
+                                   vp.train, vp.model, vp.cqt, seg, params.common.seed, params.common.device, on_log,
+                                   list(tr["source"]))
     save_encoder(result.model, paths.encoder, {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
                                                "audio": vp.audio.model_dump()})
     history = pd.DataFrame(result.history)

@@ -298,6 +298,8 @@ class VerCorpusParams(_Strict):
     audio_root: str | None = Field(None, description="shs100k / discogs_vi: folder holding the audio files")
     folk_tunes: int | None = Field(None, ge=0, description="folk tunes rendered as training versions; None: size default")
     folk_versions: int = Field(3, ge=2, description="versions rendered per folk tune")
+    chorale_versions: int | None = Field(None, ge=0, description="single chorales (no family, no distractor) "
+                                         "rendered as 3 training versions each; None: size default")
 
     @model_validator(mode="after")
     def _dataset_needs_files(self) -> "VerCorpusParams":
@@ -338,8 +340,9 @@ class VerAugmentParams(_Strict):
 
 class VerTrainParams(_Strict):
     loss: Literal["clews", "triplet", "supcon"] = "clews"
-    sources: list[Literal["chorales", "folk"]] = ["chorales", "folk"]
+    sources: list[Literal["chorales", "folk", "chorale_versions"]] = ["chorales", "folk", "chorale_versions"]
     cliques_per_batch: int = Field(12, ge=2)
+    balance_sources: bool = Field(False, description="each training source gets the same share of a batch's cliques")
     segments_per_track: int = Field(3, ge=1)
     positive_reduction: str = Field("bpwr-2", description="min | mean | bpwr-k (CLEWS: best pairs without replacement)")
     negative_reduction: str = Field("min", description="min | mean | bpwr-k")
@@ -352,6 +355,8 @@ class VerTrainParams(_Strict):
     max_steps: int = Field(2000, ge=1)
     max_minutes: float = Field(8.0, gt=0)
     validate_every: int = Field(100, ge=1)
+    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
+                       "is validated and kept instead of the raw weights; 0 = off")
     augment: VerAugmentParams = VerAugmentParams()
 
     _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)

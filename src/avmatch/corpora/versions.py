@@ -38,13 +38,14 @@ import numpy as np
 from avmatch.corpora.fingerprint import _workers, stage_timer, swap_in
 from avmatch.corpora.music21_render import (
     ENSEMBLES, GROUPS, SOLO, Piece, PiecePool, RenderSpec, find_fluidsynth, find_soundfont, list_candidates,
-    load_pieces, render_many)
+    load_pieces, piece_slug, render_many)
 
 log = logging.getLogger(__name__)
 
 TRACK_COLUMNS = ["id", "path", "clique", "split", "source", "title", "instrument", "tempo_bpm", "transpose",
                  "variation", "duration_s", "piece"]
 SIGNATURE_INTERVALS = 10
+RENDER_SR = 16000  # the versions pipeline decodes to 16 kHz mono
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,16 @@ class VerSize:
     chorale_s: tuple[float, float]  # min / max seconds of a chorale rendering
     folk_s: tuple[float, float]
     folk_test_tunes: int = 0  # held-out folk tunes (other tunes than training) added to the test collection
+    chorale_versions: int = 0  # unused single chorales rendered as several versions each (training material)
+    chorale_version_s: tuple[float, float] = (21.0, 28.0)
 
 
 SIZES = {
     # tiny: the end-to-end test's corpus; its 1-minute training cannot learn chorale harmonisations, so its
     # test collection also holds versions of held-out folk tunes (the kind of pair it trains on)
-    "tiny": VerSize(6, 3, 6, 4, 16, (21.0, 26.0), (21.0, 25.0), 6),
-    "demo": VerSize(0, 10, 24, 40, 120, (21.0, 45.0), (21.0, 30.0)),
-    "large": VerSize(0, 10, 24, 120, 600, (21.0, 80.0), (21.0, 45.0)),
+    "tiny": VerSize(6, 3, 6, 4, 16, (21.0, 26.0), (21.0, 25.0), 6, 0),
+    "demo": VerSize(0, 10, 24, 40, 120, (21.0, 45.0), (21.0, 30.0), 0, 150),
+    "large": VerSize(0, 10, 24, 120, 600, (21.0, 80.0), (21.0, 45.0), 0, 150),
 }
 
 
@@ -114,7 +117,8 @@ def _shift_parts(piece: Piece, keep, shift) -> list[list[tuple[float, float, int
 
 def vary_piece(piece: Piece, kind: str, rng: np.random.Generator) -> tuple[Piece, str]:
     """A structural variation of a tune: 'drop' removes a phrase (4 or 8 beats), 'repeat' plays one twice,
-    'excerpt' starts later in the tune; anything else returns the tune unchanged."""
+    'excerpt' starts later in the tune, 'voices' (part-songs) keeps the top voice and a subset of the others;
+    anything else returns the tune unchanged."""
     length = piece.length_ql
     span = float(rng.choice([4.0, 8.0]))
     if kind in ("drop", "repeat") and length > 3 * span:
@@ -130,11 +134,50 @@ def vary_piece(piece: Piece, kind: str, rng: np.random.Generator) -> tuple[Piece
                      for part in piece.parts]
             new_len = length + span
         return Piece(piece.key, piece.group, piece.title, parts, new_len, piece.signature), f"{kind}@{a:g}+{span:g}"
+    if kind == "voices" and len(piece.parts) >= 3:
+        # another voicing of the same tune: the top voice (the melody) kept, inner / lower voices dropped
+        n = len(piece.parts)
+        options = [[0], [0, n - 1], [0, 1, n - 1], [0, n - 2, n - 1]]
+        keep = options[int(rng.integers(len(options)))]
+        parts = [piece.parts[i] for i in keep]
+        return (Piece(piece.key, piece.group, piece.title, parts, length, piece.signature),
+                "voices:" + "".join("SATB"[min(i, 3)] for i in keep))
     if kind == "excerpt" and length > 16:
         a = 4.0 * int(rng.integers(1, max(2, int(length // 8))))
         parts = _shift_parts(piece, lambda on: on >= a, lambda on: on - a)
         return Piece(piece.key, piece.group, piece.title, parts, length - a, piece.signature), f"excerpt@{a:g}"
     return piece, "none"
+
+
+def _pc_histogram(parts: list[list[tuple[float, float, int, int]]]) -> np.ndarray:
+    h = np.zeros(12)
+    for part in parts:
+        for _on, d, p, _v in part:
+            h[p % 12] += d
+    return h / max(1e-9, h.sum())
+
+
+def reharmonise(piece: Piece, donor: Piece) -> tuple[Piece, str]:
+    """The melody (top voice) of `piece` over the lower voices of another setting (`donor`), transposed to the
+    key that fits the melody best (pitch-class histograms) and repeated to the melody's length: a synthetic
+    re-harmonisation (same tune, other harmony, bass and voice leading), as the chorale families are real ones."""
+    lower = donor.parts[1:]
+    if not lower or donor.length_ql <= 0:
+        return piece, "none"
+    hs, hl = _pc_histogram(piece.parts[:1]), _pc_histogram(lower)
+    shift = max(range(-6, 6), key=lambda k: (float(hs @ np.roll(hl, k)), -abs(k)))
+    parts = [piece.parts[0]]
+    for part in lower:
+        notes = []
+        rep = 0
+        while rep * donor.length_ql < piece.length_ql:
+            off = rep * donor.length_ql
+            notes += [(round(on + off, 6), min(d, piece.length_ql - on - off), p + shift, v)
+                      for on, d, p, v in part if on + off < piece.length_ql]
+            rep += 1
+        parts.append(notes)
+    return (Piece(piece.key, piece.group, piece.title, parts, piece.length_ql, piece.signature),
+            f"reharm:{piece_slug(donor.key)}{shift:+d}")
 
 
 def _repeat_until(piece: Piece, bpm: float, min_s: float) -> tuple[list[Piece], float]:
@@ -169,6 +212,25 @@ def _folk_spec(piece: Piece, name: str, rng: np.random.Generator, dur: tuple[flo
     return spec, desc
 
 
+def _chorale_version_spec(piece: Piece, name: str, rng: np.random.Generator, dur: tuple[float, float], kind: str,
+                          donor: Piece | None = None) -> tuple[RenderSpec, str]:
+    """One version of a chorale that belongs to no family: its own ensemble, tempo, key and variation
+    ('reharm': its melody over the lower voices of `donor`)."""
+    varied, desc = reharmonise(piece, donor) if kind == "reharm" and donor is not None else vary_piece(piece, kind, rng)
+    ens = sorted(ENSEMBLES)[int(rng.integers(len(ENSEMBLES)))]
+    if len(varied.parts) == 1:  # the melody alone: a solo instrument
+        ens = sorted(SOLO)[int(rng.integers(len(SOLO)))]
+        programs = [SOLO[ens]]
+    else:
+        programs = ENSEMBLES[ens]
+    bpm = float(round(GROUPS["bach"].bpm * rng.uniform(0.75, 1.3)))
+    pieces, _ = _repeat_until(varied, bpm, dur[0])
+    spec = RenderSpec(name=f"{name}_{ens}_t{int(bpm):03d}", group="bach", pieces=pieces, ensemble=ens,
+                      programs=programs, bpm=bpm, transpose=int(rng.integers(-5, 6)),
+                      max_s=float(rng.uniform(*dur)), reverb=int(rng.integers(20, 80)))
+    return spec, desc
+
+
 def _slug(key: str) -> str:
     from avmatch.corpora.music21_render import piece_slug
 
@@ -176,7 +238,8 @@ def _slug(key: str) -> str:
 
 
 def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str = "data/versions/corpus",
-                          folk_tunes: int | None = None, folk_versions: int = 3) -> dict:
+                          folk_tunes: int | None = None, folk_versions: int = 3,
+                          chorale_versions: int | None = None) -> dict:
     """Build the corpus described in the module docstring; returns the content of corpus.json."""
     t0 = time.time()
     spec = SIZES[size]
@@ -204,6 +267,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
     for rank, fi in enumerate(order):
         split_of[int(fi)] = ("test" if rank < n_test else "val" if rank < n_test + n_val
                              else "train" if rank < n_test + n_val + n_train else "")
+    all_singles = singles
     singles = [singles[i] for i in rng.permutation(len(singles))[:spec.distractors]]
     stage("chorale_families")
 
@@ -224,6 +288,34 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         jobs.append((s, tmp / "audio" / "distractors" / f"{s.name}.flac",
                      {"clique": f"distractor_{_slug(p.key)}", "split": "test", "source": "distractor",
                       "variation": "setting", "piece": p.key}))
+
+    # 1b. single chorales no test split uses, as versions (training material) -------------------------
+    # another ensemble / key / tempo, a dropped or repeated phrase, an excerpt, or another voicing (melody
+    # kept, other voices dropped). Pieces whose opening is close to a family's (first 6 intervals) are left
+    # out, so no held-out tune leaks into training under another signature.
+    n_cv = spec.chorale_versions if chorale_versions is None else chorale_versions
+    if n_cv:
+        near = {",".join((soprano_signature(p) or "").split(",")[:6]) for fam in families for p in fam}
+        used = {p.key for p in singles}  # the distractors
+        pool_cv = [p for p in all_singles if p.key not in used
+                   and ",".join((soprano_signature(p) or "x").split(",")[:6]) not in near]
+        pick = np.random.default_rng([seed, 17]).permutation(len(pool_cv))[:n_cv]
+        # version 0 as written, version 1 re-harmonised (the melody over another chorale's lower voices: what
+        # tells the chorale families' settings apart), version 2 any variation
+        cv_kinds = ["reharm", "voices", "drop", "repeat", "excerpt"]
+        for ci, pi in enumerate(sorted(pick)):
+            p = pool_cv[int(pi)]
+            r = np.random.default_rng([seed, 19, ci])
+            for vi in range(3):
+                kind = ["none", "reharm"][vi] if vi < 2 else cv_kinds[int(r.integers(len(cv_kinds)))]
+                donor = pool_cv[int(r.integers(len(pool_cv)))]
+                while donor is p:
+                    donor = pool_cv[int(r.integers(len(pool_cv)))]
+                s, desc = _chorale_version_spec(p, f"cv{ci:03d}v{vi}_{_slug(p.key)}", r, spec.chorale_version_s, kind,
+                                                donor)
+                jobs.append((s, tmp / "audio" / "chorale_versions" / f"{s.name}.flac",
+                             {"clique": f"cv{ci:03d}", "split": "train", "source": "chorale_versions",
+                              "variation": desc, "piece": p.key}))
 
     # 2. folk tunes as versions (training material) --------------------------------------------------
     n_folk = spec.folk_tunes if folk_tunes is None else folk_tunes
@@ -248,7 +340,9 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                               "piece": piece.key}))
     stage("plan")
 
-    results = render_many([(s, p) for s, p, _ in jobs], workers, progress=True, desc="render versions (FluidSynth)")
+    # rendered at the pipeline's sample rate (16 kHz): nothing above 8 kHz is used, and synthesis costs per sample
+    results = render_many([(s, p) for s, p, _ in jobs], workers, RENDER_SR, progress=True,
+                          desc="render versions (FluidSynth)")
     stage("render")
 
     rows = []
@@ -269,7 +363,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         "size": size, "seed": seed, "n_tracks": len(rows),
         "chorale_families": {"all": len(families), "settings": sum(len(f) for f in families), **fam_split},
         "distractors": len(singles), "folk_tunes": n_folk, "folk_test_tunes": spec.folk_test_tunes,
-        "folk_versions": folk_versions,
+        "folk_versions": folk_versions, "chorale_versions": n_cv, "render_sample_rate": RENDER_SR,
         "tracks_by_source_split": {f"{a}/{b}": n for (a, b), n in sorted(count.items())},
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "signature_intervals": SIGNATURE_INTERVALS, "stage_seconds": stages,

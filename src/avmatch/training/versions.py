@@ -10,6 +10,7 @@ pitch shift (moving along the bins, as a transposition does), SpecAugment masks.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import defaultdict
@@ -73,9 +74,12 @@ def augment_crop(feat: np.ndarray, seg_frames: int, rng: np.random.Generator, a:
 
 
 class CliqueSampler:
-    """Batches of `p` cliques x 2 versions, each a [S, bins, frames] stack of crops."""
+    """Batches of `p` cliques x 2 versions, each a [S, bins, frames] stack of crops. With `sources` (one per
+    track) and `balance`, cliques are drawn so every source gets the same share of a batch on average
+    (a small source of real versions is not drowned by a large synthetic one); otherwise uniformly."""
 
-    def __init__(self, feats: list[np.ndarray], cliques: list[str], seg_frames: int, seed: int):
+    def __init__(self, feats: list[np.ndarray], cliques: list[str], seg_frames: int, seed: int,
+                 sources: list[str] | None = None, balance: bool = False):
         by = defaultdict(list)
         for i, c in enumerate(cliques):
             if feats[i].shape[0] >= seg_frames // 2:
@@ -85,9 +89,15 @@ class CliqueSampler:
             raise ValueError(f"training needs at least 2 cliques with 2 usable versions, found {len(self.groups)}")
         self.feats, self.seg_frames = feats, seg_frames
         self.rng = np.random.default_rng(seed)
+        self.weights = None
+        if balance and sources is not None:
+            src = [sources[g[0]] for g in self.groups]
+            count = {s: src.count(s) for s in set(src)}
+            w = np.array([1.0 / count[s] for s in src])
+            self.weights = w / w.sum()
 
     def batch(self, p: int, s: int, augment: VerAugmentParams | None) -> tuple[torch.Tensor, torch.Tensor]:
-        chosen = self.rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False)
+        chosen = self.rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False, p=self.weights)
         x, y = [], []
         for ci in chosen:
             for ti in self.rng.choice(self.groups[ci], 2, replace=False):
@@ -113,19 +123,23 @@ def embed_windows(model: VersionEncoder, windows: np.ndarray, device: torch.devi
 def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str],
                           val_score: Callable[[VersionEncoder, torch.device], float] | None,
                           tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frames: int, seed: int,
-                          device_name: str = "auto", log_fn: Callable[[dict, int], None] | None = None
-                          ) -> VersionTrainResult:
+                          device_name: str = "auto", log_fn: Callable[[dict, int], None] | None = None,
+                          train_sources: list[str] | None = None) -> VersionTrainResult:
     """Train until max_steps or max_minutes; keep the weights with the best `val_score` (validation MAP)."""
     seed_everything(seed)
     device = resolve_device(device_name)
     model = VersionEncoder.from_params(mp, cp).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    sampler = CliqueSampler(train_feats, train_cliques, seg_frames, seed)
+    sampler = CliqueSampler(train_feats, train_cliques, seg_frames, seed, train_sources, tp.balance_sources)
+    # with tp.ema > 0 an exponential moving average of the weights is what is validated and kept (less noisy
+    # than the last step's weights); BatchNorm statistics are copied from the training model
+    ema = copy.deepcopy(model) if tp.ema > 0 else None
+    scored = ema if ema is not None else model
     t0 = time.perf_counter()
     history: list[dict] = []
-    best = (-1.0, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    best = (-1.0, 0, {k: v.detach().clone() for k, v in scored.state_dict().items()})
     if val_score is not None:
-        best = (val_score(model, device), 0, best[2])
+        best = (val_score(scored, device), 0, best[2])
         history.append({"step": 0, "val_map": best[0]})
         if log_fn:
             log_fn({"val_map": best[0]}, 0)
@@ -147,21 +161,29 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.mul_(tp.ema).add_(pm.detach(), alpha=1 - tp.ema)
+                for be, bm in zip(ema.buffers(), model.buffers()):
+                    be.copy_(bm)
         step += 1
         rec = {"step": step, "loss": loss.item(), **diag}
         if val_score is not None and (step % tp.validate_every == 0 or step == tp.max_steps):
-            rec["val_map"] = val_score(model, device)
+            rec["val_map"] = val_score(scored, device)
             if rec["val_map"] > best[0]:
-                best = (rec["val_map"], step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = (rec["val_map"], step, {k: v.detach().clone() for k, v in scored.state_dict().items()})
         history.append(rec)
         if log_fn and (step % 10 == 0 or "val_map" in rec):
             log_fn({k: v for k, v in rec.items() if k != "step"}, step)
     if val_score is not None:
-        final = val_score(model, device)
+        final = val_score(scored, device)
         if final > best[0]:
-            best = (final, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            best = (final, step, {k: v.detach().clone() for k, v in scored.state_dict().items()})
         model.load_state_dict(best[2])
     else:
+        if ema is not None:
+            model.load_state_dict(ema.state_dict())
         best = (float("nan"), step, None)
     model.eval()
     return VersionTrainResult(model, step, time.perf_counter() - t0, best[1], best[0], history)
