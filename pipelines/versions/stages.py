@@ -163,9 +163,12 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
 
     vp = params.versions
     tr = _ok_items(paths, ("train",))
-    tr = tr[tr["source"].isin(vp.train.sources)].reset_index(drop=True)
+    if vp.corpus.source == "builtin":   # `sources` picks among the built corpus' materials
+        tr = tr[tr["source"].isin(vp.train.sources)].reset_index(drop=True)
+    # an imported dataset (SHS100K, Discogs-VI) trains on all of its train split
     if tr.empty:
-        raise RuntimeError(f"no usable training tracks for sources {vp.train.sources} (see {paths.bad_files})")
+        raise RuntimeError(f"no usable training tracks in the train split (corpus source {vp.corpus.source}, "
+                           f"training sources {vp.train.sources}; see {paths.bad_files})")
     feats = [np.load(f) for f in tr["cqt_file"]]
     val = _ok_items(paths, ("val",))
     seg, _ = _seg_frames(params)

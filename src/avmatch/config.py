@@ -340,6 +340,7 @@ class VerAugmentParams(_Strict):
 
 class VerTrainParams(_Strict):
     loss: Literal["clews", "triplet", "supcon"] = "clews"
+    # materials of the built-in corpus to train on; an imported dataset trains on all its train split
     sources: list[Literal["chorales", "folk", "chorale_versions"]] = ["chorales", "folk", "chorale_versions"]
     cliques_per_batch: int = Field(12, ge=2)
     balance_sources: bool = Field(False, description="each training source gets the same share of a batch's cliques")
