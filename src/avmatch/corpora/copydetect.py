@@ -186,18 +186,13 @@ def gather_units(cache: Path | None = None) -> tuple[list[Unit], dict]:
     sk = Path(skimage.data.__file__).parent
     units += [Unit(Path(n).stem, "photo", "scikit-image", sk / n) for n in SKIMAGE_PHOTOS if (sk / n).exists()]
     sources["scikit-image"] = {"kind": "pypi", "version": skimage.__version__, "license": LICENSES["scikit-image"]}
-    for pkg_name in PHOTO_PACKAGES:
-        pkg = debian.try_fetch_package(pkg_name, cache)
-        if pkg is None:
-            continue
-        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        units += [Unit(p.stem, "photo", pkg_name, p) for p in files]
-        sources[pkg_name] = {**pkg.describe(), "license": LICENSES.get(pkg_name, pkg.license)}
+    pkg_units, pkg_sources = _package_photos(PHOTO_PACKAGES, cache)
+    units += pkg_units
+    sources.update(pkg_sources)
     # drop unreadable/small photos and near-duplicates (colour variants of one wallpaper, ...)
     kept: list[Unit] = []
     hashes: list = []
-    hash_file = (cache or cache_root()) / "copydetect_photo_hashes.json"
-    hash_cache: dict = json.loads(hash_file.read_text()) if hash_file.exists() else {}
+    hash_file, hash_cache = _load_hash_cache(cache)
     for u in units:
         if u.kind == "photo":
             if not _photo_ok(u.path):
@@ -207,28 +202,44 @@ def gather_units(cache: Path | None = None) -> tuple[list[Unit], dict]:
                 continue
             hashes.append(h)
         kept.append(u)
+    _save_hash_cache(hash_file, hash_cache)
+    return kept, sources
+
+
+def _package_photos(pkg_names, cache: Path | None, use: str | None = None) -> tuple[list[Unit], dict]:
+    """Every JPEG/PNG of the Debian packages that can be fetched, as photo units, and their sources."""
+    units: list[Unit] = []
+    sources: dict[str, dict] = {}
+    for pkg_name in pkg_names:
+        pkg = debian.try_fetch_package(pkg_name, cache)
+        if pkg is None:
+            continue
+        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        units += [Unit(p.stem, "photo", pkg_name, p) for p in files]
+        sources[pkg_name] = {**pkg.describe(), "license": LICENSES.get(pkg_name, pkg.license),
+                             **({"use": use} if use else {})}
+    return units, sources
+
+
+def _load_hash_cache(cache: Path | None) -> tuple[Path, dict]:
+    """The photo pHashes computed by earlier builds (hashing every wallpaper again is slow)."""
+    hash_file = (cache or cache_root()) / "copydetect_photo_hashes.json"
+    return hash_file, (json.loads(hash_file.read_text()) if hash_file.exists() else {})
+
+
+def _save_hash_cache(hash_file: Path, hash_cache: dict) -> None:
     hash_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = hash_file.with_name(hash_file.name + f".{os.getpid()}.tmp")
+    tmp = hash_file.with_name(hash_file.name + f".{os.getpid()}.tmp")   # atomic: parallel builds
     tmp.write_text(json.dumps(hash_cache))
     os.replace(tmp, hash_file)
-    return kept, sources
 
 
 def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[Unit], dict]:
     """Photos for the noise set only: the `NOISE_PHOTO_PACKAGES` wallpapers and the opencv-doc example
     images not in `OPENCV_PHOTOS`, minus any whose file name or pHash (distance <= 12) matches a photo
     of `pool` (the corpus units) or an earlier pick."""
-    hash_file = (cache or cache_root()) / "copydetect_photo_hashes.json"
-    hash_cache: dict = json.loads(hash_file.read_text()) if hash_file.exists() else {}
-    candidates: list[Unit] = []
-    sources: dict[str, dict] = {}
-    for pkg_name in NOISE_PHOTO_PACKAGES:
-        pkg = debian.try_fetch_package(pkg_name, cache)
-        if pkg is None:
-            continue
-        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        candidates += [Unit(p.stem, "photo", pkg_name, p) for p in files]
-        sources[pkg_name] = {**pkg.describe(), "license": LICENSES.get(pkg_name, pkg.license), "use": "noise set only"}
+    hash_file, hash_cache = _load_hash_cache(cache)
+    candidates, sources = _package_photos(NOISE_PHOTO_PACKAGES, cache, use="noise set only")
     ocv = debian.try_fetch_package("opencv-doc", cache)
     if ocv is not None:
         ex = ocv.root / "usr/share/doc/opencv-doc/examples"
@@ -236,10 +247,7 @@ def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[
         candidates += [Unit(p.stem, "photo", "opencv-doc", p) for p in sorted(ex.rglob("*"))
                        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and str(p) not in listed]
     kept = disjoint_photos(candidates, pool, hash_cache)
-    hash_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = hash_file.with_name(hash_file.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(hash_cache))
-    os.replace(tmp, hash_file)
+    _save_hash_cache(hash_file, hash_cache)
     return kept, sources
 
 
