@@ -132,6 +132,20 @@ def test_encoder_shapes_and_unit_norm():
     assert torch.allclose(y.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 
+def test_chroma_input_is_exactly_transposition_invariant():
+    """With pitch_input=chroma a transposition (a circular shift of the pitch classes) must not move the
+    embedding (the octave-channel input is only nearly invariant: notes cross octave channels)."""
+    from avmatch.models.clews import VersionEncoder
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 84, 200)
+    shifted = x.view(2, 7, 12, 200).roll(5, 2).reshape(2, 84, 200)
+    m = VersionEncoder(84, [8, 16], 32, pitch_input="chroma").eval()
+    assert torch.allclose(m(x), m(shifted), atol=1e-5)
+    unrelated = torch.rand(2, 84, 200) ** 4  # other content: the embedding must move
+    assert not torch.allclose(m(x), m(unrelated), atol=1e-3)
+
+
 def test_augment_crop_shapes():
     from avmatch.config import VerAugmentParams
     from avmatch.training.versions import augment_crop

@@ -329,6 +329,9 @@ class VerModelParams(_Strict):
     channels: list[int] = [16, 32, 64, 128]
     gem_p: float = Field(3.0, gt=0)
     fold_octaves: bool = Field(True, description="CQT bins as octave channels x pitch classes (circular): key invariance")
+    pitch_input: Literal["octaves", "chroma", "both"] = Field(
+        "octaves", description="with fold_octaves, what the first layer sees: the octave channels, the chroma (mean "
+        "and max over octaves: register-free, exactly circular under transposition) or both")
 
 
 class VerAugmentParams(_Strict):

@@ -43,14 +43,18 @@ class VersionEncoder(nn.Module):
     """CQT segment -> unit vector. With `fold_octaves` the 84 bins become 7 octave channels x 12 pitch
     classes with circular padding along the pitch classes, so a transposition is (nearly) a circular
     shift that the convolutions and the global GeM pooling do not see: key invariance by construction
-    rather than learnt from pitch-shift augmentation alone (which a CPU budget cannot afford)."""
+    rather than learnt from pitch-shift augmentation alone (which a CPU budget cannot afford).
+    `pitch_input` "chroma" folds the octaves away (mean and max over them), as chroma features do:
+    register and voicing no longer reach the network, and a transposition is an exact circular shift."""
 
     def __init__(self, n_bins: int = 84, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128), dim: int = 128,
-                 gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12):
+                 gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12, pitch_input: str = "octaves"):
         super().__init__()
         self.fold = fold_octaves and n_bins % bins_per_octave == 0
         self.bpo = bins_per_octave
-        cin = n_bins // bins_per_octave if self.fold else 1
+        self.pitch_input = pitch_input if self.fold else "octaves"
+        octaves = n_bins // bins_per_octave
+        cin = {"octaves": octaves, "chroma": 2, "both": octaves + 2}[self.pitch_input] if self.fold else 1
         layers: list[nn.Module] = [nn.BatchNorm2d(cin)]
         for i, c in enumerate(channels):
             # the first block halves the frame rate (10 -> 5 per second): CPU-sized, melody still resolved
@@ -65,7 +69,7 @@ class VersionEncoder(nn.Module):
 
     @classmethod
     def from_params(cls, m: VerModelParams, c: CQTParams) -> "VersionEncoder":
-        return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave)
+        return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave, m.pitch_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, bins, frames] CQT segments -> [B, dim] unit vectors."""
@@ -73,6 +77,9 @@ class VersionEncoder(nn.Module):
         if self.fold:
             b, f, t = x.shape
             x = x.view(b, f // self.bpo, self.bpo, t)
+            if self.pitch_input != "octaves":
+                chroma = torch.stack([x.mean(1), x.amax(1)], 1)
+                x = chroma if self.pitch_input == "chroma" else torch.cat([x, chroma], 1)
         else:
             x = x.unsqueeze(1)
         h = self.body(x)
