@@ -215,3 +215,21 @@ def test_chorale_families_group_by_soprano_not_title():
         v, desc = vary_piece(satb, "voices", np.random.default_rng(seed))
         assert desc.startswith("voices:S") and v.parts[0] == satb.parts[0] and 1 <= len(v.parts) < 4
     assert vary_piece(long, "voices", rng) == (long, "none")            # two parts: nothing to drop
+
+
+def test_shard_key_changes_with_segmentation(tmp_path):
+    """Shards cut with another hop or segment length must not be reused by extract/evaluate."""
+    from avmatch.config import Params
+    from pipelines.versions.paths import VersionsPaths
+    from pipelines.versions.stages import _shard_key
+
+    params = Params()
+    paths = VersionsPaths.from_params(params, tmp_path)
+    paths.encoder.parent.mkdir(parents=True)
+    paths.encoder.write_bytes(b"weights")
+    key = _shard_key(params, paths)
+    assert key == _shard_key(Params(), paths)
+    other_hop = Params.model_validate({"versions": {"audio": {"hop_s": 2.5}}})
+    assert _shard_key(other_hop, paths) != key
+    paths.encoder.write_bytes(b"other weights")
+    assert _shard_key(params, paths) != key

@@ -203,10 +203,18 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     return summary
 
 
+def _shard_key(params: Params, paths: VersionsPaths) -> str:
+    """What the stored embeddings depend on: the encoder and how tracks are cut into segments (a changed
+    hop or segment length must re-extract, not reuse shards of the old segmentation)."""
+    from avmatch.hashing import file_hash
+
+    a = params.versions.audio
+    return f"{file_hash(paths.encoder)}-seg{a.segment_s:g}-hop{a.hop_s:g}"
+
+
 def extract(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     """Per-track segment embeddings of the test collection into resumable Parquet shards."""
     from avmatch.device import resolve_device
-    from avmatch.hashing import file_hash
     from avmatch.models.clews import load_encoder
     from avmatch.store.shards import ShardStore
 
@@ -214,7 +222,7 @@ def extract(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict
     device = resolve_device(params.common.device)
     model, _ = load_encoder(paths.encoder, device)
     items = _ok_items(paths, ("test",))
-    store = ShardStore(paths.shards, vp.model.dim, file_hash(paths.encoder), reset_on_mismatch=True)
+    store = ShardStore(paths.shards, vp.model.dim, _shard_key(params, paths), reset_on_mismatch=True)
     done = store.done_keys()
     todo = items[[(i, h) not in done for i, h in zip(items["id"], items["content_hash"])]]
     t0 = time.perf_counter()
@@ -253,7 +261,6 @@ def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
     import torch
 
     from avmatch.device import resolve_device
-    from avmatch.hashing import file_hash
     from avmatch.models.clews import VersionEncoder
     from avmatch.search.version_retrieval import Collection
     from avmatch.store.shards import ShardStore
@@ -262,7 +269,7 @@ def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
     vp, ev = params.versions, params.versions.evaluate
     items = _ok_items(paths, ("test",))
     clique_of = dict(zip(items["id"], items["label"]))
-    store = ShardStore(paths.shards, vp.model.dim, file_hash(paths.encoder))
+    store = ShardStore(paths.shards, vp.model.dim, _shard_key(params, paths))
     meta, vecs = store.read(dict(zip(items["id"], items["content_hash"])))
     if len(vecs) == 0:
         raise RuntimeError(f"no test embeddings in {paths.shards} (run the extract stage)")
