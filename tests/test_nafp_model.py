@@ -6,7 +6,7 @@ import torch
 
 from avmatch.config import FpAudioParams, FpModelParams, LogMelParams
 from avmatch.device import DeviceError, resolve_device, seed_everything, set_threads
-from avmatch.losses import nt_xent, triplet_semi_hard
+from avmatch.losses import koleo, nt_xent, triplet_semi_hard
 from avmatch.models.nafp import FingerprintEncoder, embed_segments, load_encoder, model_file_params, save_encoder
 
 SMALL = FpModelParams(dim=32, channels=[8, 8, 16, 16, 32, 32, 64, 64], head_hidden=8)
@@ -144,3 +144,18 @@ def test_seed_and_threads():
         assert set_threads(0) >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_koleo_prefers_spread_embeddings():
+    """The entropy regulariser is lower for spread-out vectors than for a tight cluster, and its gradient
+    pushes the nearest neighbours apart."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=1)
+    tight = torch.nn.functional.normalize(torch.ones(16, 8) + 0.05 * torch.randn(16, 8, generator=g), dim=1)
+    assert koleo(spread) < koleo(tight)
+    z = tight.clone().requires_grad_(True)
+    koleo(z).backward()
+    moved = torch.nn.functional.normalize(z - 0.01 * z.grad, dim=1)
+    assert koleo(moved) < koleo(tight)
+    with pytest.raises(ValueError):
+        koleo(torch.ones(1, 8))

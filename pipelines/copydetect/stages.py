@@ -97,7 +97,8 @@ def _load_frames(paths: CopydetectPaths, name: str) -> tuple[pd.DataFrame, list[
 
 
 def train(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
-    """Self-supervised contrastive training of the frame descriptor on the reference frames."""
+    """Self-supervised contrastive training of the frame descriptor on the reference frames (and, with
+    `train_on_noise`, the noise-set frames)."""
     from avmatch.models.frame_encoder import save_frame_encoder
     from avmatch.training.copydetect import train_frame_encoder
 
@@ -105,6 +106,8 @@ def train(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict
     _, videos, _ = _load_frames(paths, "refs")
     if not videos:
         raise RuntimeError(f"no usable reference video in {paths.set_dir('refs')} (see {paths.bad_files})")
+    if cd.train.train_on_noise and paths.items("noise").exists():
+        videos = videos + _load_frames(paths, "noise")[1]
     result = train_frame_encoder(videos, train_params=cd.train, model_params=cd.model, seed=params.common.seed,
                                  device=params.common.device, checkpoint_dir=paths.checkpoints,
                                  log_fn=lambda m, step: tracker.log_metrics(m, step=step))

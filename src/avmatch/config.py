@@ -239,6 +239,10 @@ class CdTrainParams(_Strict):
     max_minutes: float = Field(8.0, gt=0, description="wall-clock budget; training stops cleanly at it")
     checkpoint_every: int = Field(100, ge=1)
     augment_strength: float = Field(1.0, gt=0, le=1.0)
+    koleo_weight: float = Field(0.0, ge=0, description="weight of the KoLeo entropy regulariser (SSCD; 0 = off): "
+                                "spreads descriptors so noise-set normalisation can work")
+    train_on_noise: bool = Field(False, description="also train on the noise-set frames (more, disjoint footage; "
+                                 "the noise set is certainly not in the references)")
 
 
 class CdExtractParams(_Strict):

@@ -51,3 +51,22 @@ def triplet_semi_hard(z_anchor: torch.Tensor, z_positive: torch.Tensor, margin: 
     farthest = torch.where(invalid, -inf, d_an).amax(1)
     neg = torch.where(semi.any(1), closest_semi, farthest)
     return F.relu(d_ap - neg + margin).mean()
+
+
+def koleo(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy regulariser (Sablayrolles et al. 2019; SSCD's "entropy" term):
+    -mean log(distance of each item to its nearest other item).
+
+    Contrastive training alone leaves a CPU-sized descriptor anisotropic (unrelated frames end up at
+    high cosine similarity). Spreading the nearest neighbours apart makes similarities comparable
+    across queries, which is what score normalisation against a noise set relies on. Pass one view per
+    instance: the other view of the same frame would be its nearest neighbour by design.
+    """
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"expected a [B >= 2, D] tensor, got {tuple(z.shape)}")
+    z = F.normalize(z.float(), dim=1)
+    dots = z @ z.t()
+    dots.fill_diagonal_(-2.0)
+    nearest = dots.argmax(1)
+    dist = (z - z[nearest]).norm(dim=1)
+    return -torch.log(dist + eps).mean()

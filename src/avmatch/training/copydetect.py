@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from avmatch.device import resolve_device, seed_everything
-from avmatch.losses import nt_xent
+from avmatch.losses import koleo, nt_xent
 from avmatch.models.frame_encoder import FrameEncoder
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,10 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         x = sampler.batch(batch)
         a = augment(x, mp.input_size, g, tp.augment_strength).to(dev)
         b = augment(x, mp.input_size, g, tp.augment_strength).to(dev)
-        loss = nt_xent(model(a), model(b), tp.temperature)
+        za, zb = model(a), model(b)
+        loss = nt_xent(za, zb, tp.temperature)
+        if tp.koleo_weight > 0:
+            loss = loss + tp.koleo_weight * koleo(za)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
