@@ -5,7 +5,9 @@ resized crop, horizontal flip, small rotation, colour jitter and greyscale, blur
 overlays (coloured boxes standing in for text and logos) and picture-in-picture (the view shrunk and
 pasted onto another frame of the batch). NT-Xent (`avmatch.losses.nt_xent`) pulls the two views of a
 frame together and pushes the other frames of the batch away -- the same pressure a copy detector
-needs: edited copies close, different footage far. Frames of one video at neighbouring seconds are
+needs: edited copies close, different footage far. With `koleo_weight` > 0 SSCD's entropy term
+(`avmatch.losses.koleo`) also spreads each batch's descriptors apart, so unrelated frames end up near
+cosine 0 rather than bunched together, which makes similarities comparable across queries. Frames of one video at neighbouring seconds are
 near-duplicates, so a batch takes at most one frame per video and second-window.
 
 All augmentations run batched in torch (affine grids, depthwise blur), so a CPU step costs little
