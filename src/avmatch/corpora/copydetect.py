@@ -274,7 +274,9 @@ def texture_units(cache: Path | None = None, size: tuple[int, int] = (640, 480))
             tmp = png.with_name(png.name + f".{os.getpid()}.tmp.png")
             Image.fromarray(np.tile(tile, reps)[:size[1], :size[0]]).save(tmp)
             os.replace(tmp, png)
-        units.append(Unit(png.stem, "photo", NOISE_TEXTURE_PACKAGE, png))
+        # named "gimp-..." so the file-name family rule of `disjoint_photos` (meant for views of one scene,
+        # such as leuvenA / leuvenB) does not drop "Plant_leaves" for opencv's "plant"; pHash still applies
+        units.append(Unit(f"gimp-{png.stem.lower()}", "photo", NOISE_TEXTURE_PACKAGE, png))
     source = {**pkg.describe(), "license": LICENSES[NOISE_TEXTURE_PACKAGE], "use": "noise set only (tiled patterns)"}
     return units, {NOISE_TEXTURE_PACKAGE: source}
 
@@ -286,7 +288,6 @@ def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[
     hash_file, hash_cache = _load_hash_cache(cache)
     candidates, sources = _package_photos(NOISE_PHOTO_PACKAGES, cache, use="noise set only")
     textures, tex_sources = texture_units(cache)
-    candidates += textures
     sources.update(tex_sources)
     ocv = debian.try_fetch_package("opencv-doc", cache)
     if ocv is not None:
@@ -295,6 +296,9 @@ def noise_only_units(pool: list[Unit], cache: Path | None = None) -> tuple[list[
         candidates += [Unit(p.stem, "photo", "opencv-doc", p) for p in sorted(ex.rglob("*"))
                        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and str(p) not in listed]
     kept = disjoint_photos(candidates, pool, hash_cache)
+    # tiled patterns are checked against the corpus only: periodic tiles of different materials have close
+    # pHashes (leaves vs fibers: distance 6), which says nothing about showing the same scene
+    kept += [t for t in textures if disjoint_photos([t], pool, hash_cache)]
     _save_hash_cache(hash_file, hash_cache)
     return kept, sources
 
