@@ -27,6 +27,10 @@ TINY = {
     "versions.train.cliques_per_batch": 8,
     "versions.train.segments_per_track": 2,
     "versions.train.positive_reduction": "bpwr-1",
+    # the octave-channel input: with the chroma input (the demo default) the seeded untrained encoder is
+    # already the best on the 8 validation tracks of the tiny corpus, so model selection can keep the
+    # step-0 weights and the margin check below would measure nothing (seen once in CI)
+    "versions.model.pitch_input": "octaves",
     "versions.evaluate.bootstrap": 200,
 }
 
