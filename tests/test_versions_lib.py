@@ -140,10 +140,52 @@ def test_chroma_input_is_exactly_transposition_invariant():
     torch.manual_seed(0)
     x = torch.rand(2, 84, 200)
     shifted = x.view(2, 7, 12, 200).roll(5, 2).reshape(2, 84, 200)
-    m = VersionEncoder(84, [8, 16], 32, pitch_input="chroma").eval()
-    assert torch.allclose(m(x), m(shifted), atol=1e-5)
     unrelated = torch.rand(2, 84, 200) ** 4  # other content: the embedding must move
-    assert not torch.allclose(m(x), m(unrelated), atol=1e-3)
+    for options in ({}, {"frame_norm": True, "temporal_layers": 2}):
+        m = VersionEncoder(84, [8, 16], 32, pitch_input="chroma", **options).eval()
+        assert torch.allclose(m(x), m(shifted), atol=1e-5)
+        assert not torch.allclose(m(x), m(unrelated), atol=1e-3)
+
+
+def test_temporal_layers_widen_the_receptive_field_to_the_whole_segment():
+    """Without them the last pooled position sees ~7 s of a 20 s segment, so the pooled features are a bag of
+    local patterns; with 3 dilated layers it depends on the segment's first frames too (the order of events
+    across the segment can count)."""
+    from avmatch.models.clews import VersionEncoder
+
+    reach = {}
+    for layers in (0, 3):
+        m = VersionEncoder(84, [8, 16, 32, 64], 32, pitch_input="chroma", temporal_layers=layers).eval()
+        z = torch.rand(1, 2, 12, 200, requires_grad=True)   # chroma input: [batch, mean/max, pitch classes, frames]
+        m.body(z)[..., -1].sum().backward()
+        reach[layers] = float(z.grad[..., :40].abs().sum())
+        y = m(torch.rand(3, 84, 200))
+        assert y.shape == (3, 32) and torch.allclose(y.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert reach[0] == 0.0 and reach[3] > 0.0
+
+
+def test_timbre_change_keeps_the_notes_and_changes_the_sound():
+    """Another instrument playing the same note: the note's bin stays the strongest, harmonics appear only an
+    octave, an octave + fifth and two octaves up, and a sustained version holds the note after it stopped."""
+    from avmatch.training.versions import HARMONIC_BINS, change_timbre
+
+    note, on = 30, slice(10, 40)
+    lin = np.zeros((84, 100), np.float32)
+    lin[note, on] = 50.0
+    crop = np.log1p(lin)
+    sustained = 0
+    for seed in range(20):
+        out = change_timbre(crop, 1.0, np.random.default_rng(seed))
+        assert out.shape == crop.shape and out.dtype == np.float32 and np.isfinite(out).all() and out.min() >= 0
+        assert (out[:, 20].argmax() == note) and not np.allclose(out, crop)
+        lit = set(np.flatnonzero(out[:, 20] > 1e-6))
+        assert lit <= {note} | {note + h for h in HARMONIC_BINS}
+        sustained += bool(out[note, 45] > 1e-3)         # 0.5 s after the note ended
+        assert out[note, 99] < out[note, 20]            # ...but it does not ring for ever
+    assert 0 < sustained < 20                           # on some crops only
+    for seed in range(4):  # strength 0: no EQ, no harmonics; at most a short sustain after the note
+        plain = change_timbre(crop, 0.0, np.random.default_rng(seed))
+        assert np.allclose(plain[:, :40], crop[:, :40], atol=1e-5) and (plain >= crop - 1e-6).all()
 
 
 def test_augment_crop_shapes():
@@ -152,7 +194,7 @@ def test_augment_crop_shapes():
 
     rng = np.random.default_rng(0)
     feat = np.random.default_rng(1).uniform(size=(300, 84)).astype(np.float16)
-    for a in (None, VerAugmentParams()):
+    for a in (None, VerAugmentParams(), VerAugmentParams(timbre=1.0)):
         c = augment_crop(feat, 200, rng, a)
         assert c.shape == (84, 200) and c.dtype == np.float32
 

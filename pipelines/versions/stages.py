@@ -31,7 +31,7 @@ def corpus(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
         from avmatch.corpora.versions import build_versions_corpus
 
         info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions,
-                                     cp.chorale_versions)
+                                     cp.chorale_versions, cp.reharm_versions)
     else:
         from avmatch.catalog.version_datasets import import_version_dataset
 

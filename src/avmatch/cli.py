@@ -156,7 +156,7 @@ def corpus_build(
         except ConfigError as exc:
             _fail(str(exc))
         info = build_versions_corpus(vc.size, vc.seed, root or (project_root() / vc.root), vc.folk_tunes,
-                                     vc.folk_versions, vc.chorale_versions)
+                                     vc.folk_versions, vc.chorale_versions, vc.reharm_versions)
         typer.echo(json.dumps(info, indent=2, default=float))
         return
     if system not in ("fingerprint", "nafp"):

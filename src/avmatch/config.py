@@ -304,6 +304,8 @@ class VerCorpusParams(_Strict):
     folk_versions: int = Field(3, ge=2, description="versions rendered per folk tune")
     chorale_versions: int | None = Field(None, ge=0, description="single chorales (no family, no distractor) "
                                          "rendered as 3 training versions each; None: size default")
+    reharm_versions: int = Field(1, ge=0, le=2, description="how many of a single chorale's 3 versions are "
+                                 "re-harmonised (its melody over another chorale's lower voices); the rest vary otherwise")
 
     @model_validator(mode="after")
     def _dataset_needs_files(self) -> "VerCorpusParams":
@@ -336,6 +338,14 @@ class VerModelParams(_Strict):
     pitch_input: Literal["octaves", "chroma", "both"] = Field(
         "octaves", description="with fold_octaves, what the first layer sees: the octave channels, the chroma (mean "
         "and max over octaves: register-free, exactly circular under transposition) or both")
+    frame_norm: bool = Field(False, description="divide each frame by its largest value (as HPCP's unitMax "
+                             "does), so note decay and loudness, which depend on the instrument, no longer reach the network")
+    chroma_top: int = Field(0, ge=0, le=11, description="with chroma input, keep per frame only the pitch classes among "
+                            "the `chroma_top` strongest (as 0/1): the chord and melody notes without the instrument's "
+                            "loudness, envelope and harmonic balance; 0 = off")
+    temporal_layers: int = Field(0, ge=0, le=6, description="dilated residual convolutions along time (dilation 1, 2, "
+                                 "4, ..) after the 2-D blocks, before pooling: each position then sees the order of "
+                                 "events across the whole segment, not only ~7 s around it")
 
 
 class VerAugmentParams(_Strict):
@@ -343,6 +353,10 @@ class VerAugmentParams(_Strict):
     pitch_shift_bins: int = Field(6, ge=0, description="max shift along the CQT bins (12 per octave)")
     freq_mask_bins: int = Field(8, ge=0)
     time_mask_frames: int = Field(20, ge=0)
+    timbre: float = Field(1.0, ge=0, le=1, description="strength of the instrument-change augmentation: a random "
+                          "smooth EQ (up to +/-12 dB x timbre), added octave / fifth / two-octave harmonics (up to "
+                          "0.5 x timbre of the note) and, on half the crops, a sustain that holds decaying notes; "
+                          "0 = off")
 
 
 class VerTrainParams(_Strict):

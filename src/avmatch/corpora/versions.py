@@ -239,7 +239,7 @@ def _slug(key: str) -> str:
 
 def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str = "data/versions/corpus",
                           folk_tunes: int | None = None, folk_versions: int = 3,
-                          chorale_versions: int | None = None) -> dict:
+                          chorale_versions: int | None = None, reharm_versions: int = 1) -> dict:
     """Build the corpus described in the module docstring; returns the content of corpus.json."""
     t0 = time.time()
     spec = SIZES[size]
@@ -300,14 +300,16 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         pool_cv = [p for p in all_singles if p.key not in used
                    and ",".join((soprano_signature(p) or "x").split(",")[:6]) not in near]
         pick = np.random.default_rng([seed, 17]).permutation(len(pool_cv))[:n_cv]
-        # version 0 as written, version 1 re-harmonised (the melody over another chorale's lower voices: what
-        # tells the chorale families' settings apart), version 2 any variation
+        # version 0 as written, versions 1..reharm_versions re-harmonised (the melody over another chorale's
+        # lower voices, a different donor each: what tells the chorale families' settings apart), the rest any
+        # variation
         cv_kinds = ["reharm", "voices", "drop", "repeat", "excerpt"]
         for ci, pi in enumerate(sorted(pick)):
             p = pool_cv[int(pi)]
             r = np.random.default_rng([seed, 19, ci])
             for vi in range(3):
-                kind = ["none", "reharm"][vi] if vi < 2 else cv_kinds[int(r.integers(len(cv_kinds)))]
+                kind = ("none" if vi == 0 else "reharm" if vi <= reharm_versions
+                        else cv_kinds[int(r.integers(len(cv_kinds)))])
                 donor = pool_cv[int(r.integers(len(pool_cv)))]
                 while donor is p:
                     donor = pool_cv[int(r.integers(len(pool_cv)))]
@@ -363,7 +365,8 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         "size": size, "seed": seed, "n_tracks": len(rows),
         "chorale_families": {"all": len(families), "settings": sum(len(f) for f in families), **fam_split},
         "distractors": len(singles), "folk_tunes": n_folk, "folk_test_tunes": spec.folk_test_tunes,
-        "folk_versions": folk_versions, "chorale_versions": n_cv, "render_sample_rate": RENDER_SR,
+        "folk_versions": folk_versions, "chorale_versions": n_cv,
+        "reharm_versions": reharm_versions, "render_sample_rate": RENDER_SR,
         "tracks_by_source_split": {f"{a}/{b}": n for (a, b), n in sorted(count.items())},
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "signature_intervals": SIGNATURE_INTERVALS, "stage_seconds": stages,

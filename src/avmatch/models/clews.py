@@ -17,6 +17,8 @@ from avmatch.config import CQTParams, VerModelParams
 from avmatch.features.cqt import normalise_segments
 from avmatch.models.pooling import GeM
 
+FRAME_NORM_FLOOR = 0.05  # of the segment maximum (after normalise_segments)
+
 
 
 
@@ -35,6 +37,19 @@ class _Block(nn.Module):
         return torch.relu(self.bn(self.conv(x)))
 
 
+class _TemporalBlock(nn.Module):
+    """Residual (1 x 3) convolution along time with a dilation: widens the receptive field in time only, so the
+    pooled features can tell which events follow which across the segment (a bag of ~7 s patterns cannot)."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, (1, 3), padding=(0, dilation), dilation=(1, dilation), bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.bn(self.conv(x)))
+
+
 def _block(cin: int, cout: int, stride: tuple[int, int] = (1, 1), circular: bool = False) -> nn.Module:
     return _Block(cin, cout, stride, circular)
 
@@ -48,8 +63,10 @@ class VersionEncoder(nn.Module):
     register and voicing no longer reach the network, and a transposition is an exact circular shift."""
 
     def __init__(self, n_bins: int = 84, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128), dim: int = 128,
-                 gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12, pitch_input: str = "octaves"):
+                 gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12, pitch_input: str = "octaves",
+                 frame_norm: bool = False, temporal_layers: int = 0, chroma_top: int = 0):
         super().__init__()
+        self.frame_norm, self.chroma_top = frame_norm, chroma_top
         self.fold = fold_octaves and n_bins % bins_per_octave == 0
         self.bpo = bins_per_octave
         self.pitch_input = pitch_input if self.fold else "octaves"
@@ -62,6 +79,7 @@ class VersionEncoder(nn.Module):
             if i < len(channels) - 1:
                 layers.append(nn.MaxPool2d((1, 2) if self.fold and i < 2 else 2))
             cin = c
+        layers += [_TemporalBlock(cin, 2 ** k) for k in range(temporal_layers)]
         self.body = nn.Sequential(*layers)
         self.pool = GeM(gem_p)
         self.head = nn.Sequential(nn.Linear(cin, cin), nn.ReLU(inplace=True), nn.Linear(cin, dim))
@@ -69,16 +87,24 @@ class VersionEncoder(nn.Module):
 
     @classmethod
     def from_params(cls, m: VerModelParams, c: CQTParams) -> "VersionEncoder":
-        return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave, m.pitch_input)
+        return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave, m.pitch_input,
+                   m.frame_norm, m.temporal_layers, m.chroma_top)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, bins, frames] CQT segments -> [B, dim] unit vectors."""
         x = normalise_segments(x)
+        if self.frame_norm:
+            # per frame and channel: the floor keeps near-silent frames from being blown up to full scale
+            x = x / x.amax(-2, keepdim=True).clamp(min=FRAME_NORM_FLOOR)
         if self.fold:
             b, f, t = x.shape
             x = x.view(b, f // self.bpo, self.bpo, t)
             if self.pitch_input != "octaves":
                 chroma = torch.stack([x.mean(1), x.amax(1)], 1)
+                if self.chroma_top:
+                    kth = chroma.topk(self.chroma_top, 2).values[:, :, -1:]       # [B, 2, 1, T]
+                    floor = FRAME_NORM_FLOOR * chroma.flatten(2).amax(-1)[..., None, None]
+                    chroma = ((chroma >= kth) & (chroma > floor)).to(chroma.dtype)  # silent frames stay empty
                 x = chroma if self.pitch_input == "chroma" else torch.cat([x, chroma], 1)
         else:
             x = x.unsqueeze(1)

@@ -38,6 +38,35 @@ class VersionTrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+HARMONIC_BINS = (12, 19, 24)  # octave, octave + fifth, two octaves: the 2nd, 3rd and 4th harmonics (12 bins/octave)
+
+
+def change_timbre(crop: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """The same notes as another instrument might sound in a log1p CQT crop [bins, frames]. Trained
+    encoders otherwise match tracks by instrument (same ensemble, other chorale) before tune: the spectral
+    envelope, the strength of the harmonics (which put fifths into a chroma) and the sustain all differ
+    between instruments and survive folding the octaves away."""
+    bins = crop.shape[0]
+    lin = np.expm1(np.maximum(crop, 0.0))
+    k = np.arange(1, 4)[:, None]
+    env_db = (rng.uniform(-1, 1, (3, 1)) * np.cos(np.pi * k * np.arange(bins)[None] / bins
+                                                   + rng.uniform(0, 2 * np.pi, (3, 1)))).sum(0)
+    env_db *= 12.0 * strength / max(1e-6, np.abs(env_db).max())
+    out = lin * (10.0 ** (env_db / 20.0))[:, None]
+    extra = np.zeros_like(out)
+    for shift in HARMONIC_BINS:
+        g = rng.uniform(0, 0.5 * strength)
+        extra[shift:] += g * out[:-shift]
+    out = out + extra
+    if rng.random() < 0.5:
+        decay = rng.uniform(0.6, 0.6 + 0.35 * strength)  # per frame (0.1 s): notes ring on, as on an organ
+        # held[t] = max over s <= t of out[s] * decay ** (t - s), as a running maximum in the log domain
+        ramp = np.arange(out.shape[1]) * np.log(decay)
+        held = np.exp(np.maximum.accumulate(np.log(out + 1e-12) - ramp, axis=1) + ramp) - 1e-12
+        out = np.maximum(held, out)
+    return np.log1p(out).astype(np.float32)
+
+
 def augment_crop(feat: np.ndarray, seg_frames: int, rng: np.random.Generator, a: VerAugmentParams | None
                  ) -> np.ndarray:
     """A random [bins, seg_frames] crop of a track's CQT [frames, bins], augmented when `a` is given."""
@@ -62,6 +91,8 @@ def augment_crop(feat: np.ndarray, seg_frames: int, rng: np.random.Generator, a:
                 crop[:k] = 0
             else:
                 crop[k:] = 0
+    if a.timbre > 0:
+        crop = change_timbre(crop, a.timbre, rng)
     if a.freq_mask_bins:
         w = int(rng.integers(0, a.freq_mask_bins + 1))
         f0 = int(rng.integers(0, bins - w + 1))
