@@ -222,6 +222,8 @@ def test_params_reject_bad_reduction_and_missing_dataset_files():
         validate_params({"versions": {"evaluate": {"reduction": "max"}}})
     with pytest.raises(ConfigError, match="metadata"):
         validate_params({"versions": {"corpus": {"source": "shs100k"}}})
+    with pytest.raises(ConfigError, match="chroma_top"):
+        validate_params({"versions": {"model": {"pitch_input": "octaves", "chroma_top": 4}}})
 
 
 def test_chorale_families_group_by_soprano_not_title():

@@ -347,6 +347,13 @@ class VerModelParams(_Strict):
                                  "4, ..) after the 2-D blocks, before pooling: each position then sees the order of "
                                  "events across the whole segment, not only ~7 s around it")
 
+    @model_validator(mode="after")
+    def _chroma_options_need_chroma(self) -> "VerModelParams":
+        if self.chroma_top and (self.pitch_input == "octaves" or not self.fold_octaves):
+            raise ValueError(f"versions.model.chroma_top ({self.chroma_top}) acts on the chroma input: set "
+                             "versions.model.pitch_input to chroma or both (with fold_octaves: true), or chroma_top to 0")
+        return self
+
 
 class VerAugmentParams(_Strict):
     time_stretch: tuple[float, float] = (0.8, 1.25)

@@ -17,9 +17,9 @@ from avmatch.config import CQTParams, VerModelParams
 from avmatch.features.cqt import normalise_segments
 from avmatch.models.pooling import GeM
 
-FRAME_NORM_FLOOR = 0.05  # of the segment maximum (after normalise_segments)
-
-
+# below this fraction of the segment maximum (after normalise_segments) a frame or pitch class counts as
+# silence: frame_norm does not blow it up to full scale, chroma_top does not mark it as a note
+SILENCE_FLOOR = 0.05
 
 
 class _Block(nn.Module):
@@ -94,8 +94,8 @@ class VersionEncoder(nn.Module):
         """[B, bins, frames] CQT segments -> [B, dim] unit vectors."""
         x = normalise_segments(x)
         if self.frame_norm:
-            # per frame and channel: the floor keeps near-silent frames from being blown up to full scale
-            x = x / x.amax(-2, keepdim=True).clamp(min=FRAME_NORM_FLOOR)
+            # each frame by its largest bin
+            x = x / x.amax(-2, keepdim=True).clamp(min=SILENCE_FLOOR)
         if self.fold:
             b, f, t = x.shape
             x = x.view(b, f // self.bpo, self.bpo, t)
@@ -103,7 +103,7 @@ class VersionEncoder(nn.Module):
                 chroma = torch.stack([x.mean(1), x.amax(1)], 1)
                 if self.chroma_top:
                     kth = chroma.topk(self.chroma_top, 2).values[:, :, -1:]       # [B, 2, 1, T]
-                    floor = FRAME_NORM_FLOOR * chroma.flatten(2).amax(-1)[..., None, None]
+                    floor = SILENCE_FLOOR * chroma.flatten(2).amax(-1)[..., None, None]
                     chroma = ((chroma >= kth) & (chroma > floor)).to(chroma.dtype)  # silent frames stay empty
                 x = chroma if self.pitch_input == "chroma" else torch.cat([x, chroma], 1)
         else:
