@@ -6,7 +6,7 @@ Where the audio comes from, first match wins:
 2. the project's demo corpus references, `data/fingerprint/corpus/refs`, when it has been built;
 3. the Debian package `singularity-music` (16 Ogg Vorbis tracks, 64 min, CC-BY-SA-3.0), fetched with
    `apt-get download` and unpacked with `dpkg-deb -x` into `$AVMATCH_CACHE/debs` (default
-   `~/.cache/avmatch/debs`) — the same layout `avmatch.corpora.debian` uses, so both share one copy.
+   `~/.cache/avmatch/debs`) — the same layout `avmatch.core.debian` uses, so both share one copy.
 
 Decoded 8 kHz PCM is cached in `$AVMATCH_CACHE/bench/pcm` (keyed by content hash, like the pipeline's
 cache) so only the decode benchmark itself pays for decoding more than once.
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from _report import ROOT
 
 PACKAGE = "singularity-music"
@@ -42,7 +41,7 @@ def cache_root() -> Path:
 
 
 def _list_media(folder: Path) -> list[Path]:
-    from avmatch.catalog.manifest import scan_media
+    from avmatch.core.manifest import scan_media
 
     return scan_media(folder) if folder.exists() else []
 
@@ -50,7 +49,7 @@ def _list_media(folder: Path) -> list[Path]:
 def fetch_singularity(cache: Path | None = None) -> list[Path]:
     """The Ogg tracks of singularity-music, downloaded and unpacked into the cache when missing."""
     cache = cache or cache_root()
-    from avmatch.corpora.debian import DebianUnavailable, fetch_package
+    from avmatch.core.debian import DebianUnavailable, fetch_package
 
     try:
         root = fetch_package(PACKAGE, cache).root
@@ -85,8 +84,8 @@ def add_audio_args(parser) -> None:
 # ---------------------------------------------------------------- items (manifest rows with decoded PCM)
 def decoded_items(files: list[Path], sample_rate: int, cache_dir: Path | None = None, workers: int = 2) -> pd.DataFrame:
     """Manifest rows of `files` with `pcm_file` filled (decoding only files not in the PCM cache yet)."""
-    from avmatch.catalog.manifest import build_manifest
-    from avmatch.features.pcm_cache import decode_manifest
+    from avmatch.core.manifest import build_manifest
+    from avmatch.core.pcm_cache import decode_manifest
 
     cache_dir = cache_dir or (cache_root() / "bench" / "pcm")
     base = Path(os.path.commonpath([str(f.parent) for f in files])) if files else None

@@ -90,7 +90,7 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    from avmatch.tracking import git_commit as commit_of
+    from avmatch.core.tracking import git_commit as commit_of
 
     return commit_of(ROOT)
 

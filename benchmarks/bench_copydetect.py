@@ -4,7 +4,7 @@ localisation per candidate pair, peak memory.
 
 * Decode + descriptor: the demo corpus's reference videos (data/copydetect/corpus/reference, built
   by `avmatch corpus build copydetect` or `dvc repro copydetect_corpus`) decoded at 1 fps by
-  `avmatch.media.video.decode_frames` and embedded by the trained encoder
+  `avmatch.core.video.decode_frames` and embedded by the trained encoder
   (models/copydetect/encoder.pt; a seeded untrained one of the same shape when missing: same cost).
   Frames per second of video frames produced, on --threads cores.
 * Recall: the project's `find_candidates` (FAISS flat inner-product k-NN of every query frame, CSLS
@@ -44,11 +44,11 @@ def main(argv=None) -> int:
     threads = set_threads(args.threads)
     import numpy as np
 
-    from avmatch.media.video import decode_frames
-    from avmatch.metrics.vsc import VideoFeatures
-    from avmatch.models.frame_encoder import FrameEncoder, embed_frames, load_frame_encoder
-    from avmatch.search.copy_candidates import find_candidates, reference_index
-    from avmatch.search.localisation import localise
+    from avmatch.copydetect.candidates import find_candidates, reference_index
+    from avmatch.copydetect.localisation import localise
+    from avmatch.copydetect.metrics import VideoFeatures
+    from avmatch.copydetect.model import FrameEncoder, embed_frames, load_frame_encoder
+    from avmatch.core.video import decode_frames
 
     rep = Report("copydetect", "Copy detection (VSC22)", args)
     rep.refresh_machine()

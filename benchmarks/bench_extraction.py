@@ -70,17 +70,17 @@ def main(argv=None) -> int:
     rep = Report("extraction", "Extraction speed", args)
 
     import torch
-
     from _audio import audio_seconds, crop_items, decoded_items, real_audio_files
-    from avmatch.catalog.manifest import build_manifest
-    from avmatch.config import load_params
-    from avmatch.device import resolve_device
-    from avmatch.embedding import extract_items
-    from avmatch.features.logmel import frame_segments
-    from avmatch.features.pcm_cache import decode_manifest, load_pcm
-    from avmatch.media.audio import decode_audio
-    from avmatch.models.nafp import FingerprintEncoder, embed_segments
-    from avmatch.store.shards import ShardStore
+
+    from avmatch.core.audio import decode_audio
+    from avmatch.core.config import load_params
+    from avmatch.core.device import resolve_device
+    from avmatch.core.manifest import build_manifest
+    from avmatch.core.pcm_cache import decode_manifest, load_pcm
+    from avmatch.core.shards import ShardStore
+    from avmatch.fingerprint.embedding import extract_items
+    from avmatch.fingerprint.logmel import frame_segments
+    from avmatch.fingerprint.model import FingerprintEncoder, embed_segments
 
     threads = set_threads(args.threads)
     rep.refresh_machine()

@@ -66,13 +66,13 @@ def proc_status_kb(field: str) -> int:
 def child(args) -> int:
     """One collection size, in this fresh process; prints one tagged JSON line."""
     import pandas as pd
-
     from _audio import replicate_items
-    from avmatch.config import load_params
-    from avmatch.device import resolve_device
-    from avmatch.embedding import extract_items
-    from avmatch.models.nafp import FingerprintEncoder
-    from avmatch.store.shards import ShardStore
+
+    from avmatch.core.config import load_params
+    from avmatch.core.device import resolve_device
+    from avmatch.core.shards import ShardStore
+    from avmatch.fingerprint.embedding import extract_items
+    from avmatch.fingerprint.model import FingerprintEncoder
 
     threads = set_threads(args.threads)
     params = load_params(args.params)
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
 
     from _audio import audio_seconds, crop_items, decoded_items, real_audio_files
 
-    from avmatch.config import load_params
+    from avmatch.core.config import load_params
 
     threads = set_threads(args.threads)
     rep.refresh_machine()

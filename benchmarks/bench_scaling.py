@@ -58,9 +58,9 @@ def main(argv=None) -> int:
         return 0
     import pandas as pd
 
-    from avmatch.config import load_params
-    from avmatch.hashing import file_hash
-    from avmatch.store.shards import ShardStore
+    from avmatch.core.config import load_params
+    from avmatch.core.hashing import file_hash
+    from avmatch.core.shards import ShardStore
     from flows.servers import prefect_env, start_prefect
 
     rep = Report("scaling", "Distributed extraction: 1 vs 2 Dask workers", args)

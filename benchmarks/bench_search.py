@@ -119,7 +119,7 @@ def make_queries(db, n_queries: int, q_len: int, track_segments: int, noise: flo
 
 
 def measure(index, queries, sp, track_segments: int) -> dict:
-    from avmatch.search.offset_voting import search_queries
+    from avmatch.fingerprint.search import search_queries
 
     mats = [q for q, _, _ in queries]
     for q in mats[:3]:  # warm-up
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from avmatch.config import load_params
-    from avmatch.index.faiss_index import SegmentIndex
+    from avmatch.core.config import load_params
+    from avmatch.core.index import SegmentIndex
 
     threads = set_threads(args.threads)
     rep.refresh_machine()
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     if not args.no_embed:
         import torch
 
-        from avmatch.models.nafp import FingerprintEncoder, embed_segments
+        from avmatch.fingerprint.model import FingerprintEncoder, embed_segments
 
         fp = params.fingerprint
         model = FingerprintEncoder.from_params(fp.model, fp.logmel, fp.audio).eval()

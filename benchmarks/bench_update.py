@@ -77,9 +77,9 @@ def split_tracks(n_tracks: int, fraction: float) -> int:
 
 def part_index(args, params, rep, tmp: Path) -> list[dict]:
     import numpy as np
-
-    from avmatch.index.faiss_index import SegmentIndex
     from bench_search import id_rows, synthetic_database
+
+    from avmatch.core.index import SegmentIndex
 
     ix = params.fingerprint.index
     rng = np.random.default_rng(0)
@@ -140,12 +140,19 @@ def part_index(args, params, rep, tmp: Path) -> list[dict]:
 
 
 def part_whole(args, params, rep, tmp: Path) -> tuple[list[dict], str]:
-    from _audio import audio_seconds, crop_items, decoded_items, real_audio_files, replicate_items
-    from avmatch.device import resolve_device
-    from avmatch.embedding import extract_items
-    from avmatch.index.faiss_index import SegmentIndex
-    from avmatch.models.nafp import FingerprintEncoder
-    from avmatch.store.shards import ShardStore
+    from _audio import (
+        audio_seconds,
+        crop_items,
+        decoded_items,
+        real_audio_files,
+        replicate_items,
+    )
+
+    from avmatch.core.device import resolve_device
+    from avmatch.core.index import SegmentIndex
+    from avmatch.core.shards import ShardStore
+    from avmatch.fingerprint.embedding import extract_items
+    from avmatch.fingerprint.model import FingerprintEncoder
 
     fp = params.fingerprint
     ix = fp.index
@@ -245,7 +252,7 @@ def main(argv=None) -> int:
     quiet_env(args.verbose, args.quick)
     rep = Report("update", "Incremental update", args)
 
-    from avmatch.config import load_params
+    from avmatch.core.config import load_params
 
     threads = set_threads(args.threads)
     rep.refresh_machine()

@@ -32,13 +32,13 @@ def main(argv=None) -> int:
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
     import torch
-
     from _audio import real_audio_files
-    from avmatch.config import load_params
-    from avmatch.features.cqt import cqt, frames_per_second, segment_frames
-    from avmatch.media.audio import decode_audio
-    from avmatch.models.clews import VersionEncoder, load_encoder
-    from avmatch.training.versions import embed_windows
+
+    from avmatch.core.audio import decode_audio
+    from avmatch.core.config import load_params
+    from avmatch.versions.cqt import cqt, frames_per_second, segment_frames
+    from avmatch.versions.model import VersionEncoder, load_encoder
+    from avmatch.versions.training import embed_windows
 
     vp = load_params(ROOT / "params.yaml").versions
     chorales = ROOT / "data/versions/corpus/audio/chorales"

@@ -33,8 +33,8 @@ def one_size(n_tracks: int, segments: int, dim: int, queries: int, candidates: i
     import torch
 
     set_threads(threads)
-    from avmatch.search.segment_pairs import track_distances
-    from avmatch.search.version_retrieval import Collection
+    from avmatch.versions.retrieval import Collection
+    from avmatch.versions.segment_pairs import track_distances
 
     rng = np.random.default_rng(0)
     v = rng.standard_normal((n_tracks * segments, dim)).astype(np.float32)

@@ -16,7 +16,8 @@ from typing import Any
 
 from prefect import flow
 
-from avmatch.config import CopydetectParams, partial_model
+from avmatch.copydetect.params import CopydetectParams
+from avmatch.core.config import partial_model
 from flows.pipeline import cli_main, merge_overrides, run_pipeline
 
 CopydetectOverrides = partial_model(CopydetectParams, "CopydetectOverrides")

@@ -16,7 +16,8 @@ from typing import Any
 
 from prefect import flow
 
-from avmatch.config import FingerprintParams, partial_model
+from avmatch.core.config import partial_model
+from avmatch.fingerprint.params import FingerprintParams
 from flows.pipeline import cli_main, merge_overrides, run_pipeline
 
 FingerprintOverrides = partial_model(FingerprintParams, "FingerprintOverrides")

@@ -1,7 +1,7 @@
 """What every pipeline flow shares: validate parameters, run the chosen stages in order, parse `-S`.
 
 Each pipeline has a thin flow module (`flows/<pipeline>.py`) so it gets its own Prefect flow
-name, deployment and UI form; the work itself is here and in `pipelines.registry`. A stage that
+name, deployment and UI form; the work itself is here and in `pipelines.runner`. A stage that
 the pipeline can split (extraction) runs its partitions as tasks on a Dask task runner when
 `<pipeline>.extract.num_partitions` > 1: a local cluster, or `orchestration.dask.address`.
 """
@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 from prefect import flow
 
-from avmatch.config import DaskParams, Params, RetryParams, overrides_from_model
-from avmatch.paths import project_root
-from pipelines.registry import SPECS, load_run_params
+from avmatch.core.config import DaskParams, Params, RetryParams, overrides_from_model
+from avmatch.core.paths import project_root
+from pipelines.registry import stage_order
+from pipelines.runner import load_run_params
 from tasks.stages import stage_task
 
 PARTITIONED_STAGE = "extract"
@@ -34,10 +35,10 @@ def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages:
 
     Parameters are validated before any stage starts, so a bad key fails the run at once.
     """
-    order = SPECS[pipeline].order
     root_s = str(root or project_root())
     overrides = dict(overrides or {})
-    params = load_run_params(project_root(root_s), overrides=overrides)
+    params = load_run_params(project_root(root_s), overrides=overrides, systems=[pipeline])
+    order = stage_order(pipeline, project_root(root_s))
     wanted = stages or list(order)
     unknown = sorted(set(wanted) - set(order))
     if unknown:
@@ -99,7 +100,7 @@ def parse_overrides(items: list[str], error: Callable[[str], Any]) -> dict[str, 
 
 
 def cli_main(pipeline: str, flow_fn: Callable[..., Any], doc: str | None, argv: list[str] | None = None) -> None:
-    order = SPECS[pipeline].order
+    order = stage_order(pipeline)
     ap = argparse.ArgumentParser(prog=f"python -m flows.{pipeline}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",

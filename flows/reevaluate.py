@@ -13,9 +13,10 @@ import argparse
 
 from prefect import flow, task
 
-from avmatch.paths import project_root
+from avmatch.core.paths import project_root
 from pipelines.reevaluation import reevaluate_pipeline
-from pipelines.registry import SPECS, load_run_params
+from pipelines.registry import pipeline_names, pipeline_spec
+from pipelines.runner import load_run_params
 
 
 @task(name="reevaluate", task_run_name="reevaluate {pipeline}")
@@ -35,10 +36,10 @@ def reevaluate_flow(pipelines: list[str] | None = None, tolerance: float | None 
     """
     root_s = str(root or project_root())
     params = load_run_params(project_root(root_s), overrides=overrides or {})
-    names = pipelines or params.orchestration.reevaluate.pipelines or [p for p, s in SPECS.items() if s.reevaluate]
-    unknown = sorted(set(names) - set(SPECS))
+    names = pipelines or params.orchestration.reevaluate.pipelines or [p for p in pipeline_names() if pipeline_spec(p).reevaluate]
+    unknown = sorted(set(names) - set(pipeline_names()))
     if unknown:
-        raise ValueError(f"unknown pipeline(s) {unknown}; known: {sorted(SPECS)}")
+        raise ValueError(f"unknown pipeline(s) {unknown}; known: {pipeline_names()}")
     futures = {p: reevaluate_task.submit(p, overrides or {}, root_s, tolerance) for p in names}
     results, failed = {}, []
     for p, fut in futures.items():
@@ -56,7 +57,7 @@ def reevaluate_flow(pipelines: list[str] | None = None, tolerance: float | None 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.reevaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pipelines", nargs="+", choices=sorted(SPECS))
+    ap.add_argument("--pipelines", nargs="+", choices=pipeline_names())
     ap.add_argument("--tolerance", type=float)
     args = ap.parse_args(argv)
     reevaluate_flow(pipelines=args.pipelines, tolerance=args.tolerance)

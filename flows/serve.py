@@ -16,9 +16,10 @@ from datetime import timedelta
 from prefect import serve
 from prefect.schedules import Cron, Interval
 
-from avmatch.config import Params
-from avmatch.paths import project_root
-from pipelines.registry import SPECS, load_run_params
+from avmatch.core.config import Params
+from avmatch.core.paths import project_root
+from pipelines.registry import pipeline_names
+from pipelines.runner import load_run_params
 
 DEPLOYMENT = "avmatch"
 SCHEDULED = "scheduled"
@@ -35,7 +36,7 @@ def deployments(params: Params, root: str) -> list:
     out = [pipeline_flow(p).to_deployment(
         name=DEPLOYMENT, parameters={"root": root}, tags=["avmatch", p],
         description=f"The {p} pipeline; the form holds its params.yaml section (fill in what to change).")
-        for p in SPECS]
+        for p in pipeline_names()]
     rv = params.orchestration.reevaluate
     schedule = (Interval(timedelta(seconds=rv.interval_s), timezone=rv.timezone) if rv.interval_s
                 else Cron(rv.cron, timezone=rv.timezone))

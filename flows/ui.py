@@ -10,9 +10,9 @@ import signal
 import sys
 import time
 
-from avmatch.paths import project_root
+from avmatch.core.paths import project_root
 from flows.servers import start_mlflow, start_prefect, start_runner
-from pipelines.registry import load_run_params
+from pipelines.runner import load_run_params
 
 
 def main() -> int:

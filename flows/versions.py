@@ -16,7 +16,8 @@ from typing import Any
 
 from prefect import flow
 
-from avmatch.config import VersionsParams, partial_model
+from avmatch.core.config import partial_model
+from avmatch.versions.params import VersionsParams
 from flows.pipeline import cli_main, merge_overrides, run_pipeline
 
 VersionsOverrides = partial_model(VersionsParams, "VersionsOverrides")

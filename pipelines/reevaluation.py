@@ -14,9 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from avmatch.config import Params
-from avmatch.tracking import download_model_version, latest_model_version, model_name, stage_run, tracking_uri
-from pipelines.registry import SPECS
+from avmatch.core.config import Params
+from avmatch.core.tracking import (
+    download_model_version,
+    latest_model_version,
+    model_name,
+    stage_run,
+    tracking_uri,
+)
+from pipelines.registry import pipeline_spec
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,7 @@ def last_reevaluation(params: Params, root: Path, pipeline: str, exclude_run: st
 def reevaluate_pipeline(pipeline: str, params: Params, root: Path, tolerance: float | None = None,
                         orchestrator: str | None = None) -> dict[str, Any]:
     """Evaluate the newest registered version; raise RegressionError on a regression."""
-    spec = SPECS[pipeline]
+    spec = pipeline_spec(pipeline)
     fn = spec.reevaluate_fn()
     if fn is None:
         return {"pipeline": pipeline, "skipped": "the pipeline has no re-evaluation"}

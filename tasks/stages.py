@@ -11,9 +11,9 @@ from typing import Any
 from prefect import Task, task
 from prefect.tasks import exponential_backoff
 
-from avmatch.config import RetryParams
-from avmatch.failures import is_transient
-from pipelines.registry import run_stage
+from avmatch.core.config import RetryParams
+from avmatch.core.failures import is_transient
+from pipelines.runner import run_stage
 
 
 def retry_only_transient(task: Task, task_run: Any, state: Any) -> bool:

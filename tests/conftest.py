@@ -90,7 +90,7 @@ def audio_folder(tmp_path: Path) -> Path:
 # The end-to-end modules take most of the suite's time: they go first, longest first, so that with
 # `pytest -n 2 --dist loadfile --no-loadscope-reorder` (make test) the two workers each start on
 # one and the quick unit modules fill the gaps.
-SLOW_MODULES_FIRST = ("test_end_to_end.py", "test_versions_e2e.py", "test_copydetect_e2e.py")
+SLOW_MODULES_FIRST = ("test_fingerprint_e2e.py", "test_versions_e2e.py", "test_copydetect_e2e.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,16 +11,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avmatch.config import FingerprintParams
-from avmatch.index.faiss_index import SegmentIndex
-from avmatch.metrics.fingerprint import build_analysis, evaluate
-from avmatch.search.offset_voting import (NO_CANDIDATE, Match, apply_threshold, decision_score, search_queries,
-                                         threshold_for_false_match_rate)
+from avmatch.core.index import SegmentIndex
+from avmatch.fingerprint.metrics import build_analysis, evaluate
+from avmatch.fingerprint.params import FingerprintParams
+from avmatch.fingerprint.search import (
+    NO_CANDIDATE,
+    Match,
+    apply_threshold,
+    decision_score,
+    search_queries,
+    threshold_for_false_match_rate,
+)
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
     """The corpus builder's ground truth as a frame, plus the manifest item id of each query."""
-    from avmatch.corpora.fingerprint import read_ground_truth as read_rows
+    from avmatch.fingerprint.corpus import read_ground_truth as read_rows
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: ground truth not found (run the corpus stage)")

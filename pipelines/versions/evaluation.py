@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avmatch.metrics.versions import per_query, precision_recall, summarize
-from avmatch.search.version_retrieval import Collection, segment_distance_matrix, track_distance_matrix
+from avmatch.versions.metrics import per_query, precision_recall, summarize
+from avmatch.versions.retrieval import (
+    Collection,
+    segment_distance_matrix,
+    track_distance_matrix,
+)
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from avmatch.config import Params
+from avmatch.core.config import Params
 
 
 @dataclass(frozen=True)

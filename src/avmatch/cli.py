@@ -16,12 +16,12 @@ import yaml
 # be set before faiss is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from avmatch.config import ConfigError  # noqa: E402
+from avmatch.core.config import ConfigError  # noqa: E402
 
 app = typer.Typer(
     help="avmatch: reproducible content matching and retrieval for audio and video.\n\n"
-         "Pipelines run with `dvc repro` (or a Prefect flow); this command runs single stages, builds "
-         "the offline demo corpora and lets you fingerprint and identify your own audio.",
+         "Pipelines run with `dvc repro` (or a Prefect flow; one stage: `python -m pipelines NAME`); this "
+         "command builds the offline demo corpora, scores results and runs each system on your own media.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 corpus_app = typer.Typer(help="Build offline demo/test corpora from material that packages ship.", no_args_is_help=True)
 params_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_help=True)
@@ -29,16 +29,6 @@ metrics_app = typer.Typer(help="Show evaluation metrics.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(params_app, name="params")
 app.add_typer(metrics_app, name="metrics")
-
-
-def _use_workspace_code() -> None:
-    """Import `pipelines` from the project being run (e.g. a `dvc exp run --temp` copy), not from
-    wherever avmatch was installed from."""
-    from avmatch.paths import project_root
-
-    root = str(project_root())
-    if (project_root() / "pipelines").is_dir() and root not in sys.path:
-        sys.path.insert(0, root)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -63,47 +53,10 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-@app.command("stage")
-def stage_cmd(
-    name: str = typer.Argument(..., help="pipeline.stage, e.g. fingerprint.extract (see `avmatch stages`)"),
-    set_: list[str] = typer.Option([], "--set", "-S", help="override a parameter: key.path=value (repeatable)"),
-    partition: Optional[int] = typer.Option(None, help="extract only: which partition this process handles"),
-    num_partitions: Optional[int] = typer.Option(None, help="extract only: total number of partitions"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Run one pipeline stage (what dvc.yaml calls). Reads params.yaml from the project root."""
-    _setup_logging(verbose)
-    _use_workspace_code()
-    from pipelines.registry import run_stage
-
-    options = {}
-    if partition is not None or num_partitions is not None:
-        options = {"partition": partition or 0, "num_partitions": num_partitions or 1}
-    from avmatch.failures import StageError
-
-    try:
-        summary = run_stage(name, overrides=_parse_overrides(set_), **options)
-    except StageError as exc:
-        _fail(str(exc), code=1)
-    except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
-    typer.echo(json.dumps(summary, indent=2, default=float))
-
-
-@app.command("stages")
-def stages_cmd() -> None:
-    """List the stages that `avmatch stage` can run."""
-    _use_workspace_code()
-    from pipelines.registry import stage_names
-
-    for n in stage_names():
-        typer.echo(n)
-
-
 @params_app.command("check")
 def params_check(path: Path = typer.Argument(Path("params.yaml"), help="parameter file to validate")) -> None:
     """Validate a parameter file; print every wrong key or value with what is allowed."""
-    from avmatch.config import load_params
+    from avmatch.core.config import load_params
 
     try:
         load_params(path)
@@ -115,7 +68,7 @@ def params_check(path: Path = typer.Argument(Path("params.yaml"), help="paramete
 @params_app.command("show")
 def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
     """Print the full, validated parameters including defaults not written in the file."""
-    from avmatch.config import load_params
+    from avmatch.core.config import load_params
 
     try:
         typer.echo(yaml.safe_dump(load_params(path).model_dump(mode="json"), sort_keys=False))
@@ -138,20 +91,19 @@ def corpus_build(
     """Build a corpus deterministically from a seed: the offline demo corpus from real packaged material,
     or (nafp) the NAFP dataset linked into the corpus layout with synthesized queries."""
     _setup_logging()
-    _use_workspace_code()
-    from avmatch.paths import project_root
-    from pipelines.registry import load_run_params
+    from avmatch.core.config import load_params
+    from avmatch.core.paths import project_root
 
     if system == "copydetect":  # the VSC22-layout video copy detection corpus (docs/datasets.md)
-        from avmatch.copydetect_cli import build_corpus
+        from avmatch.copydetect.cli import build_corpus
 
         typer.echo(json.dumps(build_corpus(size, seed, root), indent=2, default=float))
         return
     if system == "versions":
-        from avmatch.corpora.versions import build_versions_corpus
+        from avmatch.versions.corpus import build_versions_corpus
 
         try:
-            vc = load_run_params(project_root(), overrides={k: v for k, v in (("versions.corpus.size", size),
+            vc = load_params(project_root() / "params.yaml", systems=["versions"], overrides={k: v for k, v in (("versions.corpus.size", size),
                                  ("versions.corpus.seed", seed)) if v is not None}).versions.corpus
         except ConfigError as exc:
             _fail(str(exc))
@@ -175,20 +127,20 @@ def corpus_build(
     if seed is not None:
         overrides["fingerprint.corpus.seed"] = seed
     try:
-        params = load_run_params(project_root(), overrides=overrides)
+        params = load_params(project_root() / "params.yaml", overrides=overrides, systems=["fingerprint"])
     except ConfigError as exc:
         _fail(str(exc))
     cp = params.fingerprint.corpus
     out = root or (project_root() / cp.root)
     if system == "nafp":
-        from avmatch.corpora.nafp import NafpLayoutError, import_nafp_corpus
+        from avmatch.fingerprint.nafp import NafpLayoutError, import_nafp_corpus
 
         try:
             info = import_nafp_corpus(Path(cp.dataset_root), Path(out), cp, cp.max_dummy_refs)
         except NafpLayoutError as exc:
             _fail(str(exc))
     else:
-        from avmatch.corpora.fingerprint import build_fingerprint_corpus
+        from avmatch.fingerprint.corpus import build_fingerprint_corpus
 
         info = build_fingerprint_corpus(cp, Path(out))
     typer.echo(json.dumps(info, indent=2, default=float))
@@ -197,7 +149,7 @@ def corpus_build(
 @metrics_app.command("show")
 def metrics_show(path: Path = typer.Argument(Path("metrics/fingerprint.json"))) -> None:
     """Print a fingerprint metrics file as a table (hit rates by query length)."""
-    from avmatch.report import fingerprint_table
+    from avmatch.fingerprint.report import fingerprint_table
 
     if not path.exists():
         _fail(f"{path}: no metrics yet (run `dvc repro` first)")
@@ -212,7 +164,7 @@ def main() -> None:  # pragma: no cover
         sys.exit(2)
 
 
-from avmatch import fingerprint_cli  # noqa: E402  (registers `avmatch fingerprint ...`)
+from avmatch.fingerprint import cli as fingerprint_cli  # noqa: E402  (registers `avmatch fingerprint ...`)
 
 app.add_typer(fingerprint_cli.app, name="fingerprint")
 
@@ -220,11 +172,11 @@ from avmatch import runs_cli  # noqa: E402  (registers `avmatch runs ...`)
 
 app.add_typer(runs_cli.app, name="runs")
 
-from avmatch import copydetect_cli  # noqa: E402  (registers `avmatch copydetect ...` and the VSC22 metrics)
+from avmatch.copydetect import cli as copydetect_cli  # noqa: E402  (registers `avmatch copydetect ...` and the VSC22 metrics)
 
 app.add_typer(copydetect_cli.app, name="copydetect")
 copydetect_cli.register_metrics(metrics_app)
 
-from avmatch import versions_cli  # noqa: E402  (registers `avmatch versions ...`)
+from avmatch.versions import cli as versions_cli  # noqa: E402  (registers `avmatch versions ...`)
 
 app.add_typer(versions_cli.app, name="versions")

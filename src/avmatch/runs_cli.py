@@ -29,10 +29,10 @@ def compare(
     """
     from mlflow.tracking import MlflowClient
 
-    from avmatch.config import load_params
-    from avmatch.paths import project_root
-    from avmatch.runs_compare import compare_runs, find_runs, plot_comparison
-    from avmatch.tracking import tracking_uri
+    from avmatch.core.config import load_params
+    from avmatch.core.paths import project_root
+    from avmatch.core.runs_compare import compare_runs, find_runs, plot_comparison
+    from avmatch.core.tracking import tracking_uri
 
     root = project_root()
     cfg = load_params(params if params.is_absolute() else root / params)

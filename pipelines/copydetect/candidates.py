@@ -1,0 +1,27 @@
+"""The copydetect pipeline's `candidates` stage (dvc.yaml: copydetect_candidates)."""
+
+from __future__ import annotations
+
+import time
+
+from avmatch.core.config import Params
+from avmatch.core.tracking import StageTracker
+from pipelines.copydetect.paths import CopydetectPaths
+from pipelines.copydetect.shared import noise_matrix, stored_features
+from pipelines.io import write_csv
+
+
+def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
+    """FAISS k-NN of every query frame over the reference frames, CSLS-normalised with the noise set
+    (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score."""
+    from avmatch.copydetect.candidates import find_candidates, reference_index
+
+    cc = params.copydetect.candidates
+    queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
+    noise = noise_matrix(stored_features(paths, "noise"), params.copydetect.model.dim)
+    index = reference_index(refs)
+    t0 = time.perf_counter()
+    c = find_candidates(index, queries, noise, cc.beta, cc.k, cc.max_pairs_per_query)
+    write_csv(paths.results / "candidates.csv", c.pairs)
+    return {"ref_frames": index.ntotal, "query_frames": int(sum(len(q) for q in queries)),
+            "recall_seconds": time.perf_counter() - t0, "pairs": len(c.pairs)}

@@ -1,0 +1,62 @@
+"""The copydetect pipeline's `extract` stage (dvc.yaml: copydetect_extract)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from avmatch.copydetect.metrics import VideoFeatures
+from avmatch.core.config import Params
+from avmatch.core.manifest import read_manifest
+from avmatch.core.tracking import StageTracker
+from pipelines.copydetect.paths import SETS, CopydetectPaths
+
+
+def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
+    """Descriptors of every frame into Parquet shards (resumable), VSC22 npz exports and the query db."""
+    from avmatch.copydetect.database import CopyDB
+    from avmatch.copydetect.model import embed_frames, load_frame_encoder
+    from avmatch.copydetect.vsc_npz import write_vsc_npz
+    from avmatch.core.device import resolve_device
+    from avmatch.core.frame_cache import load_frames
+    from avmatch.core.hashing import file_hash
+    from avmatch.core.shards import ShardStore
+
+    cd = params.copydetect
+    if not paths.encoder.exists():
+        raise FileNotFoundError(f"{paths.encoder}: no trained encoder (run the train stage first)")
+    device = resolve_device(params.common.device)
+    model = load_frame_encoder(paths.encoder, device)
+    model_hash = file_hash(paths.encoder)
+    summary: dict = {}
+    exported: dict[str, list[VideoFeatures]] = {}
+    for name in SETS:
+        items = read_manifest(paths.items(name))
+        items = items[items["status"] == "ok"]
+        store = ShardStore(paths.shards(name), cd.model.dim, model_hash, reset_on_mismatch=True)
+        done = store.done_keys()
+        t0, n_frames, n_new = time.perf_counter(), 0, 0
+        with store.writer(0, cd.extract.shard_items) as w:
+            for row in items.itertuples():
+                if (row.id, row.content_hash) in done:
+                    continue
+                fr, ts = load_frames(row.frames_file)
+                w.add_item(row.id, row.content_hash, embed_frames(model, fr, device, cd.extract.batch_size), ts[:, 0], ts[:, 1])
+                n_frames += len(fr)
+                n_new += 1
+        secs = time.perf_counter() - t0
+        meta, vecs = store.read(dict(zip(items["id"], items["content_hash"])))
+        videos = []
+        for vid, rows in meta.groupby("item_id", sort=False).indices.items():
+            rows = np.sort(rows)
+            videos.append(VideoFeatures(vid, meta[["start_s", "end_s"]].to_numpy(np.float64)[rows], vecs[rows]))
+        write_vsc_npz(paths.npz(name), videos)
+        exported[name] = videos
+        summary.update({f"{name}_videos": len(videos), f"{name}_embedded": n_new,
+                        f"{name}_frames_per_s": n_frames / secs if n_frames and secs > 0 else 0.0})
+    settings = {"fps": cd.frames.fps, "frame_size": cd.frames.size, "beta": cd.candidates.beta, "k": cd.candidates.k,
+                "max_pairs_per_query": cd.candidates.max_pairs_per_query, "localise": cd.localise.model_dump(),
+                "min_score": 0.0}
+    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"], settings)
+    return summary

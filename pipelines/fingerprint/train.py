@@ -1,0 +1,59 @@
+"""The fingerprint pipeline's `train` stage (dvc.yaml: fingerprint_train)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from avmatch.core.config import Params
+from avmatch.core.manifest import read_manifest
+from avmatch.core.pcm_cache import load_pcm
+from avmatch.core.tracking import StageTracker
+from pipelines.fingerprint.paths import FingerprintPaths
+from pipelines.io import write_csv, write_json
+
+
+def _load_set_audio(paths: FingerprintPaths, name: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    items = read_manifest(paths.items(name))
+    items = items[items["status"] == "ok"].reset_index(drop=True)
+    return items, [load_pcm(p) for p in items["pcm_file"]]
+
+
+def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dict:
+    """Contrastive training of the fingerprint encoder with on-the-fly degradations; resumable."""
+    from avmatch.fingerprint.model import save_encoder
+    from avmatch.fingerprint.training import train_fingerprinter
+
+    fp = params.fingerprint
+    items, audio = _load_set_audio(paths, "train")
+    if not audio:
+        raise RuntimeError(f"no usable training audio in {paths.set_dir('train')} (see {paths.bad_files})")
+    _, noise = _load_set_audio(paths, "noise_train")
+    rng = np.random.default_rng(params.common.seed)
+    order = rng.permutation(len(audio))
+    n_val = max(1, len(audio) // 10) if len(audio) > 3 else 0
+    val_audio = [audio[i] for i in order[:n_val]]
+    train_audio = [audio[i] for i in order[n_val:]]
+
+    def on_log(metrics: dict, step: int) -> None:
+        tracker.log_metrics(metrics, step=step)
+
+    result = train_fingerprinter(
+        train_audio, noise, train_params=fp.train, model_params=fp.model, logmel_params=fp.logmel,
+        audio_params=fp.audio, common_params=params.common, checkpoint_dir=paths.checkpoints, log=on_log,
+        val_audio=val_audio or None)
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    save_encoder(result.model, paths.encoder, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
+                                               "audio": fp.audio.model_dump()})
+    history = pd.DataFrame(result.history)
+    write_csv(paths.plots / "train_history.csv", history)
+    def last(key: str) -> float:
+        values = [h[key] for h in result.history if h.get(key) is not None]
+        return float(values[-1]) if values else float("nan")
+
+    summary = {"steps": result.steps, "train_seconds": result.seconds,
+               "resumed_from_step": result.resumed_from_step if result.resumed_from_step is not None else -1,
+               "final_loss": last("loss"), "val_top1": last("val_top1")}
+    write_json(paths.metrics / "fingerprint_train.json", summary)
+    tracker.log_artifact(paths.plots / "train_history.csv", "plots")
+    return summary

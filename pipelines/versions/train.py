@@ -1,0 +1,81 @@
+"""The versions pipeline's `train` stage (dvc.yaml: versions_train)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from avmatch.core.config import Params
+from avmatch.core.tracking import StageTracker
+from pipelines.io import write_csv, write_json
+from pipelines.versions.paths import VersionsPaths
+from pipelines.versions.shared import embed_items, ok_items, segment_frames
+
+
+def _validation_map(params: Params, items: pd.DataFrame):
+    def score(model, device) -> float:
+        return track_map(model, device, params, items)
+
+    return score
+
+
+def track_map(model, device, params: Params, items: pd.DataFrame) -> float:
+    """Track-level MAP of a model over `items` (every track queries the others; full tracks, no augmentation)."""
+    from avmatch.versions.retrieval import Collection, track_distance_matrix
+    from pipelines.versions.evaluation import evaluate_track_distances
+
+    ev = params.versions.evaluate
+    clique_of = dict(zip(items["id"], items["label"]))
+    meta, vecs = embed_items(model, items, params, device, desc="track MAP")
+    coll = Collection.from_rows(meta, vecs)
+    dist = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+    res = evaluate_track_distances(dist, [clique_of[t] for t in coll.track_ids], bootstrap=0)
+    return float(res["metrics"]["MAP"])
+
+
+def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
+    """Contrastive training (CLEWS loss by default) on the train split of the chosen sources; the weights
+    with the best validation MAP are kept."""
+    from avmatch.versions.model import save_encoder
+    from avmatch.versions.training import train_version_encoder
+
+    vp = params.versions
+    tr = ok_items(paths, ("train",))
+    if vp.corpus.source == "builtin":   # `sources` picks among the built corpus' materials
+        tr = tr[tr["source"].isin(vp.train.sources)].reset_index(drop=True)
+    # an imported dataset (SHS100K, Discogs-VI) trains on all of its train split
+    if tr.empty:
+        raise RuntimeError(f"no usable training tracks in the train split (corpus source {vp.corpus.source}, "
+                           f"training sources {vp.train.sources}; see {paths.bad_files})")
+    feats = [np.load(f) for f in tr["cqt_file"]]
+    val = ok_items(paths, ("val",))
+    seg, _ = segment_frames(params)
+
+    def on_log(metrics: dict, step: int) -> None:
+        tracker.log_metrics(metrics, step=step)
+
+    result = train_version_encoder(feats, list(tr["label"]), _validation_map(params, val) if len(val) else None,
+                                   vp.train, vp.model, vp.cqt, seg, params.common.seed, params.common.device, on_log,
+                                   list(tr["source"]))
+    save_encoder(result.model, paths.encoder, {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
+                                               "audio": vp.audio.model_dump()})
+    history = pd.DataFrame(result.history)
+    write_csv(paths.plots / "train_history.csv", history)
+    tracker.log_artifact(paths.plots / "train_history.csv", "plots")
+    # what training learnt on its own material (seen cliques, clean full tracks) vs the seeded untrained encoder
+    import torch
+
+    from avmatch.core.device import resolve_device
+    from avmatch.versions.model import VersionEncoder
+
+    device = resolve_device(params.common.device)
+    torch.manual_seed(params.common.seed)
+    untrained = VersionEncoder.from_params(vp.model, vp.cqt).to(device).eval()
+    summary_fit = {"train_map": track_map(result.model, device, params, tr),
+                   "train_map_untrained": track_map(untrained, device, params, tr)}
+    summary = {**summary_fit, "steps": result.steps, "train_seconds": result.seconds, "best_step": result.best_step,
+               "best_val_map": result.best_val_map, "train_tracks": len(tr),
+               "train_cliques": int(tr["label"].nunique()),
+               **{f"train_tracks_{s}": int((tr["source"] == s).sum()) for s in vp.train.sources}}
+    write_json(paths.metrics / "versions_train.json", summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Video copy detection (VSC22): frame descriptors, candidate recall, temporal localisation, µAPs."""

@@ -1,0 +1,91 @@
+"""The `copydetect` section of params.yaml: corpus, 1 fps frames, descriptor, training, recall, localisation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from avmatch.core.config import StrictModel
+
+
+class CdCorpusParams(StrictModel):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 11
+    root: str = "data/copydetect/corpus"
+    include_bad_files: bool = Field(True, description="add unreadable / audio-only files to the queries (robustness demo)")
+    source: Literal["builtin", "vsc22"] = Field(
+        "builtin", description="builtin: build the offline corpus at root; vsc22: use the VSC22 layout found at root")
+    query_dir: str = "query"
+    ref_dir: str = "reference"
+    noise_dir: str = "noise"
+    ground_truth: str = "matching_ground_truth.csv"
+
+
+class CdFramesParams(StrictModel):
+    fps: float = Field(1.0, gt=0, le=1.0, description="descriptors per second (VSC22 allows at most 1)")
+    size: int = Field(112, ge=32, le=512, description="cached frames are size x size RGB")
+    workers: int = Field(2, ge=1)
+
+
+class CdModelParams(StrictModel):
+    dim: int = Field(128, gt=0, le=511, description="descriptor size (VSC22: <= 512 incl. the normalisation dim)")
+    channels: list[int] = [16, 32, 64, 128]
+    input_size: int = Field(64, ge=32, description="frames are resized to this square input")
+
+
+class CdTrainParams(StrictModel):
+    batch_size: int = Field(64, ge=4)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    max_steps: int = Field(3000, ge=1)
+    max_minutes: float = Field(8.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    checkpoint_every: int = Field(100, ge=1)
+    augment_strength: float = Field(1.0, gt=0, le=1.0)
+    koleo_weight: float = Field(0.0, ge=0, description="weight of the KoLeo entropy regulariser (SSCD; 0 = off): "
+                                "spreads descriptors so noise-set normalisation can work")
+    train_on_noise: bool = Field(False, description="also train on the noise-set frames (more, disjoint footage; "
+                                 "the noise set is certainly not in the references)")
+
+
+class CdExtractParams(StrictModel):
+    batch_size: int = Field(128, ge=1)
+    shard_items: int = Field(64, ge=1, description="videos per Parquet shard")
+
+
+class CdCandidatesParams(StrictModel):
+    k: int = Field(20, ge=1, description="nearest reference frames per query frame")
+    beta: float = Field(0.0, ge=0, description="CSLS normalisation weight (0 = off)")
+    max_pairs_per_query: int = Field(25, ge=1)
+
+
+class CdLocaliseParams(StrictModel):
+    per_row: int = Field(3, ge=1, description="strongest cells of each query row that become nodes")
+    floor: float = Field(0.7, description="cells at or below this cosine similarity are not path nodes")
+    max_gap: int = Field(3, ge=1, description="frames a path may skip on either axis")
+    min_frames: int = Field(2, ge=1)
+    max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
+
+
+class CdEvaluateParams(StrictModel):
+    compare_untrained: bool = True
+    phash_baseline: bool = True
+    normalised_beta: float = Field(1.0, ge=0, description="β of the 'normalised' variant in the comparison "
+                                                           "(the 'raw' one has β = 0)")
+    beta_grid: list[float] = Field([0.25, 0.5, 0.75, 1.0], description="β values tried on the validation "
+                                   "half of the queries (even positions by id); the best is reported on the other half")
+
+
+class CopydetectParams(StrictModel):
+    corpus: CdCorpusParams = CdCorpusParams()
+    frames: CdFramesParams = CdFramesParams()
+    model: CdModelParams = CdModelParams()
+    train: CdTrainParams = CdTrainParams()
+    extract: CdExtractParams = CdExtractParams()
+    candidates: CdCandidatesParams = CdCandidatesParams()
+    localise: CdLocaliseParams = CdLocaliseParams()
+    evaluate: CdEvaluateParams = CdEvaluateParams()
+
+
+SECTION = CopydetectParams

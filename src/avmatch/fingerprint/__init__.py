@@ -1,0 +1,1 @@
+"""Audio fingerprinting: which recording an excerpt comes from, and where (NAFP line)."""

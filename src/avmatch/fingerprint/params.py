@@ -1,0 +1,138 @@
+"""The `fingerprint` section of params.yaml: corpus, audio front end, model, training, index, search."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from avmatch.core.config import StrictModel
+
+
+class FpCorpusParams(StrictModel):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 7
+    root: str = "data/fingerprint/corpus"
+    include_recorded: bool = Field(True, description="add Debian recorded-music packages when available")
+    query_lengths_s: list[float] = [1.0, 2.0, 3.0, 5.0, 10.0]
+    degradations: list[Literal["noise", "reverb", "phone_codec", "gain", "clean"]] = [
+        "noise", "reverb", "phone_codec", "gain", "clean"]
+    snr_db: tuple[float, float] = (0.0, 10.0)
+    queries_per_length: int | None = Field(None, ge=1, description="None: size default")
+    oov_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of queries from music not in the db")
+    source: Literal["builtin", "nafp"] = Field(
+        "builtin", description="builtin: the offline demo corpus; nafp: import the NAFP dataset at dataset_root")
+    dataset_root: str | None = Field(None, description="neural-audio-fp-dataset folder (source: nafp)")
+    max_dummy_refs: int = Field(0, ge=0, description="nafp: add up to this many test-dummy-db tracks as references")
+
+    @field_validator("snr_db")
+    @classmethod
+    def _snr_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"snr_db must be [low, high] with low <= high, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _nafp_needs_root(self) -> "FpCorpusParams":
+        if self.source == "nafp" and not self.dataset_root:
+            raise ValueError("fingerprint.corpus.source is 'nafp' but fingerprint.corpus.dataset_root is not set: "
+                             "give the path of the neural-audio-fp-dataset folder")
+        return self
+
+
+class FpAudioParams(StrictModel):
+    sample_rate: int = Field(8000, gt=0)
+    segment_s: float = Field(1.0, gt=0)
+    hop_s: float = Field(0.5, gt=0)
+
+
+class LogMelParams(StrictModel):
+    n_fft: int = Field(1024, gt=0)
+    hop_length: int = Field(256, gt=0)
+    n_mels: int = Field(256, gt=0)
+    f_min: float = Field(300.0, ge=0)
+    f_max: float = Field(4000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _band(self) -> "LogMelParams":
+        if self.f_min >= self.f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
+        return self
+
+
+class FpModelParams(StrictModel):
+    dim: int = Field(128, gt=0)
+    channels: list[int] = [8, 16, 32, 64, 64, 128, 128, 256]
+    head_hidden: int = Field(32, gt=0, description="per-split hidden units of the divide-and-encode head")
+
+
+class FpAugmentParams(StrictModel):
+    noise_prob: float = Field(0.8, ge=0, le=1)
+    snr_db: tuple[float, float] = (0.0, 15.0)
+    reverb_prob: float = Field(0.5, ge=0, le=1)
+    rt60_s: tuple[float, float] = (0.2, 0.9)
+    bandlimit_prob: float = Field(0.3, ge=0, le=1)
+    max_offset_s: float = Field(0.25, ge=0)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+
+
+class FpTrainParams(StrictModel):
+    loss: Literal["ntxent", "triplet"] = "ntxent"
+    temperature: float = Field(0.05, gt=0)
+    triplet_margin: float = Field(0.3, gt=0)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_steps: int = Field(3000, ge=1, description="the LR decays with max(step/max_steps, elapsed/max_minutes)")
+    max_minutes: float = Field(9.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    checkpoint_every: int = Field(200, ge=1)
+    validate_every: int = Field(250, ge=1)
+    num_workers: int = Field(1, ge=0)
+    augment: FpAugmentParams = FpAugmentParams()
+
+
+class FpExtractParams(StrictModel):
+    batch_size: int = Field(256, ge=1)
+    shard_items: int = Field(32, ge=1, description="media items per Parquet shard")
+    num_partitions: int = Field(1, ge=1)
+
+
+class FpIndexParams(StrictModel):
+    type: Literal["flat", "ivfpq"] = "flat"
+    nlist: int = Field(256, ge=1)
+    pq_m: int = Field(16, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    nprobe: int = Field(16, ge=1)
+    partitions: int = Field(1, ge=1, description="> 1: train once, add per partition, merge (large collections)")
+    ondisk: bool = Field(True, description="partitioned ivfpq: merge inverted lists into one on-disk file")
+    train_sample: int = Field(100000, ge=1000, description="vectors the shared IVF-PQ training sees at most")
+
+
+class FpSearchParams(StrictModel):
+    top_k: int = Field(50, ge=1)
+    rescore: bool = True
+    max_candidates: int = Field(20, ge=1, description="tracks rescored after offset voting")
+    score: Literal["margin", "similarity"] = Field(
+        "margin", description="what the no-match threshold applies to: the winner's similarity, or its margin "
+                              "over the best other track")
+
+
+class FpEvaluateParams(StrictModel):
+    validation_fraction: float = Field(0.3, gt=0, lt=1, description="queries used to pick the no-match threshold")
+    target_false_match_rate: float = Field(0.05, ge=0, le=1)
+    compare_untrained: bool = True
+
+
+class FingerprintParams(StrictModel):
+    corpus: FpCorpusParams = FpCorpusParams()
+    audio: FpAudioParams = FpAudioParams()
+    logmel: LogMelParams = LogMelParams()
+    model: FpModelParams = FpModelParams()
+    train: FpTrainParams = FpTrainParams()
+    extract: FpExtractParams = FpExtractParams()
+    index: FpIndexParams = FpIndexParams()
+    search: FpSearchParams = FpSearchParams()
+    evaluate: FpEvaluateParams = FpEvaluateParams()
+
+
+SECTION = FingerprintParams

@@ -1,0 +1,1 @@
+"""Musical version identification (CLEWS line): CQT segments, contrastive encoder, MAP / MR1 / NAR."""

@@ -1,0 +1,155 @@
+"""The `versions` section of params.yaml: corpus, CQT, encoder, training, extraction, evaluation, baseline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from avmatch.core.config import StrictModel
+
+
+def _check_reduction(cls, v: str) -> str:
+    """A segment-pair reduction name: min | mean | bpwr-k."""
+    from avmatch.versions.segment_pairs import parse_reduction
+
+    parse_reduction(v)
+    return v
+
+
+class VerCorpusParams(StrictModel):
+    size: Literal["tiny", "demo", "large"] = "demo"
+    seed: int = 11
+    root: str = "data/versions/corpus"
+    # builtin: Bach chorale families + folk-tune versions rendered offline; shs100k / discogs_vi: a real
+    # dataset's metadata + audio folder turned into the same tracks.csv (docs/datasets.md)
+    source: Literal["builtin", "shs100k", "discogs_vi"] = "builtin"
+    metadata: str | None = Field(None, description="shs100k / discogs_vi: the metadata file")
+    audio_root: str | None = Field(None, description="shs100k / discogs_vi: folder holding the audio files")
+    folk_tunes: int | None = Field(None, ge=0, description="folk tunes rendered as training versions; None: size default")
+    folk_versions: int = Field(3, ge=2, description="versions rendered per folk tune")
+    chorale_versions: int | None = Field(None, ge=0, description="single chorales (no family, no distractor) "
+                                         "rendered as 3 training versions each; None: size default")
+    reharm_versions: int = Field(1, ge=0, le=2, description="how many of a single chorale's 3 versions are "
+                                 "re-harmonised (its melody over another chorale's lower voices); the rest vary otherwise")
+
+    @model_validator(mode="after")
+    def _dataset_needs_files(self) -> "VerCorpusParams":
+        if self.source != "builtin" and not (self.metadata and self.audio_root):
+            raise ValueError(f"versions.corpus.source is '{self.source}': set versions.corpus.metadata and "
+                             "versions.corpus.audio_root")
+        return self
+
+
+class VerAudioParams(StrictModel):
+    sample_rate: int = Field(16000, gt=0)
+    segment_s: float = Field(20.0, gt=0, description="segment length (training, extraction, segment queries)")
+    hop_s: float = Field(5.0, gt=0, description="hop between segments at extraction")
+
+
+class CQTParams(StrictModel):
+    n_bins: int = Field(84, gt=0)
+    bins_per_octave: int = Field(12, gt=0)
+    f_min: float = Field(32.70, gt=0, description="lowest bin (C1)")
+    hop_s: float = Field(0.02, gt=0)
+    n_fft: int = Field(4096, gt=0, description="FFT length of the STFT the constant-Q bins are pooled from")
+    pool: int = Field(5, ge=1, description="frames averaged in time (20 ms x 5 = 100 ms per model frame)")
+
+
+class VerModelParams(StrictModel):
+    dim: int = Field(128, gt=0)
+    channels: list[int] = [16, 32, 64, 128]
+    gem_p: float = Field(3.0, gt=0)
+    fold_octaves: bool = Field(True, description="CQT bins as octave channels x pitch classes (circular): key invariance")
+    pitch_input: Literal["octaves", "chroma", "both"] = Field(
+        "octaves", description="with fold_octaves, what the first layer sees: the octave channels, the chroma (mean "
+        "and max over octaves: register-free, exactly circular under transposition) or both")
+    frame_norm: bool = Field(False, description="divide each frame by its largest value (as HPCP's unitMax "
+                             "does), so note decay and loudness, which depend on the instrument, no longer reach the network")
+    chroma_top: int = Field(0, ge=0, le=11, description="with chroma input, keep per frame only the pitch classes among "
+                            "the `chroma_top` strongest (as 0/1): the chord and melody notes without the instrument's "
+                            "loudness, envelope and harmonic balance; 0 = off")
+    temporal_layers: int = Field(0, ge=0, le=6, description="dilated residual convolutions along time (dilation 1, 2, "
+                                 "4, ..) after the 2-D blocks, before pooling: each position then sees the order of "
+                                 "events across the whole segment, not only ~7 s around it")
+
+    @model_validator(mode="after")
+    def _chroma_options_need_chroma(self) -> "VerModelParams":
+        if self.chroma_top and (self.pitch_input == "octaves" or not self.fold_octaves):
+            raise ValueError(f"versions.model.chroma_top ({self.chroma_top}) acts on the chroma input: set "
+                             "versions.model.pitch_input to chroma or both (with fold_octaves: true), or chroma_top to 0")
+        return self
+
+
+class VerAugmentParams(StrictModel):
+    time_stretch: tuple[float, float] = (0.8, 1.25)
+    pitch_shift_bins: int = Field(6, ge=0, description="max shift along the CQT bins (12 per octave)")
+    freq_mask_bins: int = Field(8, ge=0)
+    time_mask_frames: int = Field(20, ge=0)
+    timbre: float = Field(1.0, ge=0, le=1, description="strength of the instrument-change augmentation: a random "
+                          "smooth EQ (up to +/-12 dB x timbre), added octave / fifth / two-octave harmonics (up to "
+                          "0.5 x timbre of the note) and, on half the crops, a sustain that holds decaying notes; "
+                          "0 = off")
+
+
+class VerTrainParams(StrictModel):
+    loss: Literal["clews", "triplet", "supcon"] = "clews"
+    # materials of the built-in corpus to train on; an imported dataset trains on all its train split
+    sources: list[Literal["chorales", "folk", "chorale_versions"]] = ["chorales", "folk", "chorale_versions"]
+    cliques_per_batch: int = Field(12, ge=2)
+    balance_sources: bool = Field(False, description="each training source gets the same share of a batch's cliques")
+    segments_per_track: int = Field(3, ge=1)
+    positive_reduction: str = Field("bpwr-2", description="min | mean | bpwr-k (CLEWS: best pairs without replacement)")
+    negative_reduction: str = Field("min", description="min | mean | bpwr-k")
+    uniformity_t: float = Field(2.0, gt=0, description="temperature of the uniformity term log E[exp(-t d_neg)]")
+    uniformity_weight: float = Field(1.0, ge=0)
+    triplet_margin: float = Field(0.3, gt=0)
+    temperature: float = Field(0.1, gt=0, description="supcon")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_steps: int = Field(2000, ge=1)
+    max_minutes: float = Field(8.0, gt=0)
+    validate_every: int = Field(100, ge=1)
+    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
+                       "is validated and kept instead of the raw weights; 0 = off")
+    augment: VerAugmentParams = VerAugmentParams()
+
+    _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)
+
+
+class VerExtractParams(StrictModel):
+    batch_size: int = Field(64, ge=1)
+    shard_items: int = Field(64, ge=1)
+
+
+class VerEvaluateParams(StrictModel):
+    reduction: str = Field("bpwr-3", description="track distance from segment distances: min | mean | bpwr-k")
+    faiss_above_tracks: int = Field(5000, ge=0, description="use FAISS candidate recall when the collection is larger")
+    faiss_candidates: int = Field(200, ge=1, description="candidate tracks per query (FAISS recall)")
+    max_segment_queries: int = Field(2000, ge=1)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0: normal approximation)")
+    compare_untrained: bool = True
+
+    _reduction = field_validator("reduction")(_check_reduction)
+
+
+class VerBaselineParams(StrictModel):
+    frame_size: int = Field(8192, gt=0)
+    hop_size: int = Field(4096, gt=0, description="HPCP hop in samples (4096 at 16 kHz: ~4 chroma frames per second)")
+    frame_stack: int = Field(1, ge=1)
+    max_tracks: int = Field(400, ge=2, description="the Qmax baseline costs O(n^2) alignments: cap the test collection")
+    max_segment_queries: int = Field(40, ge=1, description="20 s segment queries aligned against every segment")
+
+
+class VersionsParams(StrictModel):
+    corpus: VerCorpusParams = VerCorpusParams()
+    audio: VerAudioParams = VerAudioParams()
+    cqt: CQTParams = CQTParams()
+    model: VerModelParams = VerModelParams()
+    train: VerTrainParams = VerTrainParams()
+    extract: VerExtractParams = VerExtractParams()
+    evaluate: VerEvaluateParams = VerEvaluateParams()
+    baseline: VerBaselineParams = VerBaselineParams()
+
+
+SECTION = VersionsParams

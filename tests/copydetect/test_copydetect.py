@@ -1,0 +1,179 @@
+"""Copy detection pieces: localisation, candidate recall with normalisation, augmentation and training,
+the pHash baseline descriptor and the offline corpus."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from avmatch.copydetect.candidates import (
+    augment_for_normalisation,
+    find_candidates,
+    noise_bias,
+    reference_index,
+)
+from avmatch.copydetect.localisation import localise
+from avmatch.copydetect.metrics import VideoFeatures
+
+
+def _times(n: int) -> np.ndarray:
+    t = np.arange(n, dtype=np.float64)
+    return np.stack([t, t + 1], 1)
+
+
+def test_localise_finds_a_diagonal_copy_and_its_times():
+    rng = np.random.default_rng(0)
+    sim = rng.uniform(-0.05, 0.05, (20, 30))
+    for i in range(6):                        # query 3..8 copies ref 10..15
+        sim[3 + i, 10 + i] = 0.8
+    segs = localise(sim, _times(20), _times(30), floor=0.1)
+    assert len(segs) == 1
+    s = segs[0]
+    assert (s.query_start, s.query_end, s.ref_start, s.ref_end) == (3, 9, 10, 16)
+    assert s.score == pytest.approx(0.8) and s.n_frames == 6
+
+
+def test_localise_follows_slow_motion_and_reports_two_copies():
+    sim = np.zeros((30, 40))
+    for i in range(8):                        # half speed: ref advances every other query frame
+        sim[2 + i, 5 + i // 2] = 0.7
+    for i in range(5):
+        sim[20 + i, 30 + i] = 0.9
+    segs = sorted(localise(sim, _times(30), _times(40), floor=0.1), key=lambda s: s.query_start)
+    assert [(s.query_start, s.query_end, s.ref_start, s.ref_end) for s in segs] == [(2, 10, 5, 9), (20, 25, 30, 35)]
+    assert localise(np.zeros((5, 5)), _times(5), _times(5), floor=0.1) == []
+
+
+def _vf(vid: str, feats: np.ndarray) -> VideoFeatures:
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    return VideoFeatures(vid, _times(len(feats)), feats.astype(np.float32))
+
+
+def test_candidates_rank_the_copied_reference_and_normalisation_demotes_generic_frames():
+    rng = np.random.default_rng(1)
+    generic = rng.normal(size=16)
+    refs = [_vf(f"R{i}", rng.normal(size=(5, 16))) for i in range(4)]
+    refs.append(_vf("Rg", generic + 0.3 * rng.normal(size=(5, 16))))    # a "generic-looking" reference
+    copy = refs[2].features[1:4] + 0.1 * rng.normal(size=(3, 16))
+    q = _vf("Q1", np.concatenate([copy, generic + 0.25 * rng.normal(size=(2, 16))]))
+    noise = _vf("N", generic + 0.3 * rng.normal(size=(8, 16))).features
+    index = reference_index(refs)
+    raw = find_candidates(index, [q], noise, 0.0, k=5, max_pairs_per_query=5)
+    norm = find_candidates(index, [q], noise, 1.0, k=5, max_pairs_per_query=5)
+    assert norm.pairs.iloc[0]["ref_id"] == "R2"
+    g_raw = raw.pairs.set_index("ref_id")["score"]["Rg"]
+    g_norm = norm.pairs.set_index("ref_id")["score"].get("Rg", -1.0)
+    assert g_norm < g_raw - 0.3
+    # the augmented descriptors carry the same normalised similarity
+    qa, ra = augment_for_normalisation([q], refs, noise, 1.0)
+    b = noise_bias(q.features, noise, 1.0)
+    assert np.allclose(qa[0].features @ ra[2].features.T, q.features @ refs[2].features.T - b[:, None], atol=1e-5)
+
+
+def test_augment_and_short_training_with_resume(tmp_path):
+    from avmatch.copydetect.params import CdModelParams, CdTrainParams
+    from avmatch.copydetect.training import augment, train_frame_encoder
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 48, 48) * 255
+    v = augment(x, 32, g)
+    assert v.shape == (6, 3, 32, 32) and float(v.min()) >= 0 and float(v.max()) <= 255
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 255, (8, 48, 48, 3), dtype=np.uint8) for _ in range(3)]
+    mp = CdModelParams(dim=16, channels=[8, 16], input_size=32)
+    tp = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
+    first = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
+    assert first.steps == 3
+    tp2 = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
+    again = train_frame_encoder(videos, train_params=tp2, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
+    assert again.resumed_from_step == 3 and again.steps == 3
+
+
+def test_phash_descriptors_are_unit_vectors_with_hamming_similarity():
+    from avmatch.copydetect.phash import phash_descriptors
+
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    d = phash_descriptors(np.concatenate([f, f[:1]]))
+    assert d.shape == (4, 64) and np.allclose(np.linalg.norm(d, axis=1), 1.0)
+    assert d[0] @ d[3] == pytest.approx(1.0)
+
+
+def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path):
+    from avmatch.copydetect.corpus import build_copydetect_corpus
+    from avmatch.core.video import probe_video
+
+    root = tmp_path / "corpus"
+    info = build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), root)
+    assert info["references"] >= 4 and info["queries_with_copy"] >= 4 and info["bad_files"] == 3
+    meta = {r["video_id"]: r for name in ("query", "reference") for r in csv.DictReader(open(root / f"{name}_metadata.csv"))}
+    assert list(csv.DictReader(open(root / "noise_metadata.csv")))[0].keys() == {
+        "video_id", "duration_sec", "frames_per_sec", "width", "height"}
+    gt = list(csv.DictReader(open(root / "matching_ground_truth.csv")))
+    assert gt and list(gt[0]) == ["query_id", "ref_id", "query_start", "query_end", "ref_start", "ref_end"]
+    for r in gt:
+        q, ref = meta[r["query_id"]], meta[r["ref_id"]]
+        assert 0 <= float(r["query_start"]) < float(r["query_end"]) <= float(q["duration_sec"]) + 0.2
+        assert 0 <= float(r["ref_start"]) < float(r["ref_end"]) <= float(ref["duration_sec"]) + 0.2
+    assert probe_video(root / "reference" / "R000001.mp4").codec == "h264"
+    sources = list(csv.DictReader(open(root / "sources.csv")))
+    refs = [s for s in sources if s["set"] == "reference"]
+    others = {(s["source"], s["name"]) for s in sources if s["set"] != "reference"}
+    assert not {(s["source"], s["name"]) for s in refs} & others   # no footage in two sets
+    assert not Path(str(root) + ".tmp").exists()
+
+
+def test_noise_only_photos_are_disjoint_from_the_corpus(tmp_path):
+    """Noise-only photos never repeat a corpus photo: same name, name family or near-identical content is dropped."""
+    from PIL import Image
+
+    from avmatch.copydetect.corpus import SIZES, Unit, disjoint_photos
+
+    rng = np.random.default_rng(3)
+
+    def photo(name: str, arr: np.ndarray) -> Unit:
+        p = tmp_path / f"{name}.png"
+        Image.fromarray(arr).save(p)
+        return Unit(name, "photo", "test", p)
+
+    base = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    other = (np.linspace(0, 255, 320)[None, :, None] * np.ones((240, 1, 3))).astype(np.uint8)
+    pool = [photo("leaves", base)]
+    cands = [photo("leaves_copy", np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)),  # same content
+             photo("gradient", other), photo("gradient_again", other),                      # second one: duplicate
+             photo("small", base[:100, :100])]                                             # too small
+    (tmp_path / "other").mkdir()
+    p = tmp_path / "other" / "leaves.png"                                                  # same name as a pool photo
+    Image.fromarray(other[::-1]).save(p)
+    cands.append(Unit("leaves", "photo", "test", p))
+    p = tmp_path / "other" / "leaves2_result.png"                                          # same scene family
+    Image.fromarray(np.ascontiguousarray(other[:, ::-1])).save(p)
+    cands.append(Unit("leaves2_result", "photo", "test", p))
+    assert [u.name for u in disjoint_photos(cands, pool)] == ["gradient"]
+    assert SIZES["tiny"].noise_extra_clips == 0 and SIZES["demo"].noise_extra_clips > 0   # e2e corpus unchanged
+
+
+def test_gimp_pattern_reader(tmp_path):
+    """GIMP .pat: big-endian header (size, version, width, height, bytes per pixel, GPAT, name) then pixels;
+    grey patterns become RGB, a file without the magic is refused with its name."""
+    import struct
+
+    from avmatch.copydetect.corpus import read_gimp_pattern
+
+    name = b"tile\x00"
+    px = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    pat = tmp_path / "rgb.pat"
+    pat.write_bytes(struct.pack(">5I", 24 + len(name), 1, 3, 2, 3) + b"GPAT" + name + px.tobytes())
+    np.testing.assert_array_equal(read_gimp_pattern(pat), px)
+    grey = tmp_path / "grey.pat"
+    grey.write_bytes(struct.pack(">5I", 24 + len(name), 1, 2, 1, 1) + b"GPAT" + name + bytes([7, 9]))
+    assert read_gimp_pattern(grey).tolist() == [[[7, 7, 7], [9, 9, 9]]]
+    bad = tmp_path / "bad.pat"
+    bad.write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="bad.pat"):
+        read_gimp_pattern(bad)

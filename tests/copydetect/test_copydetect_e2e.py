@@ -1,0 +1,145 @@
+"""The copy detection pipeline on the tiny corpus, through real DVC, MLflow and Prefect.
+
+One temporary git+DVC copy of the project is shared by the tests of this module, which run in order:
+`dvc repro copydetect_evaluate` from scratch, the metric commands on its outputs, the MLflow runs, the
+Prefect flow for the recall stage and the user query command.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from _e2e import BIN, _run, make_repo
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "copydetect.corpus.size": "tiny",
+    "copydetect.train.max_minutes": 0.6,
+    "copydetect.train.checkpoint_every": 50,
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("cd_e2e") / "proj", TINY)
+
+
+def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
+    _run([str(BIN / "dvc"), "repro", "copydetect_evaluate"], repo, timeout=600)
+    m = json.loads((repo / "metrics/copydetect.json").read_text())
+    assert set(m) == {"descriptor_uap", "matching_uap", "pairwise_uap"}
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    cmp = json.loads((repo / "metrics/copydetect_compare.json").read_text())
+    assert set(cmp) == {"trained", "phash", "untrained"}
+
+    def quality(variant: str) -> float:
+        # the better of the normalised / raw runs, both tracks: what the variant can do on this corpus
+        return max(v["descriptor_uap"] + v["matching_uap"] for v in (cmp[variant]["normalised"], cmp[variant]["raw"]))
+
+    assert quality("trained") > quality("untrained"), cmp
+    # β of the normalisation chosen on half of the queries, judged on the other half (both with and without)
+    val = cmp["trained"]["beta_by_validation"]
+    assert val["chosen_beta"] > 0 and val["val_descriptor_uap"][f"beta_{val['chosen_beta']:g}"] == max(
+        v for k, v in val["val_descriptor_uap"].items() if k != "beta_0")
+    for label in ("test_raw", "test_normalised"):
+        assert set(val[label]) == set(m) and all(0.0 <= v <= 1.0 for v in val[label].values()), val
+    assert json.loads((repo / "metrics/copydetect_baseline.json").read_text()) == cmp["phash"]["main"]
+    header = (repo / "results/copydetect/matches.csv").read_text().splitlines()[0]
+    assert header == "query_id,ref_id,query_start,query_end,ref_start,ref_end,score"
+    for png in ("pr_matching.png", "pr_descriptor.png"):
+        assert (repo / "results/copydetect" / png).stat().st_size > 0
+    # bad inputs were reported with a reason and did not stop the run
+    bad = list(csv.DictReader(open(repo / "data/copydetect/frames/bad_files.csv")))
+    reasons = {Path(r["path"]).name: r["reason"] for r in bad}
+    assert "empty" in reasons["Q900001.mp4"] and "no video stream" in reasons["Q900003.mp4"]
+    assert "not a readable media file" in reasons["Q900002.mp4"]
+
+
+def test_metric_commands_reproduce_the_pipeline_numbers(repo):
+    gt = repo / "data/copydetect/corpus/matching_ground_truth.csv"
+    out = _run([str(BIN / "avmatch"), "metrics", "vsc-matching", "--gt", str(gt), "--pred",
+                str(repo / "results/copydetect/matches.csv"), "--json"], repo).stdout
+    m = json.loads((repo / "metrics/copydetect.json").read_text())
+    got = json.loads(out)
+    assert got["segment_uap"] == pytest.approx(m["matching_uap"])
+    assert got["pairwise_uap"] == pytest.approx(m["pairwise_uap"])
+    out = _run([str(BIN / "avmatch"), "metrics", "vsc-descriptor", "--gt", str(gt), "--query",
+                str(repo / "data/copydetect/export/queries.npz"), "--ref", str(repo / "data/copydetect/export/refs.npz"),
+                "--json"], repo).stdout
+    raw = json.loads((repo / "metrics/copydetect_compare.json").read_text())["trained"]["raw"]
+    assert json.loads(out)["descriptor_uap"] == pytest.approx(raw["descriptor_uap"])
+
+
+def test_every_stage_logged_to_mlflow(repo):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("avmatch-copydetect")
+    runs = client.search_runs([exp.experiment_id])
+    assert {"corpus", "ingest", "frames", "train", "extract", "candidates", "localise", "evaluate"} <= {
+        r.data.tags["stage"] for r in runs}
+    ev = [r for r in runs if r.data.tags["stage"] == "evaluate"][0]
+    assert "matching_uap" in ev.data.metrics and "phash_normalised_matching_uap" in ev.data.metrics
+    assert ev.data.params["copydetect.corpus.size"] == "tiny"
+    train = [r for r in runs if r.data.tags["stage"] == "train"][0]
+    assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2
+
+
+def test_prefect_flow_runs_the_recall_stage(repo, monkeypatch, prefect_api):
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sys.path.insert(0, str(repo))
+    try:
+        from flows.copydetect import copydetect_flow
+
+        results = copydetect_flow(overrides={"copydetect.candidates.k": 5}, stages=["candidates"], root=str(repo))
+    finally:
+        sys.path.remove(str(repo))
+    assert set(results) == {"candidates"} and results["candidates"]["pairs"] > 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("avmatch-copydetect")
+    runs = client.search_runs([exp.experiment_id], "tags.orchestrator = 'prefect'")
+    assert [r.data.params["copydetect.candidates.k"] for r in runs] == ["5"]
+
+
+def test_query_command_finds_the_copied_reference(repo):
+    gt = list(csv.DictReader(open(repo / "data/copydetect/corpus/matching_ground_truth.csv")))
+    by_query: dict[str, set] = {}
+    for r in gt:
+        by_query.setdefault(r["query_id"], set()).add(r["ref_id"])
+    queries = sorted(by_query)
+    paths = [str(repo / "data/copydetect/corpus/query" / f"{q}.mp4") for q in queries]
+    paths.append(str(repo / "data/copydetect/corpus/query/Q900003.mp4"))  # audio only
+    p = _run([str(BIN / "avmatch"), "copydetect", "query", *paths, "--db", str(repo / "data/copydetect/db")], repo)
+    assert "no video stream" in p.stderr
+    rows = [line.split(",") for line in p.stdout.splitlines() if line and not line.startswith("#")]
+    top = {}
+    for r in rows:   # printed best first per query
+        top.setdefault(r[0], r[1])
+    hits = sum(top.get(q) in refs for q, refs in by_query.items())
+    assert hits >= len(queries) // 2, (top, by_query)
+
+
+def test_encoder_registered_and_reevaluated_with_the_same_numbers(repo, monkeypatch):
+    """The evaluate stage registers the descriptor; re-evaluating that version on the same corpus gives
+    the pipeline's own numbers (same model, data, recall and localisation)."""
+    from mlflow.tracking import MlflowClient
+
+    from avmatch.core.config import load_params
+    from pipelines.reevaluation import reevaluate_pipeline
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = client.search_model_versions("name='avmatch-copydetect-encoder'")
+    assert versions and versions[0].tags["dvc_lock_matches"] == "True"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = reevaluate_pipeline("copydetect", load_params(repo / "params.yaml"), repo)
+    pipeline = json.loads((repo / "metrics/copydetect.json").read_text())
+    for k in ("descriptor_uap", "matching_uap", "pairwise_uap"):
+        assert result["metrics"][k] == pytest.approx(pipeline[k], abs=1e-4), k

@@ -1,0 +1,171 @@
+"""VSC22 metrics on hand-worked cases (values computed on paper from the challenge's definitions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avmatch.copydetect.metrics import (
+    Match,
+    VideoFeatures,
+    descriptor_ap,
+    descriptor_candidates,
+    matching_metrics,
+    pairwise_ap,
+    read_matches,
+    segment_ap,
+    write_matches,
+)
+from avmatch.copydetect.vsc_npz import read_vsc_npz, write_vsc_npz
+
+BIN = Path(sys.executable).parent
+
+
+def M(q, r, qs, qe, rs, re, score=1.0):
+    return Match(q, r, qs, qe, rs, re, score)
+
+
+GT = [M("Q1", "R1", 0, 10, 0, 10)]
+
+
+def test_exact_prediction_scores_one():
+    m = matching_metrics(GT, [M("Q1", "R1", 0, 10, 0, 10, 0.7)])
+    assert m["segment"].ap == pytest.approx(1.0)
+    assert m["pairwise"].ap == pytest.approx(1.0)
+
+
+def test_half_overlap_is_precision_half_times_recall_half():
+    # intersection 5 s on each axis, predicted 10 s, ground truth 10 s -> P = R = 0.5, AP = 0.25
+    assert segment_ap(GT, [M("Q1", "R1", 5, 15, 5, 15)]).ap == pytest.approx(0.25)
+
+
+def test_geometric_mean_of_axes():
+    # query axis: P = R = 1; ref axis: pred [0, 20] over gt [0, 10] -> P = 0.5, R = 1
+    # P = sqrt(1 * 0.5), R = 1 -> AP = 0.7071
+    assert segment_ap(GT, [M("Q1", "R1", 0, 10, 0, 20)]).ap == pytest.approx(np.sqrt(0.5))
+
+
+def test_split_prediction_adds_up():
+    preds = [M("Q1", "R1", 0, 5, 0, 5, 0.9), M("Q1", "R1", 5, 10, 5, 10, 0.8)]
+    res = segment_ap(GT, preds)
+    assert res.ap == pytest.approx(1.0)   # 1.0 * 0.5 + 1.0 * 0.5
+    assert list(res.recalls) == pytest.approx([0.5, 1.0])
+
+
+def test_overlapping_predictions_count_their_union_once():
+    # step 1: [0,6] -> R 0.6, P 1; step 2: union [0,10] -> R 1, P 1; a duplicate adds nothing
+    preds = [M("Q1", "R1", 0, 6, 0, 6, 0.9), M("Q1", "R1", 4, 10, 4, 10, 0.8), M("Q1", "R1", 0, 6, 0, 6, 0.7)]
+    assert segment_ap(GT, preds).ap == pytest.approx(1.0)
+    # a wrong extension lowers precision of later steps: [0,6] then [4,14] -> union [0,14]
+    preds = [M("Q1", "R1", 0, 6, 0, 6, 0.9), M("Q1", "R1", 4, 14, 4, 14, 0.8)]
+    assert segment_ap(GT, preds).ap == pytest.approx(0.6 + 0.4 * 10 / 14)
+
+
+def test_ties_form_one_group():
+    gt = [M("Q1", "R1", 0, 10, 0, 10), M("Q2", "R2", 0, 10, 0, 10)]
+    preds = [M("Q1", "R1", 0, 10, 0, 10, 0.5), M("Q1", "R9", 0, 10, 0, 10, 0.5),  # the tie: right and wrong pair
+             M("Q2", "R2", 0, 10, 0, 10, 0.4)]
+    # group 1: intersection 10 of gt 20 (R 0.5), predicted 20 (P 0.5); group 2: R 1, P 20/30
+    assert segment_ap(gt, preds).ap == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    # the order inside a tie does not matter
+    assert segment_ap(gt, [preds[1], preds[0], preds[2]]).ap == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+
+
+def test_pairs_not_in_ground_truth_only_cost_precision():
+    gt = [M("Q1", "R1", 0, 10, 0, 10)]
+    preds = [M("Q3", "R3", 0, 30, 0, 30, 0.9), M("Q1", "R1", 0, 10, 0, 10, 0.8)]
+    # first step: nothing found; second: R 1, P 10/40
+    assert segment_ap(gt, preds).ap == pytest.approx(0.25)
+    assert pairwise_ap({("Q1", "R1")}, {("Q3", "R3"): 0.9, ("Q1", "R1"): 0.8}).ap == pytest.approx(0.5)
+
+
+def test_ground_truth_counts_only_where_a_prediction_box_overlaps_it():
+    gt = [M("Q1", "R1", 0, 10, 0, 10), M("Q1", "R1", 20, 30, 20, 30)]
+    # the prediction's query span lies on G1 and its ref span on G2, but its box overlaps neither
+    assert segment_ap(gt, [M("Q1", "R1", 0, 10, 20, 30)]).ap == pytest.approx(0.0)
+    # covering G1 exactly: R = 0.5 on each axis, P = 1
+    assert segment_ap(gt, [M("Q1", "R1", 0, 10, 0, 10)]).ap == pytest.approx(0.5)
+
+
+def test_defined_answers_where_the_official_formula_divides_by_zero():
+    assert segment_ap(GT, []).ap == 0.0                       # empty submission
+    assert segment_ap([], [M("Q1", "R1", 0, 1, 0, 1)]).ap == 0.0  # empty ground truth
+    assert pairwise_ap([], {("Q1", "R1"): 1.0}).ap == 0.0
+    # a zero-length prediction first, then the right one: the first group adds no recall
+    preds = [M("Q1", "R1", 3, 3, 3, 3, 0.9), M("Q1", "R1", 0, 10, 0, 10, 0.8)]
+    assert segment_ap(GT, preds).ap == pytest.approx(1.0)
+    # zero-length ground truth on both axes: nothing can be recalled
+    assert segment_ap([M("Q1", "R1", 5, 5, 5, 5)], [M("Q1", "R1", 0, 10, 0, 10)]).ap == 0.0
+
+
+def test_pairwise_ap_hand_worked_with_misses_and_ties():
+    gt = {("a", "1"), ("b", "1"), ("c", "1")}
+    # a (hit, P 1), x (miss), b (hit, P 2/3); c never predicted -> recall steps of 1/3
+    assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.8, ("b", "1"): 0.7}).ap == pytest.approx((1 + 2 / 3) / 3)
+    # a tie between a hit and a miss is one step at precision 1/2
+    assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.9}).ap == pytest.approx(0.5 / 3)
+
+
+def test_pairwise_ap_equals_the_challenge_formula_on_random_rankings():
+    skm = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n_gt = int(rng.integers(1, 15))
+        gt = {(f"q{i}", "r") for i in range(n_gt)}
+        pool = [(f"q{i}", "r") for i in range(25)]
+        chosen = rng.choice(len(pool), int(rng.integers(1, 25)), replace=False)
+        preds = {pool[i]: float(rng.integers(0, 5)) / 4 for i in chosen}  # many ties
+        y = np.array([k in gt for k in preds], float)
+        s = np.array(list(preds.values()))
+        expected = (skm.average_precision_score(y, s) * y.sum() / len(gt)) if y.sum() else 0.0
+        assert pairwise_ap(gt, preds).ap == pytest.approx(expected)
+
+
+def _vf(vid, feats):
+    feats = np.asarray(feats, np.float32)
+    t = np.arange(len(feats), dtype=np.float64)
+    return VideoFeatures(vid, np.stack([t, t + 1], 1), feats)
+
+
+def test_descriptor_track_max_aggregates_and_ranks_pairs(tmp_path):
+    e = np.eye(4, dtype=np.float32)
+    queries = [_vf("Q1", [e[0], e[1] * 0.5]), _vf("Q2", [e[2] * 0.3])]
+    refs = [_vf("R1", [e[0] * 0.9, e[1]]), _vf("R2", [e[2]]), _vf("R3", [e[3]])]
+    cands = descriptor_candidates(queries, refs)
+    assert cands[("Q1", "R1")] == pytest.approx(0.9)   # max over the pair's frame similarities
+    assert cands[("Q2", "R2")] == pytest.approx(0.3)
+    gt = [M("Q1", "R1", 0, 2, 0, 2), M("Q2", "R3", 0, 1, 0, 1)]
+    # ranked pairs: (Q1,R1) 0.9 hit, (Q2,R2) 0.3 miss, zero-similarity pairs after; (Q2,R3) ties at 0
+    # -> steps: 0.9 (P 1, R 1/2), 0.3 (no hit), 0.0 (six pairs, two hits: P 2/6, R 1)
+    assert descriptor_ap(gt, queries, refs).ap == pytest.approx(0.5 + 0.5 / 3)
+    # round trip through the VSC22 npz
+    write_vsc_npz(tmp_path / "q.npz", queries)
+    back = read_vsc_npz(tmp_path / "q.npz", check_rate=True)
+    assert [v.video_id for v in back] == ["Q1", "Q2"]
+    assert np.allclose(back[0].features, queries[0].features)
+
+
+def test_cli_commands_print_json(tmp_path):
+    write_matches(tmp_path / "gt.csv", GT, gt=True)
+    write_matches(tmp_path / "pred.csv", [M("Q1", "R1", 5, 15, 5, 15, 0.5)])
+    assert read_matches(tmp_path / "gt.csv", is_gt=True)[0].score == 1.0
+    out = subprocess.run([str(BIN / "avmatch"), "metrics", "vsc-matching", "--gt", str(tmp_path / "gt.csv"),
+                          "--pred", str(tmp_path / "pred.csv"), "--json"], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    assert got == {"segment_uap": pytest.approx(0.25), "pairwise_uap": pytest.approx(1.0)}
+    write_vsc_npz(tmp_path / "q.npz", [_vf("Q1", [[1.0, 0.0]])])
+    write_vsc_npz(tmp_path / "r.npz", [_vf("R1", [[1.0, 0.0]]), _vf("R2", [[0.0, 1.0]])])
+    out = subprocess.run([str(BIN / "avmatch"), "metrics", "vsc-descriptor", "--gt", str(tmp_path / "gt.csv"),
+                          "--query", str(tmp_path / "q.npz"), "--ref", str(tmp_path / "r.npz"), "--json"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"descriptor_uap": pytest.approx(1.0)}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query_id,ref_id\nQ1,R1\n")
+    p = subprocess.run([str(BIN / "avmatch"), "metrics", "vsc-matching", "--gt", str(tmp_path / "gt.csv"),
+                        "--pred", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 2 and "missing column" in p.stderr
