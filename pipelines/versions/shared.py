@@ -17,7 +17,7 @@ def ok_items(paths: VersionsPaths, splits: tuple[str, ...]) -> pd.DataFrame:
     return items[(items["status"] == "ok") & items["split"].isin(splits)].reset_index(drop=True)
 
 
-def segment_frames(params: Params) -> tuple[int, int]:
+def segment_sizes(params: Params) -> tuple[int, int]:
     from avmatch.versions.cqt import frames_per_second
 
     fps = frames_per_second(params.versions.cqt)
@@ -31,7 +31,7 @@ def embed_items(model, items: pd.DataFrame, params: Params, device, desc: str = 
     from avmatch.versions.cqt import frames_per_second, segment_frames
     from avmatch.versions.training import embed_windows
 
-    seg, hop = segment_frames(params)
+    seg, hop = segment_sizes(params)
     fps = frames_per_second(params.versions.cqt)
     metas, vecs = [], []
     for row in progress(items.itertuples(), desc=desc, total=len(items), unit="track"):

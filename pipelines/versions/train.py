@@ -9,7 +9,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.io import write_csv, write_json
 from pipelines.versions.paths import VersionsPaths
-from pipelines.versions.shared import embed_items, ok_items, segment_frames
+from pipelines.versions.shared import embed_items, ok_items, segment_sizes
 
 
 def _validation_map(params: Params, items: pd.DataFrame):
@@ -49,7 +49,7 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
                            f"training sources {vp.train.sources}; see {paths.bad_files})")
     feats = [np.load(f) for f in tr["cqt_file"]]
     val = ok_items(paths, ("val",))
-    seg, _ = segment_frames(params)
+    seg, _ = segment_sizes(params)
 
     def on_log(metrics: dict, step: int) -> None:
         tracker.log_metrics(metrics, step=step)
