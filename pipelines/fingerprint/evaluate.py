@@ -21,7 +21,8 @@ def _query_vectors(meta: pd.DataFrame, vectors: np.ndarray) -> dict[str, np.ndar
 
 
 def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dict:
-    """Search every query, choose the no-match threshold on validation queries, score the test queries."""
+    """Search every query, calibrate the per-length no-match thresholds on null queries (and the validation
+    out-of-database queries), score the test queries."""
     from avmatch.core.hashing import file_hash
     from avmatch.core.index import SegmentIndex
     from avmatch.core.shards import ShardStore
@@ -43,7 +44,8 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     refs = read_manifest(paths.items("refs"))
     ref_paths = dict(zip(refs["id"], refs["path"]))
     seg_index = SegmentIndex.load(paths.index)
-    result = evaluate_queries(seg_index, gt, qvecs, fp, ref_paths)
+    model, device = _trained_encoder(params, paths)
+    result = evaluate_queries(seg_index, gt, qvecs, fp, ref_paths, _null_vectors(params, paths, model, device))
 
     paths.results.mkdir(parents=True, exist_ok=True)
     write_results_csv(paths.results / "results.csv", result.analysis)
@@ -66,6 +68,37 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     summary = headline(result.metrics)
     summary.update({f"untrained_track_hit_rate_{k}": v for k, v in untrained.get("track_hit_rate", {}).items()})
     return summary
+
+
+def _trained_encoder(params: Params, paths: FingerprintPaths):
+    from avmatch.core.device import resolve_device
+    from avmatch.fingerprint.model import load_encoder
+
+    device = resolve_device(params.common.device)
+    return load_encoder(paths.encoder, device), device
+
+
+def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> list[tuple[float, np.ndarray]]:
+    """Fingerprints of null queries: excerpts of the training music (not in the database) of every
+    evaluation length, degraded like the queries (noise from the training noise set), that calibrate
+    the per-length no-match thresholds. The same excerpts for every encoder (seeded)."""
+    from avmatch.core.progress import progress
+    from avmatch.fingerprint.calibration import null_excerpts
+    from avmatch.fingerprint.embedding import embed_audio
+
+    fp = params.fingerprint
+    n = fp.evaluate.null_queries_per_length
+    if n == 0:
+        return []
+
+    def audio(name: str) -> list[np.ndarray]:
+        items = read_manifest(paths.items(name))
+        return [load_pcm(f) for f in items.loc[items["status"] == "ok", "pcm_file"]]
+
+    excerpts = null_excerpts(audio("train"), audio("noise_train"), fp.corpus.query_lengths_s, n,
+                             fp.audio.sample_rate, params.common.seed, fp.corpus.max_speed_change)
+    return [(v, embed_audio(model, x, fp.audio, device, fp.extract.batch_size)[0])
+            for v, x in progress(excerpts, desc="null queries", unit="query")]
 
 
 def _evaluate_untrained(params: Params, paths: FingerprintPaths, gt: pd.DataFrame, ref_paths: dict) -> dict:
@@ -106,7 +139,8 @@ def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, 
                        for k, (v, s, _) in refs.items()], ignore_index=True)
     seg_index = SegmentIndex.build(vecs, idmap, "flat")
     queries = embed_set("queries")
-    result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp, ref_paths)
+    result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp, ref_paths,
+                              _null_vectors(params, paths, model, device))
     return result.metrics
 
 

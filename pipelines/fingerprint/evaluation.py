@@ -1,6 +1,6 @@
-"""The evaluation procedure: search every query, pick the no-match threshold on the validation
-queries, score the held-out test queries. Shared by the trained and the untrained comparison so
-both are measured identically."""
+"""The evaluation procedure: search every query, calibrate the per-length no-match thresholds on null
+queries and the validation out-of-database queries, score the held-out test queries. Shared by the
+trained and the untrained comparison so both are measured identically."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ import numpy as np
 import pandas as pd
 
 from avmatch.core.index import SegmentIndex
-from avmatch.fingerprint.metrics import build_analysis, evaluate
+from avmatch.fingerprint.calibration import LengthThresholds, calibrate
+from avmatch.fingerprint.metrics import build_analysis, evaluate, length_key
 from avmatch.fingerprint.params import FingerprintParams
-from avmatch.fingerprint.search import (
-    NO_CANDIDATE,
-    Match,
-    apply_threshold,
-    decision_score,
-    search_queries,
-    threshold_for_false_match_rate,
-)
+from avmatch.fingerprint.search import NO_CANDIDATE, Match, apply_threshold, decision_score, search_with
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
@@ -44,34 +38,102 @@ def is_validation(query_id: str, fraction: float) -> bool:
 class EvaluationResult:
     metrics: dict
     analysis: pd.DataFrame
-    threshold: float
+    thresholds: LengthThresholds
 
 
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
-                     fp: FingerprintParams, ref_paths: dict[str, str] | None = None) -> EvaluationResult:
-    """Search all queries in one batch; threshold on validation OOV queries; metrics on the rest."""
+                     fp: FingerprintParams, ref_paths: dict[str, str] | None = None,
+                     null_vectors: list[tuple[float, np.ndarray]] | None = None) -> EvaluationResult:
+    """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
+    in the database) and the validation out-of-database queries; metrics on the test queries.
+
+    A false match is an out-of-database query answered with any track: each length's threshold keeps
+    the share of such answers at or below `fingerprint.evaluate.target_false_match_rate`.
+    """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
-    found = search_queries(index, [query_vectors[i] for i in have], fp.search.top_k, fp.search.max_candidates,
-                           fp.search.rescore)
+    found = search_with(index, [query_vectors[i] for i in have], fp.search)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
     raw.update({i: decision_score(m, fp.search.score) for i, m in zip(have, found)})
     val = np.array([is_validation(q, fp.evaluate.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
-    v_oov = [raw[i].score for i, m in zip(ids, val & ~in_db) if m and raw[i].item_id is not None]
-    # false match = an out-of-database query answered with any track; the threshold keeps the share
-    # of such answers on validation queries at or below the target
-    n_val_oov = int((val & ~in_db).sum())
-    v_oov += [-np.inf] * (n_val_oov - len(v_oov))
-    threshold = threshold_for_false_match_rate([], [], v_oov, fp.evaluate.target_false_match_rate) if n_val_oov else 0.0
-    threshold = float(max(threshold, -1.0))
+    lengths = gt["length_s"].to_numpy(np.float64)
+
+    null_scores: dict[float, list[float]] = {}
+    for i, v, is_val in zip(ids, lengths, val & ~in_db):
+        if is_val:
+            null_scores.setdefault(_calibrated_length(float(v), fp), []).append(_score(raw[i]))
+    null_vectors = [(v, x) for v, x in (null_vectors or []) if len(x)]
+    if null_vectors:
+        null_found = search_with(index, [x for _, x in null_vectors], fp.search)
+        for (v, _), m in zip(null_vectors, null_found):
+            null_scores.setdefault(_calibrated_length(v, fp), []).append(_score(decision_score(m, fp.search.score)))
+    target = fp.evaluate.target_false_match_rate
+    thresholds = calibrate(null_scores, target) if null_scores else LengthThresholds.constant(0.0, target)
+
     test = gt[~val].reset_index(drop=True)
-    preds = {q: apply_threshold(raw[i], threshold) for q, i in zip(test["query_id"], test["item_id"])}
+    preds = {q: apply_threshold(raw[i], thresholds.at(v))
+             for q, i, v in zip(test["query_id"], test["item_id"], test["length_s"].astype(float))}
     seq_lens = {q: len(query_vectors.get(i, ())) for q, i in zip(test["query_id"], test["item_id"])}
     analysis = build_analysis(test, preds, fp.audio.hop_s, segment_s=fp.audio.segment_s, ref_paths=ref_paths,
                               query_seq_lens=seq_lens)
     metrics = evaluate(test, preds, fp.audio.hop_s, fp.corpus.query_lengths_s, segment_s=fp.audio.segment_s,
                        ref_paths=ref_paths)
-    metrics.update(threshold=threshold, n_validation_queries=int(val.sum()), n_test_queries=int((~val).sum()),
-                   n_queries_without_vectors=len(ids) - len(have))
-    return EvaluationResult(metrics, analysis, threshold)
+    top1 = {q: raw[i] for q, i in zip(test["query_id"], test["item_id"])}
+    top1_metrics = evaluate(test, top1, fp.audio.hop_s, fp.corpus.query_lengths_s, segment_s=fp.audio.segment_s,
+                            ref_paths=ref_paths)
+    metrics.update(
+        target_false_match_rate=target,
+        thresholds_by_length=thresholds.to_json(),
+        false_match_rate_by_length=_oov_rate_by_length(analysis, fp.corpus.query_lengths_s),
+        top1_hit_rate_without_threshold=top1_metrics["track_hit_rate"],
+        speed_changed_hit_rate=_speed_changed(analysis, fp.corpus.query_lengths_s),
+        n_null_queries={length_key(v): len(s) for v, s in sorted(null_scores.items())},
+        n_validation_queries=int(val.sum()), n_test_queries=int((~val).sum()),
+        n_queries_without_vectors=len(ids) - len(have))
+    return EvaluationResult(metrics, analysis, thresholds)
+
+
+def _score(match: Match) -> float:
+    """A query's decision score; a query with no candidate at all is never answered (-inf)."""
+    return float(match.score) if match.item_id is not None else float("-inf")
+
+
+def _calibrated_length(length_s: float, fp: FingerprintParams) -> float:
+    """The evaluation length a query's score calibrates (the nearest in log-length)."""
+    lengths = np.asarray(fp.corpus.query_lengths_s, np.float64)
+    return float(lengths[np.argmin(np.abs(np.log(lengths) - np.log(max(length_s, 1e-3))))])
+
+
+def _oov_rate_by_length(analysis: pd.DataFrame, lengths: list[float]) -> dict[str, dict]:
+    """Per length: the share of test out-of-database queries answered, with its count (few queries:
+    read the Wilson 95 % interval, not the point estimate alone)."""
+    out = {}
+    for v in lengths:
+        sel = (~analysis["in_db"].astype(bool)) & np.isclose(analysis["length_s"], v)
+        n = int(sel.sum())
+        k = int(analysis.loc[sel, "pred_track_path"].astype(str).str.len().gt(0).sum())
+        lo, hi = wilson_interval(k, n)
+        out[length_key(v)] = {"rate": k / n if n else None, "answered": k, "n": n, "ci95": [lo, hi]}
+    return out
+
+
+def _speed_changed(analysis: pd.DataFrame, lengths: list[float]) -> dict[str, float | None]:
+    """Track hit rate of the in-database speed and tempo changed queries, per length."""
+    sel = analysis["in_db"].astype(bool) & analysis["degradation"].isin(["speed", "stretch"])
+    out = {}
+    for v in lengths:
+        s = sel & np.isclose(analysis["length_s"], v)
+        out[length_key(v)] = float(analysis.loc[s, "track_hit"].astype(bool).mean()) if s.any() else None
+    return out
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """The Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return None, None
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(max(0.0, c - h)), float(min(1.0, c + h))

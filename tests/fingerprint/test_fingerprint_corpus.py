@@ -219,6 +219,34 @@ def test_noisy_and_codec_queries_align_with_their_reference(tiny):
         assert aligned[d] >= 6, (d, aligned[d], total[d])
 
 
+def test_speed_and_tempo_changed_queries_follow_their_reference(tiny):
+    """A speed query is its reference played at its rate from the offset (pitch moves); a stretch query has
+    the same pitch as the reference and reads its audio at the rate."""
+    root, _ = tiny
+    params = {r["query_id"]: json.loads(r["params"]) for r in csv.DictReader(open(root / "query_params.csv"))}
+    seen = Counter()
+    for r in read_ground_truth(root):
+        if not r["in_db"] or r["degradation"] not in ("speed", "stretch"):
+            continue
+        rate = params[r["query_id"]]["rate"]
+        assert 0.005 <= abs(rate - 1.0) <= 0.03 + 1e-9
+        q = decode_audio(root / r["query_path"], SR)
+        x = decode_audio(root / r["ref_path"], SR)
+        assert len(q) == int(round(r["length_s"] * SR))
+        a = int(round(r["offset_s"] * SR))
+        if r["degradation"] == "speed":
+            expect = degrade.change_speed(x, a, len(q), rate)
+            assert np.corrcoef(q, expect)[0, 1] > 0.98, r["query_id"]
+            plain = x[a:a + len(q)]
+            assert np.corrcoef(q, plain)[0, 1] < 0.9     # it is not simply the excerpt
+        else:
+            expect = degrade.time_stretch(x[a:a + int(round(len(q) * rate))], rate)[:len(q)]
+            spec = lambda y: np.abs(np.fft.rfft(y * np.hanning(len(y))))  # noqa: E731
+            assert np.corrcoef(spec(q), spec(expect[:len(q)]))[0, 1] > 0.95, r["query_id"]
+        seen[r["degradation"]] += 1
+    assert seen["speed"] >= 4 and seen["stretch"] >= 4
+
+
 def test_out_of_database_queries_do_not_come_from_references(tiny):
     root, _ = tiny
     rows = read_ground_truth(root)

@@ -405,7 +405,10 @@ def _make_queries_for_source(root: Path, src: Track, plans: list[QueryPlan], noi
             n = int(round(n_codec * sr / AAC_SR))
         else:
             n = int(round(q.length_s * sr))
-        start = _pick_offset(x, n, track_rms, rng, sr)
+        rate = 1.0
+        if deg in ("speed", "stretch"):   # faster or slower by 0.5 % .. max_speed_change
+            rate = 1.0 + float(rng.choice([-1.0, 1.0]) * rng.uniform(0.005, params.max_speed_change))
+        start = _pick_offset(x, int(np.ceil(n * max(rate, 1.0))), track_rms, rng, sr)
         y = x[start:start + n].copy()
         snr = None
         ext = ".wav"
@@ -426,6 +429,14 @@ def _make_queries_for_source(root: Path, src: Track, plans: list[QueryPlan], noi
             pre = min(start, len(rir))  # the room also rings with what was played just before
             out = degrade.apply_rir(x[start - pre:start + n], rir)[pre:]
             info = {"rt60_s": round(rt60, 3)}
+        elif deg == "speed":
+            out = degrade.change_speed(x, start, n, rate)
+            info = {"rate": round(rate, 5), "pitch": "moves with the speed"}
+        elif deg == "stretch":
+            src_n = int(round(n * rate))
+            out = degrade.time_stretch(x[start:start + src_n], rate)[:n]
+            out = np.pad(out, (0, n - len(out)))
+            info = {"rate": round(rate, 5), "pitch": "unchanged"}
         elif deg == "phone_codec":
             bitrate = int(rng.choice(CODEC_BITRATES[codec]))
             band = degrade.bandlimit(y, sr, 300.0, 3400.0)

@@ -15,8 +15,12 @@ class FpCorpusParams(StrictModel):
     root: str = "data/fingerprint/corpus"
     include_recorded: bool = Field(True, description="add Debian recorded-music packages when available")
     query_lengths_s: list[float] = [1.0, 2.0, 3.0, 5.0, 10.0]
-    degradations: list[Literal["noise", "reverb", "phone_codec", "gain", "clean"]] = [
-        "noise", "reverb", "phone_codec", "gain", "clean"]
+    degradations: list[Literal["noise", "reverb", "phone_codec", "gain", "clean", "speed", "stretch"]] = Field(
+        ["noise", "reverb", "phone_codec", "gain", "clean", "speed", "stretch"],
+        description="speed: played faster or slower with the pitch (turntable, tape, broadcast speed-up); "
+                    "stretch: faster or slower at the same pitch (time compression); both by max_speed_change")
+    max_speed_change: float = Field(0.03, ge=0.005, le=0.2, description="speed and stretch queries change the "
+                                    "rate by 0.5 % up to this fraction, faster or slower")
     snr_db: tuple[float, float] = (0.0, 10.0)
     queries_per_length: int | None = Field(None, ge=1, description="None: size default")
     oov_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of queries from music not in the db")
@@ -74,6 +78,19 @@ class FpAugmentParams(StrictModel):
     bandlimit_prob: float = Field(0.3, ge=0, le=1)
     max_offset_s: float = Field(0.25, ge=0)
     gain_db: tuple[float, float] = (-6.0, 6.0)
+    speed_prob: float = Field(0.4, ge=0, le=1, description="positives played faster or slower, pitch moving "
+                              "with the speed (resampled), by up to max_speed_change")
+    stretch_prob: float = Field(0.1, ge=0, le=1, description="positives time-stretched at the same pitch "
+                                "(phase vocoder), by up to max_speed_change")
+    max_speed_change: float = Field(0.04, ge=0, le=0.2, description="largest rate change, as a fraction (0.04: "
+                                    "4 % faster or slower)")
+
+    @model_validator(mode="after")
+    def _rate_probs(self) -> "FpAugmentParams":
+        if self.speed_prob + self.stretch_prob > 1.0:
+            raise ValueError(f"speed_prob + stretch_prob must be <= 1 (one rate change per positive), got "
+                             f"{self.speed_prob} + {self.stretch_prob}")
+        return self
 
 
 class FpTrainParams(StrictModel):
@@ -112,14 +129,22 @@ class FpSearchParams(StrictModel):
     top_k: int = Field(50, ge=1)
     rescore: bool = True
     max_candidates: int = Field(20, ge=1, description="tracks rescored after offset voting")
+    max_drift: float = Field(0.04, ge=0, le=0.2, description="rescoring also tries alignments of queries played "
+                             "up to this much faster or slower (0.04: 4 %); 0 = exact-speed alignment only")
+    drift_step: float = Field(0.01, gt=0, le=0.1, description="spacing of the speeds tried")
     score: Literal["margin", "similarity"] = Field(
         "margin", description="what the no-match threshold applies to: the winner's similarity, or its margin "
                               "over the best other track")
 
 
 class FpEvaluateParams(StrictModel):
-    validation_fraction: float = Field(0.3, gt=0, lt=1, description="queries used to pick the no-match threshold")
-    target_false_match_rate: float = Field(0.05, ge=0, le=1)
+    validation_fraction: float = Field(0.3, gt=0, lt=1, description="queries held out of the test set; their "
+                                       "out-of-database ones join the null queries that set the thresholds")
+    target_false_match_rate: float = Field(0.01, ge=0, le=1, description="largest share of out-of-database "
+                                           "queries answered, at every query length")
+    null_queries_per_length: int = Field(400, ge=0, description="excerpts of music not in the database (the "
+                                         "training music), per query length, that calibrate the no-match "
+                                         "thresholds; 0 = the validation out-of-database queries only")
     compare_untrained: bool = True
 
 

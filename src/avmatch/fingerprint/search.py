@@ -17,6 +17,10 @@ Decisions:
   counting zeros keeps the score "evidence over the whole query", comparable across
   candidates and usable with one no-match threshold. A genuine excerpt lies inside its track,
   so the true alignment loses nothing.
+* Speed changes: a query played r times as fast drifts against the reference (10 s at 3 %:
+  0.3 s, more than half a hop). Rescoring therefore also tries alignments that drift linearly,
+  reference segment offset + round(i * r) for each rate r in `rates`, and keeps the best; the
+  winning rate is reported (1.03: the query plays 3 % fast).
 * Without rescore the winner is the top-voted candidate (ties: larger summed similarity) and
   its score is the mean similarity of its votes.
 """
@@ -24,11 +28,14 @@ Decisions:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from avmatch.core.index import SegmentIndex, as_float32_matrix
+
+if TYPE_CHECKING:
+    from avmatch.fingerprint.params import FpSearchParams
 
 # Rescoring gathers (query segment, reference segment) vector pairs; this bounds one batch
 # (pairs x dim x 4 bytes x 2 arrays: 32768 x 128 x 8 = 32 MB).
@@ -49,6 +56,7 @@ class Match:
     score: float
     votes: int
     runner_up: float = 0.0  # best score of any OTHER item among the candidates (0 when none)
+    rate: float = 1.0  # speed of the query against the reference found by rescoring (1.02: 2 % fast)
 
     @property
     def matched(self) -> bool:
@@ -75,14 +83,30 @@ def apply_threshold(match: Match, threshold: float) -> Match:
     return match
 
 
+def drift_rates(max_drift: float, step: float) -> tuple[float, ...]:
+    """The speeds rescoring tries: 1 +- k * step up to max_drift (1.0 first, so ties keep no drift)."""
+    if max_drift < 0 or (max_drift > 0 and step <= 0):
+        raise ValueError(f"need max_drift >= 0 and step > 0, got {max_drift}, {step}")
+    k = int(round(max_drift / step)) if max_drift > 0 else 0
+    return (1.0,) + tuple(1.0 + s * j * step for j in range(1, k + 1) for s in (1.0, -1.0))
+
+
+def search_with(index: SegmentIndex, queries: Sequence[np.ndarray], sp: "FpSearchParams") -> list[Match]:
+    """`search_queries` with the settings of a `fingerprint.search` section (the pipeline and the user
+    database search the same way)."""
+    return search_queries(index, queries, sp.top_k, sp.max_candidates, sp.rescore,
+                          drift_rates(sp.max_drift, sp.drift_step))
+
+
 def search_query(index: SegmentIndex, query_vectors: np.ndarray, top_k: int = 20,
-                 max_candidates: int = 10, rescore: bool = True) -> Match:
+                 max_candidates: int = 10, rescore: bool = True, rates: Sequence[float] = (1.0,)) -> Match:
     """Best (item, offset) for one query given its segment fingerprints (n_segments, dim)."""
-    return search_queries(index, [query_vectors], top_k, max_candidates, rescore)[0]
+    return search_queries(index, [query_vectors], top_k, max_candidates, rescore, rates)[0]
 
 
 def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int = 20,
-                   max_candidates: int = 10, rescore: bool = True) -> list[Match]:
+                   max_candidates: int = 10, rescore: bool = True,
+                   rates: Sequence[float] = (1.0,)) -> list[Match]:
     """Best (item, offset) for each query, with ONE FAISS search for all their segments.
 
     Per-query Python loops would pay FAISS's per-call overhead and lose its batched BLAS;
@@ -106,8 +130,15 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
     if cand is None:
         return [NO_CANDIDATE] * n_queries
     cand = _keep_top_voted(cand, max_candidates)
+    cand["rate"] = np.ones(len(cand["query"]))
     if rescore:
-        cand["score"] = _rescore(index, all_segments, cand, lengths, q_start)
+        best_score = np.full(len(cand["query"]), -np.inf)
+        for r in rates:   # the first rate wins ties, so a query at normal speed reports 1.0
+            s = _rescore(index, all_segments, cand, lengths, q_start, float(r))
+            better = s > best_score
+            best_score[better] = s[better]
+            cand["rate"][better] = float(r)
+        cand["score"] = best_score
         order = np.lexsort((-cand["votes"], -cand["score"], cand["query"]))
     else:
         cand["score"] = cand["sim_sum"] / cand["votes"]
@@ -124,6 +155,7 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
             score=float(cand["score"][pos]),
             votes=int(cand["votes"][pos]),
             runner_up=float(runner_up[q]),
+            rate=float(cand["rate"][pos]),
         )
     return results
 
@@ -187,8 +219,9 @@ def _keep_top_voted(cand: dict[str, np.ndarray], max_candidates: int) -> dict[st
 
 
 def _rescore(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarray],
-             lengths: np.ndarray, q_start: np.ndarray) -> np.ndarray:
-    """Mean over the query's segments of dot(q_i, ref[item][offset + i]); outside the track = 0."""
+             lengths: np.ndarray, q_start: np.ndarray, rate: float = 1.0) -> np.ndarray:
+    """Mean over the query's segments of dot(q_i, ref[item][offset + round(i * rate)]); outside the
+    track = 0."""
     item_first_row, item_first_seg, item_count = index.item_table()
     n_cand = len(cand["query"])
     cand_len = lengths[cand["query"]]
@@ -204,7 +237,7 @@ def _rescore(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarr
         pair_cand = np.repeat(idx, n_pairs)
         pair_i = np.arange(n_pairs.sum()) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
         item = cand["item"][pair_cand]
-        ref_seg = cand["offset"][pair_cand] + pair_i
+        ref_seg = cand["offset"][pair_cand] + (pair_i if rate == 1.0 else np.rint(pair_i * rate).astype(np.int64))
         first_seg = item_first_seg[item]
         inside = (ref_seg >= first_seg) & (ref_seg < first_seg + item_count[item])
         q_rows = q_start[cand["query"][pair_cand]] + pair_i

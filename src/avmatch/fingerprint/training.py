@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "avmatch-fp-ckpt-v1"
 SILENCE_RMS = 10 ** (-50 / 20)  # windows quieter than -50 dBFS RMS are not used as anchors
+REVERB_CONTEXT_S = 0.3  # audio before a positive that the room's reverb tail carries into it
 LOG_EVERY = 25
 
 
@@ -111,6 +112,48 @@ def reverb_noise(track: np.ndarray, start: int, seg_len: int, aug: FpAugmentPara
     return np.asarray(x, dtype=np.float32)
 
 
+def rate_changed_sources(tracks: list[np.ndarray], windows: list[tuple[int, int]], seg_len: int, ctx: int,
+                         aug: FpAugmentParams, rng: np.random.Generator, group: int = 8) -> list[np.ndarray]:
+    """For each (track, start) window, `ctx + seg_len` samples ending where the positive ends: `ctx` of
+    preceding audio (for the room's reverb tail) then the positive's source. With probability
+    `speed_prob` the source is played faster or slower with its pitch (a turntable or tape), with
+    `stretch_prob` at the same pitch (time compression), each by up to `max_speed_change`.
+
+    Time-stretched windows are processed in groups of `group` sharing one rate: the phase vocoder is
+    vectorised over rows, and one call per window would cost more than the model step it feeds.
+    """
+    n = ctx + seg_len
+    u = rng.random(len(windows))
+    rates = 1.0 + rng.uniform(-aug.max_speed_change, aug.max_speed_change, len(windows))
+    speed = u < aug.speed_prob
+    stretch = (u >= aug.speed_prob) & (u < aug.speed_prob + aug.stretch_prob)
+    out: list[np.ndarray] = []
+    for i, (ti, start) in enumerate(windows):
+        if speed[i]:
+            out.append(degrade.change_speed(tracks[ti], start - int(round(ctx * rates[i])), n, float(rates[i])))
+        else:
+            out.append(_excerpt(tracks[ti], start - ctx, n))
+    idx = np.flatnonzero(stretch)
+    for g in range(0, len(idx), group):
+        members = idx[g : g + group]
+        rate = float(rates[members[0]])
+        m = int(round(n * rate))
+        src = np.stack([_excerpt(tracks[windows[i][0]], windows[i][1] - int(round(ctx * rate)), m) for i in members])
+        stretched = degrade.time_stretch(src, rate)
+        for k, i in enumerate(members):
+            out[i] = _excerpt(stretched[k], 0, n)
+    return out
+
+
+def _excerpt(x: np.ndarray, start: int, n: int) -> np.ndarray:
+    """x[start : start + n], zero-padded where it runs past either end."""
+    y = np.zeros(n, np.float32)
+    a, b = max(start, 0), min(start + n, len(x))
+    if b > a:
+        y[a - start : b - start] = x[a:b]
+    return y
+
+
 def bandlimit_gain(x: np.ndarray, aug: FpAugmentParams, sample_rate: int, rng: np.random.Generator,
                    group: int = 8) -> np.ndarray:
     """Band limit (probability `bandlimit_prob`, pass band ~U(200-500) .. U(2500-3800) Hz) then gain, on a
@@ -138,6 +181,7 @@ class PairStream(IterableDataset):
         self.sample_rate = int(sample_rate)
         self.seg_len, _ = segment_samples(sample_rate, segment_s, segment_s)
         self.max_off = int(round(aug.max_offset_s * sample_rate))
+        self.ctx = int(REVERB_CONTEXT_S * sample_rate)
         self.tracks = _as_tracks(tracks, self.seg_len + 2 * self.max_off + 1)
         self.noises = [np.asarray(n, dtype=np.float32).reshape(-1) for n in noises if len(n) > 0]
         self.aug, self.batch_size, self.seed, self.start_step = aug, int(batch_size), int(seed), int(start_step)
@@ -159,13 +203,15 @@ class PairStream(IterableDataset):
         anchors = np.empty((self.batch_size, self.seg_len), dtype=np.float32)
         positives = np.empty_like(anchors)
         taken: list[tuple[int, int]] = []
+        windows = []
         for i in range(self.batch_size):
             ti, start = self._window(rng, taken)
             taken.append((ti, start))
-            track = self.tracks[ti]
-            anchors[i] = track[start : start + self.seg_len]
-            shifted = start + int(rng.integers(-self.max_off, self.max_off + 1))
-            positives[i] = reverb_noise(track, shifted, self.seg_len, self.aug, self.sample_rate, self.noises, rng)
+            anchors[i] = self.tracks[ti][start : start + self.seg_len]
+            windows.append((ti, start + int(rng.integers(-self.max_off, self.max_off + 1))))
+        sources = rate_changed_sources(self.tracks, windows, self.seg_len, self.ctx, self.aug, rng)
+        for i, src in enumerate(sources):
+            positives[i] = reverb_noise(src, self.ctx, self.seg_len, self.aug, self.sample_rate, self.noises, rng)
         bandlimit_gain(positives, self.aug, self.sample_rate, rng)
         return torch.from_numpy(anchors), torch.from_numpy(positives)
 

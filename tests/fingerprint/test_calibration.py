@@ -1,0 +1,51 @@
+"""Per-length no-match thresholds: each holds the false-match rate of its length, and lengths between the
+calibrated ones interpolate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avmatch.fingerprint.calibration import LengthThresholds, NULL_DEGRADATIONS, calibrate, null_excerpts
+
+
+def test_each_length_keeps_its_false_match_rate():
+    rng = np.random.default_rng(0)
+    # null scores grow with length, as they do for the margin score
+    null = {1.0: rng.normal(0.02, 0.01, 1000), 3.0: rng.normal(0.06, 0.02, 1000), 10.0: rng.normal(0.15, 0.04, 1000)}
+    th = calibrate(null, 0.01)
+    assert th.lengths_s == (1.0, 3.0, 10.0)
+    for v, scores in null.items():
+        assert np.mean(scores >= th.at(v)) <= 0.01
+        assert np.mean(scores >= th.at(v) - 0.01) > 0.01     # the lowest such threshold, not any higher one
+    one = float(np.quantile(np.concatenate(list(null.values())), 0.99))
+    assert np.mean(null[10.0] >= one) > 0.02                  # a single threshold: 3x the target on long queries
+    assert th.at(0.5) == th.at(1.0) and th.at(20.0) == th.at(10.0)
+    assert th.at(1.0) < th.at(2.0) < th.at(3.0)
+
+
+def test_thresholds_never_fall_with_length_and_round_trip_through_json():
+    th = calibrate({1.0: [0.3, 0.1, 0.0], 2.0: [0.1, 0.0, 0.0]}, 0.0)
+    assert th.thresholds[1] >= th.thresholds[0]
+    again = LengthThresholds.from_json(th.to_json(), 0.0)
+    assert again == th and set(th.to_json()) == {"1s", "2s"}
+    assert LengthThresholds.constant(0.2).at(7.0) == 0.2
+
+
+def test_queries_without_candidates_are_never_answered():
+    th = calibrate({3.0: [float("-inf")] * 99 + [0.5]}, 0.01)
+    assert th.at(3.0) <= 0.5 or th.at(3.0) == pytest.approx(np.nextafter(0.5, 1))
+
+
+def test_null_excerpts_cover_every_length_and_degradation():
+    rng = np.random.default_rng(1)
+    tracks = [rng.standard_normal(8000 * 20).astype(np.float32) * 0.1 for _ in range(3)]
+    noises = [rng.standard_normal(8000 * 3).astype(np.float32) * 0.1]
+    ex = null_excerpts(tracks, noises, [1.0, 3.0], 12, 8000, seed=5)
+    assert [v for v, _ in ex] == [1.0] * 12 + [3.0] * 12
+    assert all(len(x) == int(v * 8000) and np.isfinite(x).all() for v, x in ex)
+    again = null_excerpts(tracks, noises, [1.0, 3.0], 12, 8000, seed=5)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ex, again))
+    assert len(NULL_DEGRADATIONS) == 6
+    with pytest.raises(ValueError, match="no music"):
+        null_excerpts([], noises, [1.0], 2, 8000, seed=0)
