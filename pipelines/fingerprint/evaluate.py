@@ -82,9 +82,8 @@ def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> lis
     """Fingerprints of null queries: excerpts of the training music (not in the database) of every
     evaluation length, degraded like the queries (noise from the training noise set), that calibrate
     the per-length no-match thresholds. The same excerpts for every encoder (seeded)."""
-    from avmatch.core.progress import progress
     from avmatch.fingerprint.calibration import null_excerpts
-    from avmatch.fingerprint.embedding import embed_audio
+    from avmatch.fingerprint.embedding import embed_many
 
     fp = params.fingerprint
     n = fp.evaluate.null_queries_per_length
@@ -97,8 +96,8 @@ def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> lis
 
     excerpts = null_excerpts(audio("train"), audio("noise_train"), fp.corpus.query_lengths_s, n,
                              fp.audio.sample_rate, params.common.seed, fp.corpus.max_speed_change)
-    return [(v, embed_audio(model, x, fp.audio, device, fp.extract.batch_size)[0])
-            for v, x in progress(excerpts, desc="null queries", unit="query")]
+    vectors = embed_many(model, [x for _, x in excerpts], fp.audio, device, fp.extract.batch_size)
+    return [(v, vec) for (v, _), vec in zip(excerpts, vectors)]
 
 
 def _evaluate_untrained(params: Params, paths: FingerprintPaths, gt: pd.DataFrame, ref_paths: dict) -> dict:

@@ -50,6 +50,18 @@ def embed_audio(model: torch.nn.Module, audio: np.ndarray, audio_params: FpAudio
     return vecs, starts, starts + np.float32(audio_params.segment_s)
 
 
+def embed_many(model: torch.nn.Module, clips: list[np.ndarray], audio_params: FpAudioParams, device: torch.device,
+               batch_size: int = 256) -> list[np.ndarray]:
+    """Fingerprints [n_i, d] of many short clips, their segments embedded together in full batches: one
+    model call per clip would pay the per-call overhead thousands of times for 1-19 segments each."""
+    segs = [frame_segments(c, audio_params.sample_rate, audio_params.segment_s, audio_params.hop_s) for c in clips]
+    if not segs:
+        return []
+    vecs = embed_segments(model, torch.cat(segs), batch_size, device)
+    bounds = np.cumsum([0] + [len(s) for s in segs])
+    return [vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def extract_items(model: torch.nn.Module, items: pd.DataFrame, store: ShardStore, audio_params: FpAudioParams,
                   device: torch.device, batch_size: int = 256, shard_items: int = 32, partition: int = 0,
                   num_partitions: int = 1, desc: str = "extract") -> ExtractionReport:
