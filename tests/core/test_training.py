@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from avmatch.core.config import ConfigError, validate_params
 from avmatch.core.failures import is_transient
 from avmatch.core.training import (
     SafetyTimer,
@@ -54,3 +55,13 @@ def test_safety_timer_and_the_error_it_leads_to(tmp_path):
     assert not is_transient(err), "a limit someone set must not be retried behind their back"
     assert "nothing was kept" in str(TimeLimitReached(system="x", steps=1, max_steps=2, max_minutes=1.0,
                                                       checkpoint=None))
+
+
+@pytest.mark.parametrize("system", ["fingerprint", "copydetect", "versions"])
+def test_max_minutes_is_optional_and_positive(system):
+    params = validate_params({}, systems=[system])
+    assert getattr(params, system).train.max_minutes is None
+    assert getattr(validate_params({system: {"train": {"max_minutes": 2.5}}}, systems=[system]),
+                   system).train.max_minutes == 2.5
+    with pytest.raises(ConfigError, match="max_minutes"):
+        validate_params({system: {"train": {"max_minutes": 0}}}, systems=[system])
