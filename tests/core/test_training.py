@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avmatch.core.config import ConfigError, validate_params
-from avmatch.core.failures import is_transient
+from avmatch.core.failures import failing_input, is_transient
 from avmatch.core.training import (
     SafetyTimer,
     TimeLimitReached,
@@ -53,6 +53,7 @@ def test_safety_timer_and_the_error_it_leads_to(tmp_path):
                  "resume", "null"):
         assert part in text, (part, text)
     assert not is_transient(err), "a limit someone set must not be retried behind their back"
+    assert failing_input(err, "all the inputs") == str(tmp_path / "last.pt")
     assert "nothing was kept" in str(TimeLimitReached(system="x", steps=1, max_steps=2, max_minutes=1.0,
                                                       checkpoint=None))
 

@@ -81,6 +81,7 @@ class TimeLimitReached(RuntimeError):
                  checkpoint: str | Path | None):
         self.system, self.steps, self.max_steps, self.max_minutes = system, steps, max_steps, max_minutes
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.path = self.checkpoint  # what a failed stage's report names as its input (core.failures)
         key = f"{system}.train.max_minutes"
         resume = (f"The checkpoint {self.checkpoint} holds these {steps} steps: run the train stage again to "
                   "resume from it (each run gets another max_minutes), or "
