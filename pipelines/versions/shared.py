@@ -29,14 +29,14 @@ def embed_items(model, items: pd.DataFrame, params: Params, device, desc: str = 
     """Segment embeddings of every item (rows: item_id, segment, start_s, end_s)."""
     from avmatch.core.progress import progress
     from avmatch.versions.cqt import frames_per_second
-    from avmatch.versions.cqt import segment_frames as cut_segments  # not this module's segment_frames(params)
+    from avmatch.versions.cqt import segment_frames
     from avmatch.versions.training import embed_windows
 
     seg, hop = segment_sizes(params)
     fps = frames_per_second(params.versions.cqt)
     metas, vecs = [], []
     for row in progress(items.itertuples(), desc=desc, total=len(items), unit="track"):
-        win, starts = cut_segments(np.load(row.cqt_file).astype(np.float32), seg, hop)
+        win, starts = segment_frames(np.load(row.cqt_file).astype(np.float32), seg, hop)
         v = embed_windows(model, win, device, params.versions.extract.batch_size)
         metas.append(pd.DataFrame({"item_id": row.id, "segment": np.arange(len(v)), "start_s": starts / fps,
                                    "end_s": (starts + seg) / fps}))
