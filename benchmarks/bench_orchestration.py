@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip", nargs="*", default=[], choices=["dvc", "flow", "deployment"])
     p.add_argument("--fresh-train", action="store_true",
                    help="delete the training checkpoints before each run, so a forced train stage trains from "
-                        "scratch (within its time budget) instead of resuming from its last checkpoint")
+                        "scratch (all its max_steps) instead of resuming from its last checkpoint")
     add_common_args(p, threads=False)
     return p.parse_args(argv)
 

@@ -28,7 +28,7 @@ def train(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict
                                  log_fn=lambda m, step: tracker.log_metrics(m, step=step))
     save_frame_encoder(result.model, paths.encoder, {"frames": cd.frames.model_dump()})
     write_csv(paths.plots / "train_history.csv", pd.DataFrame(result.history))
-    summary = {"steps": result.steps, "train_seconds": result.seconds,
+    summary = {"steps": result.steps, "max_steps": cd.train.max_steps, "train_seconds": result.seconds,
                "resumed_from_step": -1 if result.resumed_from_step is None else result.resumed_from_step,
                "final_loss": float(result.history[-1]["loss"]) if result.history else float("nan"),
                "train_frames": int(sum(len(v) for v in videos))}

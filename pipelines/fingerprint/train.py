@@ -51,7 +51,7 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
         values = [h[key] for h in result.history if h.get(key) is not None]
         return float(values[-1]) if values else float("nan")
 
-    summary = {"steps": result.steps, "train_seconds": result.seconds,
+    summary = {"steps": result.steps, "max_steps": fp.train.max_steps, "train_seconds": result.seconds,
                "resumed_from_step": result.resumed_from_step if result.resumed_from_step is not None else -1,
                "final_loss": last("loss"), "val_top1": last("val_top1")}
     write_json(paths.metrics / "fingerprint_train.json", summary)

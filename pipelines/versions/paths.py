@@ -55,6 +55,10 @@ class VersionsPaths:
         return self.model_dir / "encoder.pt"
 
     @property
+    def checkpoints(self) -> Path:
+        return self.root / "models" / "versions_checkpoints"
+
+    @property
     def shards(self) -> Path:
         return self.data / "shards" / "test"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -33,6 +36,15 @@ def track_map(model, device, params: Params, items: pd.DataFrame) -> float:
     return float(res["metrics"]["MAP"])
 
 
+def _validation_id(params: Params, items: pd.DataFrame) -> str:
+    """What `track_map` on `items` measures: the tracks, their content and labels, and the distance settings."""
+    ev = params.versions.evaluate
+    cols = [c for c in ("id", "content_hash", "label") if c in items]
+    rows = sorted(map(list, items[cols].astype(str).itertuples(index=False)))
+    blob = json.dumps([rows, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     """Contrastive training (CLEWS loss by default) on the train split of the chosen sources; the weights
     with the best validation MAP are kept."""
@@ -54,9 +66,11 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     def on_log(metrics: dict, step: int) -> None:
         tracker.log_metrics(metrics, step=step)
 
+    # the best-so-far weights in a checkpoint were chosen by this validation: another one must not resume it
+    val_id = _validation_id(params, val)
     result = train_version_encoder(feats, list(tr["label"]), _validation_map(params, val) if len(val) else None,
                                    vp.train, vp.model, vp.cqt, seg, params.common.seed, params.common.device, on_log,
-                                   list(tr["source"]))
+                                   list(tr["source"]), checkpoint_dir=paths.checkpoints, val_id=val_id)
     save_encoder(result.model, paths.encoder, {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
                                                "audio": vp.audio.model_dump()})
     history = pd.DataFrame(result.history)
@@ -73,7 +87,10 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     untrained = VersionEncoder.from_params(vp.model, vp.cqt).to(device).eval()
     summary_fit = {"train_map": track_map(result.model, device, params, tr),
                    "train_map_untrained": track_map(untrained, device, params, tr)}
-    summary = {**summary_fit, "steps": result.steps, "train_seconds": result.seconds, "best_step": result.best_step,
+    summary = {**summary_fit, "steps": result.steps, "max_steps": vp.train.max_steps,
+               "train_seconds": result.seconds,
+               "resumed_from_step": -1 if result.resumed_from_step is None else result.resumed_from_step,
+               "best_step": result.best_step,
                "best_val_map": result.best_val_map, "train_tracks": len(tr),
                "train_cliques": int(tr["label"].nunique()),
                **{f"train_tracks_{s}": int((tr["source"] == s).sum()) for s in vp.train.sources}}

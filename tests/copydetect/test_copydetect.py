@@ -94,6 +94,75 @@ def test_augment_and_short_training_with_resume(tmp_path):
     assert again.resumed_from_step == 3 and again.steps == 3
 
 
+def _cd_setup():
+    from avmatch.copydetect.params import CdModelParams, CdTrainParams
+
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 255, (8, 48, 48, 3), dtype=np.uint8) for _ in range(3)]
+    return videos, CdModelParams(dim=16, channels=[8, 16], input_size=32), CdTrainParams(
+        batch_size=6, max_steps=30, checkpoint_every=5, koleo_weight=1.0)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _curve(history) -> list[tuple]:
+    return [(h["step"], h["loss"], h["lr"]) for h in history]
+
+
+def test_copydetect_training_is_fixed_by_seed_and_steps_not_by_time(tmp_path):
+    """A slow run (sleeping at every log) under a generous safety limit learns exactly what a fast run
+    without a limit learns: the same losses, learning rates and weights."""
+    import time
+
+    from avmatch.copydetect.training import train_frame_encoder
+
+    videos, mp, tp = _cd_setup()
+    fast = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu",
+                               checkpoint_dir=tmp_path / "fast")
+    slow = train_frame_encoder(videos, train_params=tp.model_copy(update={"max_minutes": 0.5}), model_params=mp,
+                               seed=1, device="cpu", checkpoint_dir=tmp_path / "slow",
+                               log_fn=lambda m, step: time.sleep(0.1))
+    assert fast.steps == slow.steps == 30
+    assert _curve(fast.history) == _curve(slow.history)
+    assert _same_weights(fast.model, slow.model)
+    other_seed = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=2, device="cpu",
+                                     checkpoint_dir=tmp_path / "seed2")
+    assert not _same_weights(fast.model, other_seed.model)
+
+
+def test_copydetect_time_limit_fails_loudly_and_a_rerun_resumes_the_same_sequence(tmp_path):
+    from avmatch.copydetect.training import train_frame_encoder
+    from avmatch.core.training import TimeLimitReached
+
+    videos, mp, tp = _cd_setup()
+    reference = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu",
+                                    checkpoint_dir=tmp_path / "ref")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_20(metrics, step):
+        if step == 20:
+            raise Killed()
+
+    run = dict(videos=videos, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path / "run")
+    with pytest.raises(Killed):  # logged before its checkpoint: the last one is at step 15
+        train_frame_encoder(train_params=tp, log_fn=kill_at_20, **run)
+    with pytest.raises(TimeLimitReached) as err:
+        train_frame_encoder(train_params=tp.model_copy(update={"max_minutes": 1e-6}), **run)
+    msg = str(err.value)
+    assert err.value.steps == 15 and "15 of the configured max_steps=30" in msg
+    assert "copydetect.train.max_minutes=1e-06" in msg and "resume" in msg and "null" in msg
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 15
+    done = train_frame_encoder(train_params=tp, **run)
+    assert done.resumed_from_step == 15 and done.steps == 30
+    assert _curve(done.history) == _curve(reference.history)
+    assert _same_weights(done.model, reference.model)
+
+
 def test_phash_descriptors_are_unit_vectors_with_hamming_similarity():
     from avmatch.copydetect.phash import phash_descriptors
 

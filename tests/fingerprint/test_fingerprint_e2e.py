@@ -27,7 +27,6 @@ TINY = {
     # (measured 2026-11-29: 1.0 / 1.0 / 1.0 at 3 / 5 / 10 s vs 0.0 untrained)
     "fingerprint.train.max_steps": 150,
     "fingerprint.train.batch_size": 64,
-    "fingerprint.train.max_minutes": 6.0,  # the cap is for loaded machines
     "fingerprint.train.checkpoint_every": 50,
     "fingerprint.train.validate_every": 50,
     # 8 references leave too few other tracks for the margin score to mean much; with the demo's

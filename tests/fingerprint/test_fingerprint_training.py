@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from avmatch.core.config import CommonParams
+from avmatch.core.training import TimeLimitReached
 from avmatch.fingerprint.model import FingerprintEncoder, load_encoder, save_encoder
 from avmatch.fingerprint.params import (
     FpAudioParams,
@@ -201,11 +202,76 @@ def test_corrupt_checkpoint_starts_fresh(tracks, noises, tmp_path, caplog):
     assert "unreadable" in caplog.text
 
 
-def test_time_budget_stops_training(tracks, noises, tmp_path):
-    res = train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path,
-                              train_params=_tp(max_steps=100000, max_minutes=0.05, batch_size=8),
-                              model_params=SMALL, common_params=CPU)
-    assert 0 < res.steps < 100000 and res.seconds < 3 * 60 * 0.05 + 5
+# one intra-op thread: runs compared bit for bit must not differ by the float noise of thread splits
+ONE_THREAD = CommonParams(device="cpu", seed=11, num_threads=1)
+
+
+def _weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+def _losses(history) -> list[float]:
+    return [h["loss"] for h in history if h.get("loss") is not None]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tracks, noises, tmp_path_factory):
+    """12 uninterrupted steps in the main process: what every other way of running must reproduce."""
+    return train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path_factory.mktemp("fp_ref"),
+                               train_params=_tp(max_steps=12, batch_size=8, num_workers=0),
+                               model_params=SMALL, common_params=ONE_THREAD)
+
+
+def test_same_seed_and_steps_give_the_same_weights_with_any_workers(tracks, noises, reference_run, tmp_path):
+    """Two DataLoader worker processes make the batches in whatever order the OS runs them, yet step s gets
+    the batch seeded by s: the weights are those of the single-process run, bit for bit."""
+    two = train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path / "w2",
+                              train_params=_tp(max_steps=12, batch_size=8, num_workers=2),
+                              model_params=SMALL, common_params=ONE_THREAD)
+    assert two.steps == reference_run.steps == 12
+    assert _losses(two.history) == _losses(reference_run.history)
+    assert _weights_equal(two.model, reference_run.model)
+    # another intra-op thread count changes only the float rounding of the reductions
+    threads = train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path / "t2",
+                                  train_params=_tp(max_steps=12, batch_size=8, num_workers=0),
+                                  model_params=SMALL, common_params=ONE_THREAD.model_copy(update={"num_threads": 2}))
+    ref = reference_run.model.state_dict()
+    for k, v in threads.model.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-4)
+
+
+def test_time_limit_fails_loudly_and_a_rerun_resumes_the_same_sequence(tracks, noises, reference_run, tmp_path):
+    tp = _tp(max_steps=12, batch_size=8, num_workers=0, validate_every=4)
+
+    def kill_at_8(metrics, step):
+        if step == 8 and "val_top1" in metrics:
+            raise _Killed()
+
+    with pytest.raises(_Killed):  # a checkpoint at step 8, as a killed run leaves it
+        train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path, train_params=tp.model_copy(update={
+            "checkpoint_every": 4}), model_params=SMALL, common_params=ONE_THREAD, log=kill_at_8, val_audio=tracks[:1])
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 8
+
+    # a limit far shorter than one step: the run stops at once, keeps its checkpoint and fails saying so
+    with pytest.raises(TimeLimitReached) as err:
+        train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path, train_params=tp.model_copy(update={
+            "max_minutes": 1e-6}), model_params=SMALL, common_params=ONE_THREAD)
+    msg = str(err.value)
+    assert err.value.steps == 8 and "8 of the configured max_steps=12" in msg
+    assert "fingerprint.train.max_minutes=1e-06" in msg and str(tmp_path / CHECKPOINT_NAME) in msg
+    assert "resume" in msg and "null" in msg
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 8
+
+    # the limit removed: the rerun resumes (the limit is not part of the config hash) and finishes with
+    # exactly the weights, losses and learning rates of the run that was never interrupted
+    res = train_fingerprinter(tracks, noises, checkpoint_dir=tmp_path, train_params=tp, model_params=SMALL,
+                              common_params=ONE_THREAD)
+    assert res.resumed_from_step == 8 and res.steps == 12
+    assert _weights_equal(res.model, reference_run.model)
+    assert _losses(res.history) == _losses(reference_run.history)
+    lrs = [(h["step"], h["lr"]) for h in res.history if h.get("lr") is not None]
+    assert lrs == [(h["step"], h["lr"]) for h in reference_run.history if h.get("lr") is not None]
 
 
 def test_missing_noise_is_an_error(tracks, tmp_path):

@@ -291,3 +291,87 @@ def test_shard_key_changes_with_segmentation(tmp_path):
     assert _shard_key(other_hop, paths) != key
     paths.encoder.write_bytes(b"other weights")
     assert _shard_key(params, paths) != key
+
+
+def _version_training_setup():
+    from avmatch.versions.params import VerModelParams, VerTrainParams
+
+    rng = np.random.default_rng(3)
+    # 6 cliques of 2 versions: a shared random "tune" per clique plus per-version noise
+    tunes = [rng.uniform(0, 2, (60, 84)) for _ in range(6)]
+    feats = [(t + rng.uniform(0, 0.5, t.shape)).astype(np.float16) for t in tunes for _ in range(2)]
+    cliques = [f"c{i // 2}" for i in range(12)]
+    mp = VerModelParams(dim=16, channels=[8, 16])
+    tp = VerTrainParams(cliques_per_batch=3, segments_per_track=2, max_steps=20, validate_every=5)
+    return feats, cliques, mp, tp
+
+
+def _val_score(feats):
+    from avmatch.versions.training import embed_windows
+
+    windows = np.stack([f[:40].T.astype(np.float32) for f in feats])
+
+    def score(model, device) -> float:   # mean cosine of each clique's two versions
+        e = embed_windows(model, windows, device)
+        return float(np.mean(np.sum(e[0::2] * e[1::2], axis=1)))
+
+    return score
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_version_training_is_fixed_by_seed_and_steps_not_by_time(tmp_path):
+    """A slow run (sleeping at every log) under a generous safety limit keeps exactly the weights a fast run
+    without a limit keeps, with the same losses, validation scores and best step."""
+    import time
+
+    from avmatch.versions.params import CQTParams
+    from avmatch.versions.training import train_version_encoder
+
+    feats, cliques, mp, tp = _version_training_setup()
+    args = (feats, cliques, _val_score(feats))
+    fast = train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu", checkpoint_dir=tmp_path / "fast")
+    slow = train_version_encoder(*args, tp.model_copy(update={"max_minutes": 0.5}), mp, CQTParams(), 40, 5, "cpu",
+                                 log_fn=lambda m, step: time.sleep(0.05), checkpoint_dir=tmp_path / "slow")
+    assert fast.steps == slow.steps == 20 and fast.history == slow.history
+    assert (fast.best_step, fast.best_val_map) == (slow.best_step, slow.best_val_map)
+    assert _same_state(fast.model, slow.model)
+
+
+def test_version_time_limit_fails_loudly_and_a_rerun_resumes_the_same_sequence(tmp_path):
+    from avmatch.core.training import TimeLimitReached
+    from avmatch.versions.params import CQTParams
+    from avmatch.versions.training import CHECKPOINT_NAME, train_version_encoder
+
+    feats, cliques, mp, tp = _version_training_setup()
+    args = (feats, cliques, _val_score(feats))
+    reference = train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu")   # no checkpoints at all
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_10(metrics, step):
+        if step == 10:
+            raise Killed()
+
+    ckpt = tmp_path / CHECKPOINT_NAME
+    with pytest.raises(Killed):  # logged before its checkpoint: the last one is at step 5
+        train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu", kill_at_10, checkpoint_dir=tmp_path)
+    with pytest.raises(TimeLimitReached) as err:
+        train_version_encoder(*args, tp.model_copy(update={"max_minutes": 1e-6}), mp, CQTParams(), 40, 5, "cpu",
+                              checkpoint_dir=tmp_path)
+    msg = str(err.value)
+    assert err.value.steps == 5 and "5 of the configured max_steps=20" in msg
+    assert "versions.train.max_minutes=1e-06" in msg and str(ckpt) in msg and "resume" in msg and "null" in msg
+    assert torch.load(ckpt, weights_only=True)["step"] == 5
+    done = train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu", checkpoint_dir=tmp_path)
+    assert done.resumed_from_step == 5 and done.steps == 20
+    assert done.history == reference.history
+    assert (done.best_step, done.best_val_map) == (reference.best_step, reference.best_val_map)
+    assert _same_state(done.model, reference.model)
+    # a checkpoint made for another validation is not resumed: its best-so-far weights were chosen by that one
+    other = train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu", checkpoint_dir=tmp_path, val_id="other")
+    assert other.resumed_from_step is None and other.steps == 20

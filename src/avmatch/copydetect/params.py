@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from avmatch.core.config import StrictModel
+from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
 
 
 class CdCorpusParams(StrictModel):
@@ -39,8 +39,8 @@ class CdTrainParams(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(0.1, gt=0)
-    max_steps: int = Field(3000, ge=1)
-    max_minutes: float = Field(8.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    max_steps: int = Field(3000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
+    max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(100, ge=1)
     augment_strength: float = Field(1.0, gt=0, le=1.0)
     koleo_weight: float = Field(0.0, ge=0, description="weight of the KoLeo entropy regulariser (SSCD; 0 = off): "

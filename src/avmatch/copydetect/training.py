@@ -11,9 +11,12 @@ cosine 0 rather than bunched together, which makes similarities comparable acros
 near-duplicates, so a batch takes at most one frame per video and second-window.
 
 All augmentations run batched in torch (affine grids, depthwise blur), so a CPU step costs little
-more than the network. Schedule: warm-up then cosine decay over max(step / max_steps, elapsed /
-max_minutes); the run stops at whichever limit comes first. A checkpoint (`last.pt`, atomic) is
-written every `checkpoint_every` steps and resumed when the parameters and data digest match.
+more than the network. The run stops at `max_steps` and the schedule (warm-up, then cosine decay to 0 at
+max_steps) depends on the step alone; the frames and augmentations of step s are drawn from generators
+seeded by (seed, s) (`avmatch.core.training`), so the trained weights do not depend on the machine's
+load, and a resumed run continues the very sequence of the uninterrupted one. A checkpoint (`last.pt`,
+atomic) is written every `checkpoint_every` steps and resumed when the parameters and data digest match;
+`max_minutes` (optional) is a safety stop that saves it and raises `TimeLimitReached`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import json
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,16 +37,23 @@ import torch.nn.functional as F
 from avmatch.copydetect.model import FrameEncoder
 from avmatch.core.device import resolve_device, seed_everything
 from avmatch.core.losses import koleo, nt_xent
+from avmatch.core.training import (
+    SafetyTimer,
+    TimeLimitReached,
+    step_rng,
+    step_seed,
+    warmup_cosine,
+)
 
 log = logging.getLogger(__name__)
-CKPT_FORMAT = "avmatch-cd-ckpt-v1"
+CKPT_FORMAT = "avmatch-cd-ckpt-v2"  # v2: step-driven schedule and per-step seeds
 
 
 @dataclass
 class CdTrainResult:
     model: FrameEncoder
     steps: int
-    seconds: float
+    seconds: float  # training time summed over resumed runs (reported, never used to decide anything)
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int | None = None
 
@@ -131,18 +140,17 @@ class FrameSampler:
     """Batches of frames with at most one frame per (video, 3-second window): near-duplicates of one
     video are not used as negatives of each other."""
 
-    def __init__(self, videos: list[np.ndarray], seed: int, window: int = 3):
+    def __init__(self, videos: list[np.ndarray], window: int = 3):
         self.frames = [torch.from_numpy(np.ascontiguousarray(v)).permute(0, 3, 1, 2) for v in videos if len(v)]
         self.keys = [(vi, fi // window) for vi, v in enumerate(self.frames) for fi in range(len(v))]
         self.index = [(vi, fi) for vi, v in enumerate(self.frames) for fi in range(len(v))]
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def batch(self, n: int) -> torch.Tensor:
+    def batch(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         taken, out = set(), []
-        for i in self.rng.permutation(len(self.index)):
+        for i in rng.permutation(len(self.index)):
             if self.keys[i] in taken:
                 continue
             taken.add(self.keys[i])
@@ -163,7 +171,9 @@ def _digest(videos: list[np.ndarray]) -> str:
 
 
 def config_hash(train: Any, model: Any, seed: int, videos: list[np.ndarray]) -> str:
-    tr = json.loads(train.model_dump_json(exclude={"checkpoint_every"}))
+    """What the trained weights depend on; the safety time limit is left out so that raising or clearing
+    it resumes the checkpoint instead of restarting."""
+    tr = json.loads(train.model_dump_json(exclude={"checkpoint_every", "max_minutes"}))
     blob = {"train": tr, "model": json.loads(model.model_dump_json()), "seed": int(seed), "data": _digest(videos),
             "format": CKPT_FORMAT}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
@@ -172,11 +182,16 @@ def config_hash(train: Any, model: Any, seed: int, videos: list[np.ndarray]) -> 
 def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_params: Any, seed: int, device: str,
                         checkpoint_dir: str | os.PathLike, log_fn: Callable[[dict, int], None] | None = None
                         ) -> CdTrainResult:
-    """Train (or resume) the frame encoder on uint8 frames [n, h, w, 3] per video; see the module docstring."""
+    """Train (or resume) the frame encoder on uint8 frames [n, h, w, 3] per video; see the module docstring.
+
+    Raises TimeLimitReached, after saving the checkpoint, when `train_params.max_minutes` runs out before
+    `max_steps`.
+    """
     tp, mp = train_params, model_params
+    timer = SafetyTimer(tp.max_minutes)
     dev = resolve_device(device)
     seed_everything(seed)
-    sampler = FrameSampler(videos, seed)
+    sampler = FrameSampler(videos)
     if len(sampler) < 4:
         raise RuntimeError(f"only {len(sampler)} training frames; need at least 4")
     model = FrameEncoder(mp.dim, mp.channels, mp.input_size).to(dev)
@@ -185,40 +200,43 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "last.pt"
     want = config_hash(tp, mp, seed, videos)
-    step, elapsed, history, resumed = 0, 0.0, [], None
+    step, prev_elapsed, history, resumed = 0, 0.0, [], None
     if ckpt_path.exists():
         try:
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if ck.get("format") == CKPT_FORMAT and ck.get("config_hash") == want:
                 model.load_state_dict(ck["model"])
                 opt.load_state_dict(ck["opt"])
-                step, elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+                step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
                 resumed = step
                 log.info("resuming training from step %d", step)
             else:
                 log.info("checkpoint %s made with other parameters or data: starting fresh", ckpt_path)
         except Exception as exc:  # corrupt checkpoint: never fatal
             log.warning("checkpoint %s unreadable (%s): starting fresh", ckpt_path, exc)
-    g = torch.Generator().manual_seed(seed * 1000 + step)
-    sampler.rng = np.random.default_rng([seed, step])
     batch = min(tp.batch_size, len(sampler))
     warmup = max(1, min(100, tp.max_steps // 10))
+
+    def elapsed() -> float:
+        return prev_elapsed + timer.elapsed_s()
 
     def save() -> None:
         tmp = ckpt_path.with_name(f"last.pt.{os.getpid()}.tmp")
         torch.save({"format": CKPT_FORMAT, "config_hash": want, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "elapsed": elapsed, "history": json.dumps(history)}, tmp)
+                    "step": step, "elapsed": elapsed(), "history": json.dumps(history)}, tmp)
         os.replace(tmp, ckpt_path)
 
     model.train()
-    t_start = time.perf_counter() - elapsed
-    budget = tp.max_minutes * 60.0
-    while step < tp.max_steps and (time.perf_counter() - t_start) < budget:
-        progress = max(step / tp.max_steps, (time.perf_counter() - t_start) / budget)
-        lr = tp.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    while step < tp.max_steps:
+        if timer.expired():
+            save()
+            raise TimeLimitReached(system="copydetect", steps=step, max_steps=tp.max_steps,
+                                   max_minutes=float(tp.max_minutes), checkpoint=ckpt_path)
+        lr = tp.lr * warmup_cosine(step, tp.max_steps, warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = sampler.batch(batch)
+        x = sampler.batch(batch, step_rng(seed, step))
+        g = torch.Generator().manual_seed(step_seed(seed, step))
         a = augment(x, mp.input_size, g, tp.augment_strength).to(dev)
         b = augment(x, mp.input_size, g, tp.augment_strength).to(dev)
         za, zb = model(a), model(b)
@@ -229,9 +247,8 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         loss.backward()
         opt.step()
         step += 1
-        elapsed = time.perf_counter() - t_start
         if step % 10 == 0 or step == 1:
-            rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "elapsed_s": elapsed}
+            rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "elapsed_s": elapsed()}
             history.append(rec)
             if log_fn:
                 log_fn({"loss": rec["loss"], "lr": lr}, step)
@@ -239,4 +256,4 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
             save()
     save()
     model.eval()
-    return CdTrainResult(model.cpu(), step, elapsed, history, resumed)
+    return CdTrainResult(model.cpu(), step, elapsed(), history, resumed)

@@ -34,6 +34,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# every trainer's `train.max_minutes` (avmatch.core.training says why it is only a safety stop)
+MAX_MINUTES_HELP = ("optional safety stop (null = no limit): reaching it before max_steps saves the checkpoint "
+                    "and fails the train stage; a rerun resumes from the checkpoint")
+
+
 # ---------------------------------------------------------------- common
 class MlflowParams(StrictModel):
     tracking_uri: str | None = Field(None, description="None: sqlite:///<project root>/mlflow.db")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from avmatch.core.config import StrictModel
+from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
 
 
 class FpCorpusParams(StrictModel):
@@ -100,10 +100,10 @@ class FpTrainParams(StrictModel):
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    max_steps: int = Field(3000, ge=1, description="the LR decays with max(step/max_steps, elapsed/max_minutes)")
-    max_minutes: float = Field(9.0, gt=0, description="wall-clock budget; training stops cleanly at it")
+    max_steps: int = Field(800, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
+    max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(200, ge=1)
-    validate_every: int = Field(250, ge=1)
+    validate_every: int = Field(200, ge=1)
     num_workers: int = Field(1, ge=0)
     augment: FpAugmentParams = FpAugmentParams()
 

@@ -1,4 +1,4 @@
-"""Contrastive training of the NAFP fingerprint encoder, with time budget, checkpoints and resume.
+"""Contrastive training of the NAFP fingerprint encoder for a fixed number of steps, with checkpoints and resume.
 
 Data: on-the-fly pairs from in-memory 8 kHz tracks. Anchor = a clean `segment_s` window at a random
 position of a random track (tracks drawn in proportion to their length; near-silent windows are
@@ -8,19 +8,23 @@ then degraded with `avmatch.fingerprint.degrade` (room reverb on the window plus
 noise at a random SNR, band limit, gain), each with its probability. All other items of the batch are
 the negatives (NT-Xent, or triplet loss with semi-hard mining).
 
-Batches are produced by an IterableDataset in `num_workers` DataLoader worker processes (seeded per
-worker and per start step) so augmentation overlaps the model step; `num_workers: 0` makes them in the
-main process.
+Batches are produced by an IterableDataset in `num_workers` DataLoader worker processes so augmentation
+overlaps the model step; `num_workers: 0` makes them in the main process. The batch for step s is drawn
+from a generator seeded by (seed, s) and worker w of n makes the steps w, w + n, ... which the loader
+hands back in order, so the sequence of batches is the same with any number of workers, however the
+operating system schedules them, and after a resume.
 
-Schedule: linear warm-up, then cosine decay driven by progress = max(step / max_steps,
-elapsed / max_minutes), so the learning rate reaches ~0 whichever limit stops the run (on a CPU the
-time budget normally binds, on a GPU the step count). Elapsed time is cumulative over resumes.
+`max_steps` is the stopping rule and the schedule (linear warm-up, then cosine decay to 0 at max_steps)
+is a function of the step alone (`avmatch.core.training`), so a busy machine trains the same model as a
+quiet one, only later. `max_minutes` (optional) is a safety stop: reaching it saves the checkpoint and
+raises `TimeLimitReached`.
 
 Checkpoints (`checkpoint_dir/last.pt`, every `checkpoint_every` steps and at the end, written to a
 temporary name then renamed) hold only tensors and primitive containers and are read with
 `torch.load(weights_only=True)`. A run resumes from `last.pt` when its `config_hash` (model, front
 end, audio, training params that change the result, seed, and a digest of the training data) matches;
-otherwise it starts fresh and says why.
+otherwise it starts fresh and says why. The safety limit is not part of that hash: raising or clearing it
+must resume, not restart.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -47,6 +50,12 @@ from avmatch.core.device import (
     set_threads,
 )
 from avmatch.core.losses import nt_xent, triplet_semi_hard
+from avmatch.core.training import (
+    SafetyTimer,
+    TimeLimitReached,
+    step_rng,
+    warmup_cosine,
+)
 from avmatch.fingerprint import degrade
 from avmatch.fingerprint.logmel import frame_segments, segment_samples
 from avmatch.fingerprint.model import (
@@ -70,7 +79,7 @@ __all__ = ["TrainResult", "train_fingerprinter", "config_hash", "PairStream", "V
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_FORMAT = "avmatch-fp-ckpt-v1"
+CHECKPOINT_FORMAT = "avmatch-fp-ckpt-v2"  # v2: step-driven schedule and per-step batch seeds
 SILENCE_RMS = 10 ** (-50 / 20)  # windows quieter than -50 dBFS RMS are not used as anchors
 REVERB_CONTEXT_S = 0.3  # audio before a positive that the room's reverb tail carries into it
 LOG_EVERY = 25
@@ -215,14 +224,21 @@ class PairStream(IterableDataset):
         bandlimit_gain(positives, self.aug, self.sample_rate, rng)
         return torch.from_numpy(anchors), torch.from_numpy(positives)
 
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of optimiser step `step` (0-based): a function of (seed, step) only."""
+        return self.make_batch(step_rng(self.seed, step))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # DataLoader gives task i to worker i % n and returns results in task order, so worker w making
+        # the steps start + w, start + w + n, ... yields the batches of start, start + 1, ... in order
         info = get_worker_info()
-        wid = info.id if info is not None else 0
+        wid, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, self.start_step, wid])
+        step = self.start_step + wid
         while True:
-            yield self.make_batch(rng)
+            yield self.batch_at(step)
+            step += n_workers
 
 
 # ---------------------------------------------------------------- validation
@@ -294,8 +310,10 @@ def _data_digest(arrays: list[np.ndarray]) -> str:
 
 def config_hash(train: FpTrainParams, model: FpModelParams, logmel: LogMelParams, audio: FpAudioParams, seed: int,
                 train_audio: list[np.ndarray] | None = None, noise_audio: list[np.ndarray] | None = None) -> str:
-    """Hash of everything that changes the trained weights (not checkpoint/validation cadence or workers)."""
-    tr = json.loads(train.model_dump_json(exclude={"checkpoint_every", "validate_every", "num_workers"}))
+    """Hash of everything that changes the trained weights (not the checkpoint/validation cadence, the
+    number of workers or the safety time limit)."""
+    tr = json.loads(train.model_dump_json(exclude={"checkpoint_every", "validate_every", "num_workers",
+                                                   "max_minutes"}))
     blob = {
         "train": tr, "model": json.loads(model.model_dump_json()), "logmel": json.loads(logmel.model_dump_json()),
         "audio": json.loads(audio.model_dump_json()), "seed": int(seed),
@@ -327,11 +345,6 @@ def _load_checkpoint(path: Path, want_hash: str) -> tuple[dict[str, Any] | None,
     return ckpt, "ok"
 
 
-def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
 # ---------------------------------------------------------------- training
 def train_fingerprinter(
     train_audio: list[np.ndarray],
@@ -353,6 +366,9 @@ def train_fingerprinter(
     val_noise: noise for the validation queries (default: noise_audio; pass held-out recordings for an
     honest number). `log(metrics, step)` gets {loss, lr, elapsed_s, steps_per_s} every 25 steps and
     {val_top1, val_top1_near} at validations.
+
+    Raises TimeLimitReached, after saving the checkpoint, when `train_params.max_minutes` runs out
+    before `max_steps`.
     """
     tp = train_params or FpTrainParams()
     mp = model_params or FpModelParams()
@@ -364,7 +380,7 @@ def train_fingerprinter(
     if tp.augment.noise_prob > 0 and not any(len(n) for n in noise_audio):
         raise ValueError("noise_audio is empty but augment.noise_prob > 0: give background-noise recordings "
                          "or set fingerprint.train.augment.noise_prob to 0")
-    t_start = time.monotonic()
+    timer = SafetyTimer(tp.max_minutes)
     ckpt_dir = Path(checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
@@ -376,7 +392,6 @@ def train_fingerprinter(
         set_threads(cp.num_threads)
     seed_everything(cp.seed)
     use_amp = device.type == "cuda"
-    budget_s = tp.max_minutes * 60.0
     warmup = max(1, min(100, tp.max_steps // 20))
     chash = config_hash(tp, mp, lp, ap, cp.seed, train_audio, noise_audio)
 
@@ -385,6 +400,9 @@ def train_fingerprinter(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     step, prev_elapsed, history, resumed_from = 0, 0.0, [], None
+    # the loss summed since the last log line, kept in checkpoints so that a resumed run logs the same
+    # mean losses as an uninterrupted one
+    running = {"loss": 0.0, "n": 0}
     ckpt, why = _load_checkpoint(ckpt_path, chash)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -394,25 +412,25 @@ def train_fingerprinter(
         torch.set_rng_state(ckpt["rng"]["torch"])
         step, prev_elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
         history = list(ckpt.get("history", []))
+        running.update(ckpt.get("running_loss", {}))
         resumed_from = step
         logger.info("resuming fingerprint training from %s at step %d (%.0f s done)", ckpt_path, step, prev_elapsed)
     elif ckpt_path.exists():
         logger.warning("starting fingerprint training fresh: %s", why)
 
-    def elapsed() -> float:
-        return prev_elapsed + (time.monotonic() - t_start)
+    def elapsed() -> float:  # reported only: nothing that shapes the weights reads the clock
+        return prev_elapsed + timer.elapsed_s()
 
     def save_ckpt() -> None:
         _atomic_save({
             "format": CHECKPOINT_FORMAT, "config_hash": chash, "step": step, "elapsed_s": elapsed(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": "warmup_cosine_by_progress", "base_lr": tp.lr, "warmup_steps": warmup,
-                          "max_steps": tp.max_steps, "budget_s": budget_s,
-                          "progress": max(step / tp.max_steps, elapsed() / budget_s)},
+            "scheduler": {"kind": "warmup_cosine_by_step", "base_lr": tp.lr, "warmup_steps": warmup,
+                          "max_steps": tp.max_steps},
             "scaler": scaler.state_dict() if use_amp else {},
             "rng": {"torch": torch.get_rng_state(), "data_seed": [cp.seed, step]},
-            "history": history,
+            "history": history, "running_loss": dict(running),
         }, ckpt_path)
 
     def emit(metrics: dict[str, Any]) -> None:
@@ -432,7 +450,7 @@ def train_fingerprinter(
         logger.info("step %d: val_top1 %.3f (near %.3f)", step, res["val_top1"], res["val_top1_near"])
 
     def done() -> bool:
-        return step >= tp.max_steps or elapsed() >= budget_s
+        return step >= tp.max_steps
 
     if not done():
         stream = PairStream(train_audio, noise_audio, ap.sample_rate, ap.segment_s, tp.augment, tp.batch_size,
@@ -444,11 +462,12 @@ def train_fingerprinter(
         loss_fn = (lambda a, p: nt_xent(a, p, tp.temperature)) if tp.loss == "ntxent" else \
             (lambda a, p: triplet_semi_hard(a, p, tp.triplet_margin))
         model.train()
-        run_loss, run_n, t_last, s_last = 0.0, 0, time.monotonic(), step
+        t_last, s_last = time.monotonic(), step
         try:
             while not done():
-                progress = max(step / tp.max_steps, elapsed() / budget_s)
-                lr = tp.lr * _lr_factor(step, progress, warmup)
+                if timer.expired():
+                    break
+                lr = tp.lr * warmup_cosine(step, tp.max_steps, warmup)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 anchors, positives = next(batches)
@@ -461,18 +480,24 @@ def train_fingerprinter(
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
-                run_loss += float(loss.detach())
-                run_n += 1
+                running["loss"] += float(loss.detach())
+                running["n"] += 1
                 if step % LOG_EVERY == 0 or done():
                     now = time.monotonic()
-                    emit({"loss": run_loss / run_n, "lr": lr, "steps_per_s": (step - s_last) / max(now - t_last, 1e-9)})
-                    run_loss, run_n, t_last, s_last = 0.0, 0, now, step
+                    emit({"loss": running["loss"] / running["n"], "lr": lr,
+                          "steps_per_s": (step - s_last) / max(now - t_last, 1e-9)})
+                    running.update(loss=0.0, n=0)
+                    t_last, s_last = now, step
                 if step % tp.checkpoint_every == 0 and not done():
                     save_ckpt()
                 if val is not None and step % tp.validate_every == 0 and not done():
                     validate()
         finally:
             del batches, loader  # stop the workers
+        if not done():
+            save_ckpt()
+            raise TimeLimitReached(system="fingerprint", steps=step, max_steps=tp.max_steps,
+                                   max_minutes=float(tp.max_minutes), checkpoint=ckpt_path)
         if val is not None:
             validate()
         save_ckpt()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from avmatch.core.config import StrictModel
+from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
 
 
 def _check_reduction(cls, v: str) -> str:
@@ -107,8 +107,8 @@ class VerTrainParams(StrictModel):
     temperature: float = Field(0.1, gt=0, description="supcon")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    max_steps: int = Field(2000, ge=1)
-    max_minutes: float = Field(8.0, gt=0)
+    max_steps: int = Field(3000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
+    max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     validate_every: int = Field(100, ge=1)
     ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
                        "is validated and kept instead of the raw weights; 0 = off")

@@ -1,26 +1,43 @@
 """Training of the version encoder: clique-balanced batches of CQT segments, CQT-domain augmentation,
-model selection on validation MAP, a wall-clock budget.
+model selection on validation MAP, a fixed number of steps, checkpoints and resume.
 
 A batch takes `cliques_per_batch` cliques with two versions each and `segments_per_track` random
 20 s crops per track (weak labels: we do not know which crop of one version matches which crop of
 the other, which is why the loss reduces segment-pair distances to track distances). Augmentations
 act on the cached CQT (cheap, no audio re-rendering): time stretch (resampling the frame axis),
 pitch shift (moving along the bins, as a transposition does), SpecAugment masks.
+
+The run stops at `max_steps`, the schedule (warm-up, then cosine decay to 0 at max_steps) depends on the
+step alone, and the batch of step s is drawn from a generator seeded by (seed, s) (`avmatch.core.training`):
+the kept weights do not depend on how busy the machine was, and a run resumed from its checkpoint
+(`last.pt`, written at every validation) continues the very sequence of the uninterrupted run, best
+weights so far included. `max_minutes` (optional) is a safety stop that saves the checkpoint and raises
+`TimeLimitReached`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
-import time
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from avmatch.core.device import resolve_device, seed_everything
+from avmatch.core.training import (
+    SafetyTimer,
+    TimeLimitReached,
+    step_rng,
+    warmup_cosine,
+)
 from avmatch.versions.losses import version_loss
 from avmatch.versions.model import VersionEncoder
 from avmatch.versions.params import (
@@ -31,16 +48,20 @@ from avmatch.versions.params import (
 )
 
 log = logging.getLogger(__name__)
+CHECKPOINT_NAME = "last.pt"
+CKPT_FORMAT = "avmatch-ver-ckpt-v1"
+WARMUP_STEPS = 21
 
 
 @dataclass
 class VersionTrainResult:
     model: VersionEncoder
     steps: int
-    seconds: float
+    seconds: float  # training time summed over resumed runs (reported, never used to decide anything)
     best_step: int
     best_val_map: float
     history: list[dict] = field(default_factory=list)
+    resumed_from_step: int | None = None  # None when the run started fresh
 
 
 HARMONIC_BINS = (12, 19, 24)  # octave, octave + fifth, two octaves: the 2nd, 3rd and 4th harmonics (12 bins/octave)
@@ -132,15 +153,19 @@ class CliqueSampler:
             w = np.array([1.0 / count[s] for s in src])
             self.weights = w / w.sum()
 
-    def batch(self, p: int, s: int, augment: VerAugmentParams | None) -> tuple[torch.Tensor, torch.Tensor]:
-        chosen = self.rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False, p=self.weights)
+    def batch(self, p: int, s: int, augment: VerAugmentParams | None, rng: np.random.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rng`: the generator of this batch (training passes one seeded by its step); default: the
+        sampler's own running generator."""
+        rng = rng if rng is not None else self.rng
+        chosen = rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False, p=self.weights)
         x, y = [], []
         for ci in chosen:
-            for ti in self.rng.choice(self.groups[ci], 2, replace=False):
+            for ti in rng.choice(self.groups[ci], 2, replace=False):
                 f = self.feats[ti]
                 if f.shape[0] < self.seg_frames:  # short track: pad at the end
                     f = np.concatenate([f, np.zeros((self.seg_frames - f.shape[0], f.shape[1]), f.dtype)])
-                x.append(np.stack([augment_crop(f, self.seg_frames, self.rng, augment) for _ in range(s)]))
+                x.append(np.stack([augment_crop(f, self.seg_frames, rng, augment) for _ in range(s)]))
                 y.append(ci)
         return torch.from_numpy(np.stack(x)), torch.tensor(y)
 
@@ -156,12 +181,50 @@ def embed_windows(model: VersionEncoder, windows: np.ndarray, device: torch.devi
     return torch.cat(out).numpy() if out else np.zeros((0, model.dim), np.float32)
 
 
+def config_hash(tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frames: int, seed: int,
+                feats: list[np.ndarray], cliques: list[str], sources: list[str] | None, val_id: str | None) -> str:
+    """What the kept weights depend on: a checkpoint made with anything else is not resumed. The safety
+    time limit is left out so that raising or clearing it resumes instead of restarting."""
+    h = hashlib.sha256()
+    for f, c in zip(feats, cliques):
+        h.update(f"{f.shape}|{c}".encode())
+        h.update(np.ascontiguousarray(np.asarray(f)[::50]).tobytes())
+    blob = {"train": json.loads(tp.model_dump_json(exclude={"max_minutes"})), "model": json.loads(mp.model_dump_json()),
+            "cqt": json.loads(cp.model_dump_json()), "seg_frames": int(seg_frames), "seed": int(seed),
+            "data": h.hexdigest()[:16], "sources": sources, "val": val_id, "format": CKPT_FORMAT}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _load_checkpoint(path: Path, want: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt checkpoint is never fatal: training starts over
+        log.warning("checkpoint %s unreadable (%s: %s): starting fresh", path, type(exc).__name__, exc)
+        return None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT or ck.get("config_hash") != want:
+        log.warning("checkpoint %s was made with other parameters, data or format: starting fresh", path)
+        return None
+    return ck
+
+
 def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str],
                           val_score: Callable[[VersionEncoder, torch.device], float] | None,
                           tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frames: int, seed: int,
                           device_name: str = "auto", log_fn: Callable[[dict, int], None] | None = None,
-                          train_sources: list[str] | None = None) -> VersionTrainResult:
-    """Train until max_steps or max_minutes; keep the weights with the best `val_score` (validation MAP)."""
+                          train_sources: list[str] | None = None,
+                          checkpoint_dir: str | os.PathLike | None = None,
+                          val_id: str | None = None) -> VersionTrainResult:
+    """Train for `tp.max_steps` steps (or resume from `checkpoint_dir`); keep the weights with the best
+    `val_score` (validation MAP).
+
+    `val_id` names what `val_score` measures (e.g. a digest of the validation tracks and the distance
+    settings): it is part of the checkpoint's config hash, because the best-so-far weights a checkpoint
+    carries were chosen by it. Raises TimeLimitReached, after saving the checkpoint, when
+    `tp.max_minutes` runs out before `max_steps`.
+    """
+    timer = SafetyTimer(tp.max_minutes)
     seed_everything(seed)
     device = resolve_device(device_name)
     model = VersionEncoder.from_params(mp, cp).to(device)
@@ -171,25 +234,56 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
     # than the last step's weights); BatchNorm statistics are copied from the training model
     ema = copy.deepcopy(model) if tp.ema > 0 else None
     scored = ema if ema is not None else model
-    t0 = time.perf_counter()
-    history: list[dict] = []
-    best = (-1.0, 0, {k: v.detach().clone() for k, v in scored.state_dict().items()})
-    if val_score is not None:
-        best = (val_score(scored, device), 0, best[2])
-        history.append({"step": 0, "val_map": best[0]})
-        if log_fn:
-            log_fn({"val_map": best[0]}, 0)
-    step = 0
+
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    want = config_hash(tp, mp, cp, seg_frames, seed, train_feats, train_cliques, train_sources, val_id)
+    ck = _load_checkpoint(ckpt_path, want) if ckpt_path is not None else None
+    step, prev_elapsed, history, resumed = 0, 0.0, [], None
+    best: tuple[float, int, dict[str, torch.Tensor] | None]
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+        best = (float(ck["best_val"]), int(ck["best_step"]), ck["best_weights"] or None)
+        resumed = step
+        log.info("resuming version training from %s at step %d", ckpt_path, step)
+    else:
+        best = (-1.0, 0, weights())
+        if val_score is not None:
+            best = (val_score(scored, device), 0, best[2])
+            history.append({"step": 0, "val_map": best[0]})
+            if log_fn:
+                log_fn({"val_map": best[0]}, 0)
+
+    def elapsed() -> float:
+        return prev_elapsed + timer.elapsed_s()
+
+    def save() -> None:
+        if ckpt_path is None:
+            return
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_name(f"{CHECKPOINT_NAME}.{os.getpid()}.tmp")
+        torch.save({"format": CKPT_FORMAT, "config_hash": want, "step": step, "elapsed": elapsed(),
+                    "model": model.state_dict(), "opt": opt.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else {},
+                    "best_val": best[0], "best_step": best[1], "best_weights": best[2] or {},
+                    "history": json.dumps(history)}, tmp)
+        os.replace(tmp, ckpt_path)
+
     while step < tp.max_steps:
-        elapsed = (time.perf_counter() - t0) / 60
-        if elapsed >= tp.max_minutes:
-            log.info("training stopped at the %.1f min budget after %d steps", tp.max_minutes, step)
-            break
-        frac = max(step / tp.max_steps, elapsed / tp.max_minutes)
+        if timer.expired():
+            save()
+            raise TimeLimitReached(system="versions", steps=step, max_steps=tp.max_steps,
+                                   max_minutes=float(tp.max_minutes), checkpoint=ckpt_path)
         for g in opt.param_groups:
-            g["lr"] = tp.lr * (0.5 * (1 + np.cos(np.pi * min(1.0, frac))) if step > 20 else (step + 1) / 21)
+            g["lr"] = tp.lr * warmup_cosine(step, tp.max_steps, WARMUP_STEPS)
         model.train()
-        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment)
+        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment, step_rng(seed, step))
         b, s = x.shape[:2]
         emb = model(x.flatten(0, 1).to(device)).view(b, s, -1)
         loss, diag = version_loss(emb, y.to(device), tp.loss, tp.positive_reduction, tp.negative_reduction,
@@ -205,21 +299,21 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
                     be.copy_(bm)
         step += 1
         rec = {"step": step, "loss": loss.item(), **diag}
-        if val_score is not None and (step % tp.validate_every == 0 or step == tp.max_steps):
+        checkpoint_now = step % tp.validate_every == 0 or step == tp.max_steps
+        if val_score is not None and checkpoint_now:
             rec["val_map"] = val_score(scored, device)
             if rec["val_map"] > best[0]:
-                best = (rec["val_map"], step, {k: v.detach().clone() for k, v in scored.state_dict().items()})
+                best = (rec["val_map"], step, weights())
         history.append(rec)
         if log_fn and (step % 10 == 0 or "val_map" in rec):
             log_fn({k: v for k, v in rec.items() if k != "step"}, step)
+        if checkpoint_now:
+            save()
     if val_score is not None:
-        final = val_score(scored, device)
-        if final > best[0]:
-            best = (final, step, {k: v.detach().clone() for k, v in scored.state_dict().items()})
         model.load_state_dict(best[2])
     else:
         if ema is not None:
             model.load_state_dict(ema.state_dict())
         best = (float("nan"), step, None)
     model.eval()
-    return VersionTrainResult(model, step, time.perf_counter() - t0, best[1], best[0], history)
+    return VersionTrainResult(model, step, elapsed(), best[1], best[0], history, resumed)

@@ -1,0 +1,92 @@
+"""What every trainer shares so that a training run is fixed by its steps, never by the clock.
+
+A run that stopped at a wall-clock budget trained for as many steps as the machine's load allowed
+(329 or 772 steps of the same fingerprint demo), so its metrics changed from run to run. Here the
+number of optimiser steps is the stopping rule and the only input of the learning-rate schedule, and
+each step's random draws come from a generator seeded by (seed, step): the same commit, params and
+seed give the same weights on a busy or a quiet machine, with any number of data-loading workers, and
+a run resumed from a checkpoint draws exactly what the uninterrupted run would have drawn.
+
+`max_minutes` survives only as a safety stop for people who cannot wait: reaching it before
+`max_steps` is a failure (`TimeLimitReached`) after the checkpoint is saved, never a silent early end
+that would hand a half-trained model to the next stage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["warmup_cosine", "step_rng", "step_seed", "SafetyTimer", "TimeLimitReached"]
+
+
+def warmup_cosine(step: int, max_steps: int, warmup_steps: int) -> float:
+    """Learning-rate factor for the optimiser step about to be taken (`step` counts the steps already
+    done): linear warm-up over `warmup_steps`, then cosine decay reaching 0 at `max_steps`. A function
+    of step counts alone, so a slow machine trains with the same rates as a fast one."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    progress = min(1.0, max(0.0, step / max(1, max_steps)))
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _entropy(seed: int, step: int, stream: tuple[int, ...]) -> list[int]:
+    # SeedSequence wants non-negative words; a negative seed is folded, not refused
+    return [int(seed) % 2**63, int(step), *(int(s) for s in stream)]
+
+
+def step_rng(seed: int, step: int, *stream: int) -> np.random.Generator:
+    """The NumPy generator for the draws of one step. Seeding per step (not one generator for the
+    whole run) is what lets a resumed run, or a worker process that makes every n-th batch, produce
+    the batch the uninterrupted single-process run would have; `stream` separates independent uses
+    within one step."""
+    return np.random.default_rng(_entropy(seed, step, stream))
+
+
+def step_seed(seed: int, step: int, *stream: int) -> int:
+    """A 63-bit seed for a `torch.Generator` for one step (same reasons as `step_rng`)."""
+    state = np.random.SeedSequence(_entropy(seed, step, stream)).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+class SafetyTimer:
+    """The optional wall-clock limit of one training process.
+
+    It counts this process only, not the time of earlier runs that were resumed: a rerun after
+    `TimeLimitReached` gets a fresh `max_minutes` and so moves the checkpoint on, which is what the
+    error message tells people to do.
+    """
+
+    def __init__(self, max_minutes: float | None):
+        self.max_minutes = max_minutes
+        self._t0 = time.monotonic()
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._t0
+
+    def expired(self) -> bool:
+        return self.max_minutes is not None and self.elapsed_s() >= self.max_minutes * 60.0
+
+
+class TimeLimitReached(RuntimeError):
+    """Training hit its safety time limit before `max_steps`; the checkpoint holds the steps done.
+
+    Deliberately not a TimeoutError: orchestrators retry those as transient, and a limit someone set
+    should surface to them rather than be retried behind their back.
+    """
+
+    def __init__(self, *, system: str, steps: int, max_steps: int, max_minutes: float,
+                 checkpoint: str | Path | None):
+        self.system, self.steps, self.max_steps, self.max_minutes = system, steps, max_steps, max_minutes
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.path = self.checkpoint  # what a failed stage's report names as its input (core.failures)
+        key = f"{system}.train.max_minutes"
+        resume = (f"The checkpoint {self.checkpoint} holds these {steps} steps: run the train stage again to "
+                  "resume from it (each run gets another max_minutes), or "
+                  if self.checkpoint is not None else "No checkpoint directory was given, so nothing was kept: ")
+        super().__init__(
+            f"{system} training reached its safety time limit {key}={max_minutes:g} min after {steps} of the "
+            f"configured max_steps={max_steps} steps; the model is not finished and no encoder was written. "
+            f"{resume}raise {key} or set it to null (no limit) so one run trains all {max_steps} steps.")
