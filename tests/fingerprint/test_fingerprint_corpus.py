@@ -22,6 +22,7 @@ from avmatch.core.audio import decode_audio
 from avmatch.fingerprint import degrade
 from avmatch.fingerprint.corpus import (
     GT_COLUMNS,
+    QUERY_SR,
     build_fingerprint_corpus,
     read_ground_truth,
 )
@@ -61,6 +62,15 @@ def _ncc_lags(q: np.ndarray, x: np.ndarray, a: int, max_lag: int) -> tuple[int, 
     ncc = _ncc_valid(seg, q)
     k = int(np.argmax(ncc))
     return k + lo - a, float(ncc[k])
+
+
+def _spectrogram_corr(a: np.ndarray, b: np.ndarray, n_fft: int = 2048) -> float:
+    """Correlation of the log-magnitude spectrograms of two equally long signals."""
+    from scipy import signal
+
+    _, _, sa = signal.stft(a, nperseg=n_fft)
+    _, _, sb = signal.stft(b, nperseg=n_fft)
+    return float(np.corrcoef(np.log1p(100 * np.abs(sa)).ravel(), np.log1p(100 * np.abs(sb)).ravel())[0, 1])
 
 
 def _ncc_valid(x: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -122,9 +132,10 @@ def test_ground_truth_table(tiny):
         ext = Path(r["query_path"]).suffix
         assert ext in ((".mp3", ".m4a", ".opus") if r["degradation"] == "phone_codec" else (".wav",))
     in_db = [r for r in rows if r["in_db"]]
-    # balanced: every length and every degradation 8 times among the in-database queries
+    # balanced: every length 8 times, every degradation as often as the 40 queries allow (5 or 6 of 7)
     assert set(Counter(r["length_s"] for r in in_db).values()) == {8}
-    assert set(Counter(r["degradation"] for r in in_db).values()) == {8}
+    per_degradation = Counter(r["degradation"] for r in in_db)
+    assert set(per_degradation) == set(FpCorpusParams().degradations) and set(per_degradation.values()) <= {5, 6}
     assert {r["length_s"] for r in rows} == {1.0, 2.0, 3.0, 5.0, 10.0}
 
 
@@ -198,7 +209,7 @@ def test_clean_and_gain_queries_sit_at_their_offset(tiny):
         assert lag == 0, (r["query_id"], lag)
         assert ncc > 0.99, (r["query_id"], ncc)
         checked[r["degradation"]] += 1
-    assert checked["clean"] == 8 and checked["gain"] >= 4
+    assert checked["clean"] >= 5 and checked["gain"] >= 3
 
 
 def test_noisy_and_codec_queries_align_with_their_reference(tiny):
@@ -215,8 +226,8 @@ def test_noisy_and_codec_queries_align_with_their_reference(tiny):
         total[r["degradation"]] += 1
         aligned[r["degradation"]] += abs(lag) <= 4  # codec resampling may shift by a fraction of a ms
     for d in ("noise", "phone_codec"):
-        assert total[d] == 8
-        assert aligned[d] >= 6, (d, aligned[d], total[d])
+        assert total[d] >= 5
+        assert aligned[d] >= total[d] - 2, (d, aligned[d], total[d])
 
 
 def test_speed_and_tempo_changed_queries_follow_their_reference(tiny):
@@ -230,19 +241,22 @@ def test_speed_and_tempo_changed_queries_follow_their_reference(tiny):
             continue
         rate = params[r["query_id"]]["rate"]
         assert 0.005 <= abs(rate - 1.0) <= 0.03 + 1e-9
-        q = decode_audio(root / r["query_path"], SR)
-        x = decode_audio(root / r["ref_path"], SR)
-        assert len(q) == int(round(r["length_s"] * SR))
-        a = int(round(r["offset_s"] * SR))
+        q = decode_audio(root / r["query_path"], QUERY_SR)
+        x = decode_audio(root / r["ref_path"], QUERY_SR)
+        assert len(q) == int(round(r["length_s"] * QUERY_SR))
+        a = int(round(r["offset_s"] * QUERY_SR))
         if r["degradation"] == "speed":
             expect = degrade.change_speed(x, a, len(q), rate)
             assert np.corrcoef(q, expect)[0, 1] > 0.98, r["query_id"]
             plain = x[a:a + len(q)]
             assert np.corrcoef(q, plain)[0, 1] < 0.9     # it is not simply the excerpt
         else:
+            # a phase vocoder's phases drift with any difference in its input (the reference is stored as
+            # 16-bit FLAC), so compare what is heard: the magnitude spectrogram, frame by frame
             expect = degrade.time_stretch(x[a:a + int(round(len(q) * rate))], rate)[:len(q)]
-            spec = lambda y: np.abs(np.fft.rfft(y * np.hanning(len(y))))  # noqa: E731
-            assert np.corrcoef(spec(q), spec(expect[:len(q)]))[0, 1] > 0.95, r["query_id"]
+            assert _spectrogram_corr(q, expect) > 0.95, r["query_id"]
+            if r["length_s"] >= 5:   # long enough for the rate to misalign the unstretched excerpt
+                assert _spectrogram_corr(q, x[a:a + len(q)]) < _spectrogram_corr(q, expect), r["query_id"]
         seen[r["degradation"]] += 1
     assert seen["speed"] >= 4 and seen["stretch"] >= 4
 
