@@ -118,7 +118,8 @@ def test_ground_truth_points_at_real_files_and_offsets_fit(corpus):
     rows = read_ground_truth(root)
     in_db = [r for r in rows if r["in_db"]]
     assert len(in_db) == 20 and summary["n_queries_oov"] == len(rows) - 20 >= 1  # 4 per length x 5 lengths
-    assert set(Counter(r["degradation"] for r in in_db).values()) == {4}
+    per_degradation = Counter(r["degradation"] for r in in_db)    # 20 queries over 7 degradations: 2 to 4 each
+    assert sum(per_degradation.values()) == 20 and max(per_degradation.values()) - min(per_degradation.values()) <= 2
     durations: dict[str, float] = {}
     for r in rows:
         q = root / r["query_path"]
