@@ -304,6 +304,9 @@ def test_add_reports_bad_files_and_stores_the_rest(world, tmp_path):
         prefix = f"error: {music / 'broken' / name}: "
         assert any(ln.startswith(prefix) and len(ln) > len(prefix) + 5 for ln in lines), (name, lines)  # + a reason
     assert "1 file(s) fingerprinted" in r.stdout and "holds 1 recording(s)" in r.stdout
+    # again: the files that decode badly are tried (and reported) again, the good one is unchanged
+    again = run(["fingerprint", "add", str(music), "--db", str(tmp_path / "db"), "--workers", "1"], world["elsewhere"])
+    assert again.exit_code == 1 and again.stdout.startswith("0 file(s) fingerprinted, 1 unchanged"), again.output
 
 
 # ---------------------------------------------------------------------------------- what is stored

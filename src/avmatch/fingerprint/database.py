@@ -175,8 +175,9 @@ class FingerprintDB:
                 for batch in _batches(todo):
                     items = decode_manifest(batch.drop(columns=["pcm_file", "n_samples"], errors="ignore"), pcm_dir,
                                             self.audio.sample_rate, workers=workers)
-                    rep = extract_items(model, items, store, self.audio, device, desc="fingerprint")
-                    report.embedded += rep.items_embedded
+                    if (items["status"] == "ok").any():   # (extract_items cannot take a batch of only bad files)
+                        rep = extract_items(model, items, store, self.audio, device, desc="fingerprint")
+                        report.embedded += rep.items_embedded
                     for col in ("status", "error", "duration_s"):
                         new.loc[items.index, col] = items[col]
                     new.loc[items.index, "pcm_file"] = items["pcm_file"] if keep_pcm else ""
