@@ -413,3 +413,30 @@ def test_ranked_search_puts_the_evaluated_answer_first():
         ranked = search_ranked(index, queries, 10, 5, rescore, n=3)
         assert [r[0] for r in ranked] == best
         assert all(len({m.item_id for m in r}) == len(r) == 3 for r in ranked)
+
+
+def test_reading_the_shards_for_the_index_matches_the_shard_store(tmp_path):
+    """The database's fast shard reader keeps what `ShardStore.read` keeps: current hashes only, each
+    segment once (an item written twice by an interrupted run), each item's segments in order."""
+    from avmatch.core.shards import ShardStore
+    from avmatch.fingerprint.db_index import read_current
+
+    rng = np.random.default_rng(0)
+    store = ShardStore(tmp_path / "shards", 8, "m")
+
+    def write(items: list[tuple[str, str, int]]) -> None:
+        with store.writer(shard_items=2) as w:
+            for item, digest, n in items:
+                starts = np.arange(n, dtype=np.float32) * 0.5
+                w.add_item(item, digest, rng.standard_normal((n, 8)).astype(np.float32), starts, starts + 1)
+
+    write([("b", "h1", 3), ("a", "h1", 4), ("c", "old", 2)])
+    write([("c", "new", 5), ("b", "h1", 3), ("d", "h1", 1)])   # c changed; b written again
+    current = {"a": "h1", "b": "h1", "c": "new", "d": "h1"}
+    meta, vectors = read_current(store, current)
+    ref_meta, ref_vectors = store.read(current)
+    order = meta.sort_values(["item_id", "segment"]).index.to_numpy()
+    assert list(meta["item_id"].to_numpy()[order]) == list(ref_meta["item_id"].astype(str))
+    assert list(meta["segment"].to_numpy()[order]) == list(ref_meta["segment"])
+    np.testing.assert_array_equal(vectors[order], ref_vectors)
+    assert len(meta) == 3 + 4 + 5 + 1

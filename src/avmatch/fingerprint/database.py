@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from avmatch.core.shards import ShardStore
 from avmatch.fingerprint.db_inputs import Source, assign_ids
 from avmatch.fingerprint.encoder_lookup import EncoderChoice, Thresholds
 from avmatch.fingerprint.params import FpAudioParams, FpIndexParams, FpSearchParams
+
+if TYPE_CHECKING:   # FAISS is imported only by the commands that search
+    from avmatch.core.index import SegmentIndex
 
 FORMAT = 2
 # decoded audio waits on disk between decoding and fingerprinting; batches bound how much at a time
@@ -213,28 +217,26 @@ class FingerprintDB:
         if self.index_params.type == "flat":
             shutil.rmtree(index_dir, ignore_errors=True)   # a copy of every vector made by older versions
             return
-        from avmatch.fingerprint.db_index import build_codes, load_codes, save_codes
+        from avmatch.fingerprint.db_index import build_codes, load_codes, read_current, save_codes
 
         current = self._current(good)
-        meta, vectors = store.read(current)
+        meta, vectors = read_current(store, current)
         seg = load_codes(index_dir, meta, vectors, current, self.index_params)
         if seg is None:
             seg = build_codes(meta, vectors, self.index_params)
         save_codes(seg, index_dir, current)
 
-    def load_index(self):
+    def load_index(self) -> SegmentIndex:
         """The searchable index: built from the shards (flat) or the stored codes plus the shards (IVF-PQ)."""
-        from avmatch.core.index import ID_COLUMNS, SegmentIndex
+        from avmatch.fingerprint.db_index import build_codes, flat_index, load_codes, read_current
 
         current = self._current()
-        if not current:
+        meta, vectors = read_current(self._store(), current)
+        if not len(vectors):
             raise DatabaseError(f"{self.root}: the database holds no recordings yet; add music with "
                                 f"`avmatch fingerprint add MUSIC_FOLDER --db {self.root}`")
-        meta, vectors = self._store().read(current)
         if self.index_params.type == "flat":
-            return SegmentIndex.build(vectors, meta[list(ID_COLUMNS)], "flat")
-        from avmatch.fingerprint.db_index import build_codes, load_codes
-
+            return flat_index(meta, vectors)
         seg = load_codes(self.root / "index", meta, vectors, current, self.index_params)
         return seg if seg is not None else build_codes(meta, vectors, self.index_params)
 
