@@ -42,14 +42,17 @@ evaluation chose one per query length, a query uses the one of its length. The d
 threshold it was built with; `--threshold` overrides it for one run.
 """
 
+
 def paragraphs(text: str) -> str:
     """Help text with each paragraph on one line: the rich help keeps source line breaks, which
     would then be wrapped a second time."""
     return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n") if p.strip())
 
+
 def _fail(msg: str, code: int = EXIT_UNUSABLE) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
 
 def _report(path: str, reason: str) -> None:
     """An error line on stderr, printed around a running progress bar rather than into it."""
@@ -58,6 +61,7 @@ def _report(path: str, reason: str) -> None:
     msg = f"error: {path}: {reason}"
     tqdm.write(typer.style(msg, fg=typer.colors.YELLOW) if sys.stderr.isatty() else msg, file=sys.stderr)
 
+
 def _option_value(args: list[str], name: str) -> str | None:
     for i, a in enumerate(args):
         if a == name and i + 1 < len(args):
@@ -65,6 +69,7 @@ def _option_value(args: list[str], name: str) -> str | None:
         if a.startswith(name + "="):
             return a.split("=", 1)[1]
     return None
+
 
 def threshold_in_use(db: str | None) -> str:
     """One paragraph: the threshold of the `--db` given, else the one a new database would get."""
@@ -86,6 +91,7 @@ def threshold_in_use(db: str | None) -> str:
     except (DatabaseError, OSError, ValueError, KeyError) as exc:
         return f"Threshold in use: unknown ({exc})."
 
+
 class ShowsThreshold(TyperCommand):
     """A command whose --help ends with the threshold in use, read when help is asked for (not at
     import, which every `avmatch` command pays) and from the `--db` on the same command line."""
@@ -97,6 +103,7 @@ class ShowsThreshold(TyperCommand):
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self.epilog = threshold_in_use(_option_value(ctx.meta.get("raw_args", []), "--db"))
         super().format_help(ctx, formatter)
+
 
 # ---------------------------------------------------------------------------------------------- add
 @app.command("add", cls=ShowsThreshold, help=paragraphs(f"""Build or extend a database from audio files and folders (searched
@@ -161,6 +168,7 @@ def add(
     if errors:
         raise typer.Exit(EXIT_SOME_FAILED)
 
+
 # ----------------------------------------------------------------------------------------- identify
 class _Rows:
     """CSV rows to stdout and `--out`, each flushed at once so a reader sees answers as they come;
@@ -190,6 +198,7 @@ class _Rows:
         if self.file:
             self.file.close()
 
+
 def _answer_rows(answer, top: int) -> list[list]:
     """Top 1: the answer, ref columns empty when it is no match. Top N: the N best candidates."""
     def fmt(c) -> list:
@@ -201,6 +210,7 @@ def _answer_rows(answer, top: int) -> list[list]:
         best = answer.candidates[0]
         return [fmt(best)] if best.match else [[answer.query_file, "", "", "", "", f"{best.score:.4f}", 0]]
     return [fmt(c) for c in answer.candidates]
+
 
 @app.command("identify", cls=ShowsThreshold, help=paragraphs(f"""Which recording of the database each query comes from, and
 where. Prints CSV on stdout (and to `--out`), one query at a time as soon as it is answered, with a
@@ -261,6 +271,7 @@ def identify(
         typer.secho(f"{failed} query file(s) could not be answered (see the errors above)", fg=typer.colors.RED,
                     err=True)
         raise typer.Exit(EXIT_SOME_FAILED)
+
 
 # --------------------------------------------------------------------------------------------- info
 @app.command("info", cls=ShowsThreshold)

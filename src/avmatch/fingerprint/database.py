@@ -185,6 +185,10 @@ class FingerprintDB:
                     for col in ("status", "error", "duration_s"):
                         new.loc[items.index, col] = items[col]
                     new.loc[items.index, "pcm_file"] = items["pcm_file"] if keep_pcm else ""
+                    if not keep_pcm:   # at most one batch of decoded audio on disk at a time
+                        for f in items["pcm_file"]:
+                            if f:
+                                Path(f).unlink(missing_ok=True)
             finally:
                 if not keep_pcm:
                     shutil.rmtree(pcm_dir, ignore_errors=True)
