@@ -321,6 +321,10 @@ def test_no_decoded_audio_and_each_vector_once(world, db):
     stored = sum(pq.read_metadata(db / f).num_rows for f in shards)
     segments = sum(int((REF_S - 1.0) / 0.5) + 1 for _ in range(N_REFS))
     assert stored == segments   # one row (one vector) per segment, in the shards only
+    info = json.loads(run(["fingerprint", "info", "--db", str(db), "--json"], world["elsewhere"]).stdout)
+    assert info["recordings"] == N_REFS and info["audio_hours"] == pytest.approx(N_REFS * REF_S / 3600)
+    assert info["bytes_per_audio_hour"] == pytest.approx((info["bytes_total"] - info["bytes"]["model.pt"])
+                                                         / info["audio_hours"])
 
 
 def test_keep_pcm_keeps_a_decoded_copy_when_asked(world, tmp_path):

@@ -299,6 +299,6 @@ def info(db: Path = typer.Option(..., "--db", help="database folder"),
         f"index         {facts['index']}" + (" (built in memory from the shards when searching)"
                                              if facts["index"] == "flat" else " (trained codes in index/)"),
         f"on disk       {facts['bytes_total'] / mb:.2f} MB"
-        + (f", {per_hour / mb:.2f} MB per hour of audio" if per_hour else "") + ": "
+        + (f" ({per_hour / mb:.2f} MB per hour of audio besides the encoder copy)" if per_hour else "") + ": "
         + ", ".join(f"{k} {v / mb:.2f} MB" for k, v in facts["bytes"].items()),
     ]))

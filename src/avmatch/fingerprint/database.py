@@ -266,12 +266,13 @@ class FingerprintDB:
             if not child.name.startswith("."):   # locks and unfinished temporary files
                 parts[child.name] = _disk_bytes(child)
         total = sum(parts.values())
+        growing = total - parts.get("model.pt", 0)   # the encoder copy is the same size for any collection
         return {"root": str(self.root), "recordings": len(good), "unusable_files": int(len(m) - len(good)),
                 "audio_hours": audio_s / 3600.0, "model_hash": self.model_hash,
                 "model_source": self.meta.get("model_source", ""), "score": self.search_params.score,
                 "threshold": self.thresholds.describe(), "threshold_source": self.meta.get("threshold_source", ""),
                 "index": self.index_params.type, "bytes": parts, "bytes_total": total,
-                "bytes_per_audio_hour": total / (audio_s / 3600.0) if audio_s else None}
+                "bytes_per_audio_hour": growing / (audio_s / 3600.0) if audio_s else None}
 
 
 class Searcher:
