@@ -7,7 +7,7 @@ A. Index only (synthetic 128-d clustered unit vectors, --index-segments, default
    whole tracks of --track-segments segments, the last --new-fraction of the tracks are the new ones):
      full build      `SegmentIndex.build` on all segments (+ `save`)
      add             `SegmentIndex.add` of the new tracks to the index already in memory
-     load+add+save   what an on-disk update costs: `SegmentIndex.load` (mmap=False, as FingerprintDB does),
+     load+add+save   what an on-disk update costs: `SegmentIndex.load` (mmap=False, as FingerprintDB did),
                      `add`, `save` (the vector store is rewritten whole by `save`)
 
 B. Whole path on real audio (--tracks tracks made from the real audio, see --audio-dir; PCM already
@@ -16,8 +16,10 @@ B. Whole path on real audio (--tracks tracks made from the real audio, see --aud
                      `SegmentIndex.build`, `save`
      update          `extract_items` over the whole manifest into the existing store (skips the tracks it
                      already holds), `ShardStore.read` of the store (FingerprintDB re-reads it all),
-                     `SegmentIndex.load`, `add` of the new tracks' rows, `save` — the steps of
-                     `FingerprintDB._update_index`.
+                     `SegmentIndex.load`, `add` of the new tracks' rows, `save` — the steps the user
+                     database took before it stopped storing a flat index (it now builds the flat index
+                     from the shards when searching, and keeps only IVF-PQ's trained codes:
+                     bench_identify.py).
 
 Goal (issue): an update adding 1 % new tracks costs <= 5 % of a full build's time.
 """

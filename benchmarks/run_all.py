@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every benchmark in order (`make bench` calls this) and summarise which ones passed.
 
-Order: extraction, search, update, memory, dvc_noop, versions_extraction, versions_query. Each runs as its own process with this Python, so
+Order: extraction, search, update, memory, dvc_noop, identify, versions_extraction, versions_query. Each runs as its own process with this Python, so
 one benchmark's memory and threads cannot affect the next. Options given here are passed on to every
 script (--quick, --doc PATH, --no-doc, --threads N, --audio-dir DIR); full runs (no --quick) write their
 results into docs/benchmarks.md. Run on a quiet machine: the numbers are wall-clock times.
@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["extraction", "search", "update", "memory", "dvc_noop", "versions_extraction", "versions_query"]
-USES_AUDIO = {"extraction", "update", "memory", "versions_extraction"}
-USES_THREADS = {"extraction", "search", "update", "memory", "versions_extraction", "versions_query"}
+BENCHMARKS = ["extraction", "search", "update", "memory", "dvc_noop", "identify", "versions_extraction",
+              "versions_query"]
+USES_AUDIO = {"extraction", "update", "memory", "identify", "versions_extraction"}
+USES_THREADS = {"extraction", "search", "update", "memory", "identify", "versions_extraction", "versions_query"}
 
 
 def main(argv=None) -> int:

@@ -99,6 +99,9 @@ def test_bad_parameters_fail_fast_naming_the_key(repo):
 
 
 def test_fingerprint_add_and_identify_for_users(repo, tmp_path):
+    """The trained encoder through the user commands, run outside the project: bad files are reported
+    and the rest stored, ids are file stems, an unreadable query is an error line and a non-zero exit
+    while the other queries are answered where the ground truth says."""
     import csv
 
     from conftest import write_bad_files
@@ -108,24 +111,33 @@ def test_fingerprint_add_and_identify_for_users(repo, tmp_path):
     write_bad_files(music / "broken")
     db = tmp_path / "db"
     model = repo / "models/fingerprint/encoder.pt"
-    p = _run([str(BIN / "avmatch"), "fingerprint", "add", str(music), "--db", str(db), "--model", str(model)], repo)
+    avmatch = str(BIN / "avmatch")
+    p = subprocess.run([avmatch, "fingerprint", "add", str(music), "--db", str(db), "--model", str(model)],
+                       cwd=tmp_path, env=_env(repo), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 1, p.stderr   # some inputs failed, the rest are stored
     assert "unusable" in p.stdout and "empty.wav" in p.stderr
-    # adding again fingerprints nothing new
-    again = _run([str(BIN / "avmatch"), "fingerprint", "add", str(music), "--db", str(db)], repo)
-    assert again.stdout.startswith("0 file(s) fingerprinted")
+    evaluated = json.loads((repo / "metrics/fingerprint.json").read_text())["threshold"]
+    assert json.loads((db / "db.json").read_text())["threshold"] == evaluated   # not a made-up default
+    # adding again fingerprints nothing new (the broken files are still reported)
+    again = subprocess.run([avmatch, "fingerprint", "add", str(music), "--db", str(db)], cwd=tmp_path,
+                           env=_env(repo), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 1 and again.stdout.startswith("0 file(s) fingerprinted"), again.stdout
     gt = list(csv.DictReader(open(repo / "data/fingerprint/corpus/ground_truth.csv")))
     clean = [r for r in gt if r["degradation"] == "clean" and float(r["length_s"]) >= 5 and r["in_db"] == "1"][:3]
     assert clean
     queries = [str(repo / "data/fingerprint/corpus" / r["query_path"]) for r in clean]
-    queries.append(str(music / "broken" / "garbage.mp3"))
+    garbage = str(music / "broken" / "garbage.mp3")
     out = tmp_path / "matches.csv"
-    _run([str(BIN / "avmatch"), "fingerprint", "identify", *queries, "--db", str(db), "--out", str(out)], repo)
+    p = subprocess.run([avmatch, "fingerprint", "identify", queries[0], garbage, *queries[1:], "--db", str(db),
+                        "--out", str(out)], cwd=tmp_path, env=_env(repo), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 1 and f"error: {garbage}: " in p.stderr, p.stderr
     rows = list(csv.DictReader(open(out)))
-    assert list(rows[0].keys()) == ["query_file", "ref_id", "ref_path", "offset_s", "score"]
+    assert list(rows[0].keys()) == ["query_file", "rank", "ref_id", "ref_path", "offset_s", "score", "match"]
+    assert [r["query_file"] for r in rows] == queries   # the unreadable query has no row
     for r, g in zip(rows, clean):
         assert Path(r["ref_path"]).name == Path(g["ref_path"]).name, (r, g)
+        assert r["ref_id"] == Path(g["ref_path"]).stem and r["match"] == "1"
         assert abs(float(r["offset_s"]) - float(g["offset_s"])) <= 0.75
-    assert rows[-1]["ref_id"] == ""
 
 
 # ---------------------------------------------------------------- operations (issue 3)

@@ -1,93 +1,304 @@
-"""`avmatch fingerprint ...`: build a database from your own music and identify excerpts against it."""
+"""`avmatch fingerprint ...`: build a database from your own music and identify excerpts against it.
+
+Behaves as users of audfprint, Dejavu or Panako expect: it runs from any folder, one bad file is
+reported and does not stop the others (the exit status says something failed), answers stream as
+they are found, and the score and threshold are explained where the user looks (`--help`).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(help="Fingerprint your own music and identify recordings (needs a trained encoder).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Fingerprint your own music and identify recordings: `add` builds or extends a database, "
+                       "`identify` tells which recording an excerpt comes from and where, `info` shows what a "
+                       "database holds. Runs from any folder.", no_args_is_help=True)
+
+COLUMNS = ["query_file", "rank", "ref_id", "ref_path", "offset_s", "score", "match"]
+EXIT_SOME_FAILED = 1
+EXIT_UNUSABLE = 2
+
+SCORE_HELP = """
+Score: Each 1 s segment of the query (one every 0.5 s) is compared with the recording's segment at
+the same position: cosine similarity of the two fingerprints, from -1 to 1 (1 = identical, about 0 =
+unrelated). The score starts from their mean over the whole query (positions past the recording's end
+count 0). With the score `margin` (the default) it is that mean minus the same mean for the best other
+recording: from -2 to 2, in practice 0 to about 1 for the best candidate and below 0 for the others,
+because music that is not in the database still resembles something, but not more than everything
+else. With `similarity` it is the mean itself (-1 to 1). Higher means more certain.
+
+Threshold: A candidate is a match when its score is at least the threshold, which the encoder's
+evaluation chose on validation queries so that at most a target share of queries of music not in the
+database (5 % by default: fingerprint.evaluate.target_false_match_rate) get an answer; when the
+evaluation chose one per query length, a query uses the one of its length. The database keeps the
+threshold it was built with; `--threshold` overrides it for one run.
+"""
 
 
-def _project_settings():
-    """Search/index settings and the no-match threshold the project's evaluation chose, so a new
-    database answers exactly as the evaluated pipeline (defaults outside a project)."""
-    from avmatch.core.config import ConfigError, load_params
-    from avmatch.core.paths import project_root
-    from avmatch.fingerprint.params import FpIndexParams, FpSearchParams
+def paragraphs(text: str) -> str:
+    """Help text with each paragraph on one line: the rich help keeps source line breaks, which
+    would then be wrapped a second time."""
+    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n") if p.strip())
 
-    root = project_root()
+
+def _fail(msg: str, code: int = EXIT_UNUSABLE) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _report(path: str, reason: str) -> None:
+    """An error line on stderr, printed around a running progress bar rather than into it."""
+    from tqdm.auto import tqdm
+
+    msg = f"error: {path}: {reason}"
+    tqdm.write(typer.style(msg, fg=typer.colors.YELLOW) if sys.stderr.isatty() else msg, file=sys.stderr)
+
+
+def _option_value(args: list[str], name: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def threshold_in_use(db: str | None) -> str:
+    """One paragraph: the threshold of the `--db` given, else the one a new database would get."""
+    from avmatch.fingerprint.database import DatabaseError, FingerprintDB
+    from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
+
     try:
-        fp = load_params(root / "params.yaml").fingerprint
-        index, search = fp.index, fp.search
-    except ConfigError:
-        index, search = FpIndexParams(), FpSearchParams()
-    m = root / "metrics" / "fingerprint.json"
-    threshold = float(json.loads(m.read_text()).get("threshold", 0.1)) if m.exists() else 0.1
-    return index, search, threshold
+        if db and (Path(db) / "db.json").exists():
+            d = FingerprintDB(db)
+            return (f"Threshold in use for {db}: {d.thresholds.describe()} (score: {d.search_params.score}; "
+                    f"from {d.meta.get('threshold_source', '?')}).")
+        choice = locate_encoder()
+        return (f"Threshold in use by a new database: {choice.thresholds.describe()} (score: "
+                f"{choice.search.score}; from {choice.threshold_source}, for the encoder {choice.path}). "
+                f"Give `--db DB` with `--help` to see a database's own.")
+    except EncoderNotFound:
+        return ("Threshold in use: none yet: no trained encoder was found (see `avmatch fingerprint add --help`); "
+                "give `--db DB` with `--help` to see a database's threshold.")
+    except (DatabaseError, OSError, ValueError, KeyError) as exc:
+        return f"Threshold in use: unknown ({exc})."
 
 
-@app.command("add")
+class ShowsThreshold(TyperCommand):
+    """A command whose --help ends with the threshold in use, read when help is asked for (not at
+    import, which every `avmatch` command pays) and from the `--db` on the same command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["raw_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.epilog = threshold_in_use(_option_value(ctx.meta.get("raw_args", []), "--db"))
+        super().format_help(ctx, formatter)
+
+
+# ---------------------------------------------------------------------------------------------- add
+@app.command("add", cls=ShowsThreshold, help=paragraphs(f"""Build or extend a database from audio files and folders (searched
+recursively). Unchanged files are skipped; files that cannot be used are reported on stderr with the
+reason and the rest are stored; the exit status is {EXIT_SOME_FAILED} when any input failed.
+
+Each recording gets a stable id, its file name without extension (with as many parent folders as
+make it unique), or the id given in `--manifest`; `identify` reports it as `ref_id`.
+
+Encoder: A new database is built with `--model`, else with the project's trained
+`models/fingerprint/encoder.pt`, found from `$AVMATCH_ROOT` (when set), else from the avmatch
+project around the current folder or the checkout avmatch runs from; its threshold is the one the
+project's evaluation chose (`metrics/fingerprint.json`). The database keeps both (db.json), so
+later commands need neither.
+"""))
 def add(
-    inputs: list[Path] = typer.Argument(..., help="audio files or folders (searched recursively)"),
+    inputs: Optional[list[str]] = typer.Argument(None, metavar="FILE_OR_FOLDER", help="audio files or folders", show_default=False),
     db: Path = typer.Option(..., "--db", help="database folder (created if missing)"),
-    model: Path = typer.Option(Path("models/fingerprint/encoder.pt"), help="trained encoder, used when creating the db"),
-    threshold: Optional[float] = typer.Option(None, help="no-match threshold stored in a new db "
-                                              "(default: the one chosen by the pipeline's evaluation)"),
-    workers: int = typer.Option(2, help="decoding processes"),
+    model: Optional[Path] = typer.Option(None, help="encoder for a new database (default: the project's trained "
+                                         "encoder); for an existing one it must be the encoder it was built with"),
+    threshold: Optional[float] = typer.Option(None, help="no-match threshold of a new database (default: the one "
+                                              "evaluated for the encoder)"),
+    manifest: Optional[Path] = typer.Option(None, help="CSV (or Parquet) with columns path,id: files to add "
+                                            "and the ids to report them by (paths relative to the manifest's folder)"),
+    keep_pcm: bool = typer.Option(False, "--keep-pcm", help="also keep a decoded 8 kHz copy of each new file in "
+                                  "DB/pcm (about 58 MB per hour of audio)"),
+    workers: int = typer.Option(2, min=1, help="decoding processes"),
 ) -> None:
-    """Build or extend a database; unchanged files are skipped, unreadable ones reported and skipped."""
-    from avmatch.fingerprint.database import FingerprintDB
+    from avmatch.fingerprint.database import DatabaseError, FingerprintDB
+    from avmatch.fingerprint.db_inputs import collect_sources
+    from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
 
+    if not inputs and manifest is None:
+        _fail("nothing to add: give audio files or folders, or --manifest FILE")
+    try:
+        sources, bad_inputs = collect_sources(inputs or [], manifest)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     try:
         if (db / "db.json").exists():
             fdb = FingerprintDB(db)
+            if model is not None:
+                fdb.check_encoder(model)
+            if threshold is not None:
+                fdb.check_threshold(threshold)
         else:
-            index, search, chosen = _project_settings()
-            fdb = FingerprintDB.create(db, model, threshold if threshold is not None else chosen, index, search)
-        summary = fdb.add(list(inputs), workers=workers)
-    except FileNotFoundError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    for e in summary["errors"]:
-        typer.secho(f"skipped {e['path']}: {e['reason']}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{summary['embedded']} file(s) fingerprinted, {summary['skipped_unchanged']} unchanged, "
-               f"{len(summary['errors'])} unusable; the database holds {summary['items_in_db']} recording(s)")
+            choice = locate_encoder(model, threshold)
+            for w in choice.warnings:
+                typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+            fdb = FingerprintDB.create(db, choice)
+            typer.echo(f"new database {db}: encoder {choice.path} (hash {choice.model_hash}), threshold "
+                       f"{choice.thresholds.describe()} for the score '{choice.search.score}' (from "
+                       f"{choice.threshold_source})", err=True)
+        report = fdb.add(sources, workers=workers, keep_pcm=keep_pcm)
+    except (DatabaseError, EncoderNotFound) as exc:
+        _fail(str(exc))
+    errors = bad_inputs + report.errors
+    for path, reason in errors:
+        _report(path, reason)
+    typer.echo(f"{report.embedded} file(s) fingerprinted, {report.unchanged} unchanged, {len(errors)} unusable; "
+               f"the database holds {report.recordings} recording(s), {report.audio_s / 3600:.2f} h of audio")
+    if errors:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
-@app.command("identify")
+# ----------------------------------------------------------------------------------------- identify
+class _Rows:
+    """CSV rows to stdout and `--out`, each flushed at once so a reader sees answers as they come;
+    in a terminal they are printed around the progress bar instead of through it."""
+
+    def __init__(self, out: Path | None):
+        self.file = open(out, "w", newline="") if out else None
+        self.tty = sys.stdout.isatty()
+        self.write(COLUMNS)
+
+    def write(self, row: list) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        text = buf.getvalue()
+        if self.file:
+            self.file.write(text)
+            self.file.flush()
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=sys.stdout, end="")
+        else:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def _answer_rows(answer, top: int) -> list[list]:
+    """Top 1: the answer, ref columns empty when it is no match. Top N: the N best candidates."""
+    def fmt(c) -> list:
+        return [answer.query_file, c.rank, c.ref_id, c.ref_path, f"{c.offset_s:.2f}", f"{c.score:.4f}", int(c.match)]
+
+    if not answer.candidates:
+        return [[answer.query_file, "", "", "", "", "", 0]]
+    if top == 1:
+        best = answer.candidates[0]
+        return [fmt(best)] if best.match else [[answer.query_file, "", "", "", "", f"{best.score:.4f}", 0]]
+    return [fmt(c) for c in answer.candidates]
+
+
+@app.command("identify", cls=ShowsThreshold, help=paragraphs(f"""Which recording of the database each query comes from, and
+where. Prints CSV on stdout (and to `--out`), one query at a time as soon as it is answered, with a
+progress bar on stderr: `query_file,rank,ref_id,ref_path,offset_s,score,match`.
+
+`ref_id` is the recording's id (see `add --help`), `ref_path` its file, `offset_s` where in it the
+query starts, `match` 1 when the score reaches the threshold. By default one row per query, its
+ref columns empty when nothing matches (the score is then the best candidate's); with `--top N`
+the N best candidates, ranked, whether they match or not.
+
+A query that cannot be read (missing, not audio, a folder without audio) is an error line on
+stderr naming it and the reason, and has no row; the others are still answered and the exit
+status is {EXIT_SOME_FAILED}. The encoder and the index are loaded once for all the queries.
+
+{SCORE_HELP}"""))
 def identify(
-    files: list[Path] = typer.Argument(..., help="query audio files"),
+    files: list[str] = typer.Argument(..., metavar="QUERY", help="query audio files, folders (their audio files, recursively), "
+                                      "or - to read query paths from stdin, one per line", show_default=False),
     db: Path = typer.Option(..., "--db", help="database folder made by `avmatch fingerprint add`"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the CSV here"),
-    threshold: Optional[float] = typer.Option(None, help="override the database's no-match threshold"),
+    top: int = typer.Option(1, "--top", min=1, help="list the N best candidates per query (rows ranked 1..N)"),
+    threshold: Optional[float] = typer.Option(None, help="override the database's no-match threshold for this run"),
 ) -> None:
-    """Print CSV rows query_file,ref_id,ref_path,offset_s,score (empty ref = no match)."""
-    from avmatch.fingerprint.database import FingerprintDB
+    from avmatch.core.progress import progress
+    from avmatch.fingerprint.database import DatabaseError, FingerprintDB
+    from avmatch.fingerprint.db_inputs import STDIN, expand_queries
 
     try:
-        rows = FingerprintDB(db).identify(list(files), threshold)
-    except FileNotFoundError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    header = ["query_file", "ref_id", "ref_path", "offset_s", "score"]
-    sinks = [sys.stdout]
-    fh = open(out, "w", newline="") if out else None
-    if fh:
-        sinks.append(fh)
-    for sink in sinks:
-        w = csv.writer(sink)
-        w.writerow(header)
-        for r in rows:
-            w.writerow([r.query_file, r.ref_id, r.ref_path, "" if r.offset_s is None else f"{r.offset_s:.2f}",
-                        "" if r.score is None else f"{r.score:.4f}"])
-    if fh:
-        fh.close()
-    for r in rows:
-        if r.error:
-            typer.secho(f"could not read {r.query_file}: {r.error}", fg=typer.colors.YELLOW, err=True)
+        fdb = FingerprintDB(db)
+        searcher = fdb.searcher()
+    except DatabaseError as exc:
+        _fail(str(exc))
+    used = f"{threshold:.4f} (--threshold)" if threshold is not None else fdb.thresholds.describe()
+    typer.echo(f"{db}: {len(searcher.index.item_ids)} recording(s), score '{fdb.search_params.score}', threshold {used}; "
+               f"loaded in {searcher.timings['model_s'] + searcher.timings['index_s']:.2f} s", err=True)
+    queries = expand_queries(files)
+    total = None
+    if STDIN not in files:
+        queries = list(queries)
+        total = len(queries)
+    try:
+        rows = _Rows(out)
+    except OSError as exc:
+        _fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+    failed = 0
+    try:
+        for path, reason in progress(queries, desc="identify", total=total, unit="query"):
+            answer = searcher.identify(path, top, threshold) if not reason else None
+            if answer is None or answer.error:
+                failed += 1
+                _report(path, reason or answer.error)
+                continue
+            for row in _answer_rows(answer, top):
+                rows.write(row)
+    finally:
+        rows.close()
+    if failed:
+        typer.secho(f"{failed} query file(s) could not be answered (see the errors above)", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+# --------------------------------------------------------------------------------------------- info
+@app.command("info", cls=ShowsThreshold)
+def info(db: Path = typer.Option(..., "--db", help="database folder"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON instead of text")) -> None:
+    """What a database holds: recordings, hours of audio, the encoder and threshold it was built with,
+    and its size on disk, per part and per hour of audio."""
+    from avmatch.fingerprint.database import DatabaseError, FingerprintDB
+
+    try:
+        facts = FingerprintDB(db).info()
+    except DatabaseError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    mb = 1e6
+    per_hour = facts["bytes_per_audio_hour"]
+    typer.echo("\n".join([
+        f"database      {facts['root']}",
+        (f"recordings    {facts['recordings']} ({facts['audio_hours']:.2f} h of audio); "
+         f"{facts['unusable_files']} unusable file(s) on record"),
+        f"encoder       {facts['model_hash']} (copied from {facts['model_source'] or '?'})",
+        f"threshold     {facts['threshold']} for the score '{facts['score']}' (from {facts['threshold_source']})",
+        f"index         {facts['index']}" + (" (built in memory from the shards when searching)"
+                                             if facts["index"] == "flat" else " (trained codes in index/)"),
+        f"on disk       {facts['bytes_total'] / mb:.2f} MB"
+        + (f" ({per_hour / mb:.2f} MB per hour of audio besides the encoder copy)" if per_hour else "") + ": "
+        + ", ".join(f"{k} {v / mb:.2f} MB" for k, v in facts["bytes"].items()),
+    ]))

@@ -1,0 +1,208 @@
+"""Which encoder a new fingerprint database is built with, and the no-match threshold evaluated for it.
+
+A threshold is only meaningful for the encoder (and score definition) it was chosen for on validation
+queries, so the two are looked up together and stored together in the database's db.json; nothing
+falls back silently to a made-up number. The encoder is found the same way wherever the command runs:
+`--model PATH` (relative to the working directory), else the trained `models/fingerprint/encoder.pt`
+of the project named by `$AVMATCH_ROOT`, or when that is unset of the first of the project around
+the working directory and the checkout the `avmatch` package runs from. Its threshold is that
+project's `metrics/fingerprint.json` (per query length when the file has them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avmatch.core.hashing import file_hash
+from avmatch.fingerprint.params import FpIndexParams, FpSearchParams
+
+ENCODER_REL = Path("models") / "fingerprint" / "encoder.pt"
+METRICS_REL = Path("metrics") / "fingerprint.json"
+# keys another evaluation may write the per-length thresholds under ({"1s": 0.05, "10s": 0.27, ...})
+BY_LENGTH_KEYS = ("thresholds_by_length", "threshold_by_length")
+
+
+class EncoderNotFound(RuntimeError):
+    """No usable encoder, or no threshold evaluated for it; the message says what to do."""
+
+
+def segments_in(seconds: float, segment_s: float, hop_s: float) -> int:
+    """Segments a query of `seconds` is cut into (as `frame_segments` cuts it; at least one)."""
+    return max(1, int(math.floor((seconds - segment_s) / hop_s + 1e-6)) + 1)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The no-match threshold: one number, or one per evaluated query length.
+
+    The no-match score of music that is not in the database grows with query length, so an
+    evaluation may calibrate one threshold per length. A query is held to the threshold of the
+    shortest evaluated length that has at least as many segments as it has: never a lower threshold
+    than its own length was calibrated for (false matches stay within the evaluated rate), and
+    codec padding (a "3 s" query decoding to 3.02 s) does not move it to the next length.
+    """
+
+    default: float
+    by_length: tuple[tuple[float, float], ...] = ()   # (query length in s, threshold), by length
+
+    def for_segments(self, n_segments: int, segment_s: float, hop_s: float) -> float:
+        for length, value in self.by_length:
+            if segments_in(length, segment_s, hop_s) >= n_segments:
+                return value
+        return self.by_length[-1][1] if self.by_length else self.default
+
+    def describe(self) -> str:
+        if not self.by_length:
+            return f"{self.default:.4f}"
+        return "by query length: " + ", ".join(f"{v:.4f} at {length:g} s" for length, v in self.by_length)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.default}
+        if self.by_length:
+            out["thresholds_by_length"] = {f"{length:g}s": v for length, v in self.by_length}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Thresholds":
+        """From db.json or an evaluation's metrics file; `threshold` is required, the per-length map optional."""
+        if "threshold" not in data:
+            raise KeyError("threshold")
+        by_length = next((data[k] for k in BY_LENGTH_KEYS if isinstance(data.get(k), dict)), {})
+        pairs = []
+        for key, value in by_length.items():
+            if isinstance(value, dict):   # {"threshold": t, ...} per length
+                value = value.get("threshold")
+            if value is None:
+                continue
+            pairs.append((float(str(key).strip().rstrip("s")), float(value)))
+        return cls(float(data["threshold"]), tuple(sorted(pairs)))
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    path: Path
+    model_hash: str
+    thresholds: Thresholds
+    threshold_source: str            # the metrics file, or "--threshold"
+    index: FpIndexParams = field(default_factory=FpIndexParams)
+    search: FpSearchParams = field(default_factory=FpSearchParams)
+    warnings: tuple[str, ...] = ()
+
+
+def candidate_projects() -> list[Path]:
+    """Project roots to look in, first match wins: `$AVMATCH_ROOT` alone when it is set (the user
+    named the project), else the project around the working directory and the checkout `avmatch`
+    runs from."""
+    import os
+
+    import avmatch
+    from avmatch.core.paths import project_root
+
+    if os.environ.get("AVMATCH_ROOT"):
+        return [project_root()]
+    found: list[Path] = []
+    here = project_root()
+    if (here / "params.yaml").exists():
+        found.append(here)
+    # the checkout `avmatch` runs from (an editable install or PYTHONPATH=src): src/avmatch/__init__.py
+    checkout = Path(avmatch.__file__).resolve().parents[2]
+    if (checkout / "params.yaml").exists() and checkout not in found:
+        found.append(checkout)
+    return found
+
+
+def project_of(model: Path) -> Path | None:
+    """The project a model file belongs to: the nearest ancestor folder holding params.yaml."""
+    for d in model.resolve().parents:
+        if (d / "params.yaml").exists():
+            return d
+    return None
+
+
+def project_thresholds(root: Path) -> tuple[Thresholds, Path] | None:
+    """The thresholds the project's last evaluation chose, with the file they came from."""
+    metrics = root / METRICS_REL
+    if not metrics.exists():
+        return None
+    try:
+        return Thresholds.from_json(json.loads(metrics.read_text())), metrics
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def project_settings(root: Path | None) -> tuple[FpIndexParams, FpSearchParams, list[str]]:
+    """The index and search settings the project evaluated with (its params.yaml), else the defaults.
+
+    Only those two subsections are read, so a params.yaml written for another version of the
+    pipeline still gives them.
+    """
+    import yaml
+
+    if root is None or not (root / "params.yaml").exists():
+        return FpIndexParams(), FpSearchParams(), []
+    try:
+        fp = (yaml.safe_load((root / "params.yaml").read_text()) or {}).get("fingerprint") or {}
+        return FpIndexParams(**(fp.get("index") or {})), FpSearchParams(**(fp.get("search") or {})), []
+    except Exception as exc:  # a broken params file must not block a user's database, but is reported
+        why = f"{root / 'params.yaml'}: fingerprint.index/search unreadable ({type(exc).__name__}); using the defaults"
+        return FpIndexParams(), FpSearchParams(), [why]
+
+
+def _not_found_message(looked: list[Path]) -> str:
+    where = "\n".join(f"  - {p}" for p in looked) or "  - (no avmatch project found: no params.yaml here or above)"
+    return ("no trained fingerprint encoder found. Looked for:\n" + where + "\n"
+            "Do one of:\n"
+            "  - train one: `dvc repro fingerprint_evaluate` (or `make demo`) in the avmatch project;\n"
+            "  - point at the project: AVMATCH_ROOT=/path/to/avmatch avmatch fingerprint add ...;\n"
+            "  - pass an encoder: --model /path/to/encoder.pt (with --threshold T if its project has no "
+            "metrics/fingerprint.json).")
+
+
+def locate_encoder(model: Path | None = None, threshold: float | None = None) -> EncoderChoice:
+    """The encoder and threshold a new database should use; EncoderNotFound says what to do otherwise.
+
+    `threshold` (from `--threshold`) overrides the evaluated one. A given `--model` takes its
+    threshold from the project it lives in, or from any candidate project whose trained encoder is
+    the same file (same hash); with neither, a threshold must be given.
+    """
+    projects = candidate_projects()
+    warnings: list[str] = []
+    if model is None:
+        looked = [root / ENCODER_REL for root in projects]
+        path = next((p for p in looked if p.exists()), None)
+        if path is None:
+            raise EncoderNotFound(_not_found_message(looked))
+        owners = [path.parents[2]]
+    else:
+        path = Path(model).expanduser().resolve()
+        if not path.is_file():
+            raise EncoderNotFound(f"{model}: no such encoder file (resolved to {path}); pass the path of a trained "
+                                  f"encoder, e.g. /path/to/avmatch/{ENCODER_REL.as_posix()}")
+        owners = [p for p in [project_of(path), *projects] if p is not None]
+    digest = file_hash(path)
+    owner = None
+    for root in dict.fromkeys(owners):
+        trained = root / ENCODER_REL
+        if trained.exists() and (trained.resolve() == path or file_hash(trained) == digest):
+            owner = root
+            break
+    index, search, more = project_settings(owner or (project_of(path) if model is not None else None))
+    warnings += more
+    if threshold is not None:
+        return EncoderChoice(path, digest, Thresholds(float(threshold)), "--threshold", index, search, tuple(warnings))
+    found = project_thresholds(owner) if owner is not None else None
+    if found is None:
+        where = owner / METRICS_REL if owner is not None else "no avmatch project holding this encoder"
+        raise EncoderNotFound(
+            f"no evaluated no-match threshold for the encoder {path} (looked in: {where}). Evaluate it with "
+            f"`dvc repro fingerprint_evaluate` in its project, or pass --threshold T (the score is explained "
+            f"in `avmatch fingerprint identify --help`).")
+    thresholds, metrics = found
+    if owner is not None and metrics.stat().st_mtime < (owner / ENCODER_REL).stat().st_mtime:
+        warnings.append(f"{owner / ENCODER_REL} is newer than {metrics}: the threshold may have been evaluated for "
+                        f"an earlier encoder (run `dvc repro fingerprint_evaluate` there to re-evaluate)")
+    return EncoderChoice(path, digest, thresholds, str(metrics), index, search, tuple(warnings))
