@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 
 from avmatch.core.index import SegmentIndex
-from avmatch.fingerprint.calibration import LengthThresholds, calibrate
+from avmatch.fingerprint.calibration import Thresholds, calibrate
 from avmatch.fingerprint.metrics import build_analysis, evaluate, length_key
 from avmatch.fingerprint.params import FingerprintParams
-from avmatch.fingerprint.search import NO_CANDIDATE, Match, apply_threshold, decision_score, search_with
+from avmatch.fingerprint.search import (
+    NO_CANDIDATE,
+    Match,
+    apply_threshold,
+    decision_score,
+    search_with,
+)
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
@@ -38,7 +44,7 @@ def is_validation(query_id: str, fraction: float) -> bool:
 class EvaluationResult:
     metrics: dict
     analysis: pd.DataFrame
-    thresholds: LengthThresholds
+    thresholds: Thresholds
 
 
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
@@ -54,7 +60,7 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
     found = search_with(index, [query_vectors[i] for i in have], fp.search)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
-    raw.update({i: decision_score(m, fp.search.score) for i, m in zip(have, found)})
+    raw.update({i: decision_score(m, fp.search.score, fp.search.runner_up_weight) for i, m in zip(have, found)})
     val = np.array([is_validation(q, fp.evaluate.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
     lengths = gt["length_s"].to_numpy(np.float64)
@@ -67,13 +73,14 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     if null_vectors:
         null_found = search_with(index, [x for _, x in null_vectors], fp.search)
         for (v, _), m in zip(null_vectors, null_found):
-            null_scores.setdefault(_calibrated_length(v, fp), []).append(_score(decision_score(m, fp.search.score)))
+            null_scores.setdefault(_calibrated_length(v, fp), []).append(_score(decision_score(m, fp.search.score, fp.search.runner_up_weight)))
     target = fp.evaluate.target_false_match_rate
-    thresholds = calibrate(null_scores, target) if null_scores else LengthThresholds.constant(0.0, target)
+    thresholds = calibrate(null_scores, target) if null_scores else Thresholds(0.0)
 
     test = gt[~val].reset_index(drop=True)
-    preds = {q: apply_threshold(raw[i], thresholds.at(v))
-             for q, i, v in zip(test["query_id"], test["item_id"], test["length_s"].astype(float))}
+    au = fp.audio
+    preds = {q: apply_threshold(raw[i], thresholds.for_segments(len(query_vectors.get(i, ())), au.segment_s, au.hop_s))
+             for q, i in zip(test["query_id"], test["item_id"])}
     seq_lens = {q: len(query_vectors.get(i, ())) for q, i in zip(test["query_id"], test["item_id"])}
     analysis = build_analysis(test, preds, fp.audio.hop_s, segment_s=fp.audio.segment_s, ref_paths=ref_paths,
                               query_seq_lens=seq_lens)
@@ -84,7 +91,7 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
                             ref_paths=ref_paths)
     metrics.update(
         target_false_match_rate=target,
-        thresholds_by_length=thresholds.to_json(),
+        **thresholds.to_json(),
         false_match_rate_by_length=_oov_rate_by_length(analysis, fp.corpus.query_lengths_s),
         top1_hit_rate_without_threshold=top1_metrics["track_hit_rate"],
         speed_changed_hit_rate=_speed_changed(analysis, fp.corpus.query_lengths_s),

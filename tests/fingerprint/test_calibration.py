@@ -1,12 +1,16 @@
-"""Per-length no-match thresholds: each holds the false-match rate of its length, and lengths between the
-calibrated ones interpolate."""
+"""Per-length no-match thresholds: each holds the false-match rate of its length; a query is held to the
+threshold of the shortest calibrated length with at least as many segments."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from avmatch.fingerprint.calibration import LengthThresholds, NULL_DEGRADATIONS, calibrate, null_excerpts
+from avmatch.fingerprint.calibration import NULL_DEGRADATIONS, Thresholds, calibrate, null_excerpts, segments_in
+
+
+def _at(th: Thresholds, seconds: float) -> float:
+    return th.for_segments(segments_in(seconds, 1.0, 0.5), 1.0, 0.5)
 
 
 def test_each_length_keeps_its_false_match_rate():
@@ -14,27 +18,28 @@ def test_each_length_keeps_its_false_match_rate():
     # null scores grow with length, as they do for the margin score
     null = {1.0: rng.normal(0.02, 0.01, 1000), 3.0: rng.normal(0.06, 0.02, 1000), 10.0: rng.normal(0.15, 0.04, 1000)}
     th = calibrate(null, 0.01)
-    assert th.lengths_s == (1.0, 3.0, 10.0)
+    assert [v for v, _ in th.by_length] == [1.0, 3.0, 10.0]
     for v, scores in null.items():
-        assert np.mean(scores >= th.at(v)) <= 0.01
-        assert np.mean(scores >= th.at(v) - 0.01) > 0.01     # the lowest such threshold, not any higher one
+        assert np.mean(scores >= _at(th, v)) <= 0.01
+        assert np.mean(scores >= _at(th, v) - 0.01) > 0.01     # the lowest such threshold, not any higher one
     one = float(np.quantile(np.concatenate(list(null.values())), 0.99))
-    assert np.mean(null[10.0] >= one) > 0.02                  # a single threshold: 3x the target on long queries
-    assert th.at(0.5) == th.at(1.0) and th.at(20.0) == th.at(10.0)
-    assert th.at(1.0) < th.at(2.0) < th.at(3.0)
+    assert np.mean(null[10.0] >= one) > 0.02                   # a single threshold: 3x the target on long queries
+    assert _at(th, 0.5) == _at(th, 1.0) and _at(th, 20.0) == _at(th, 10.0) == th.default
+    assert _at(th, 2.0) == _at(th, 3.0)                        # between lengths: the longer one's (stricter) bar
 
 
 def test_thresholds_never_fall_with_length_and_round_trip_through_json():
     th = calibrate({1.0: [0.3, 0.1, 0.0], 2.0: [0.1, 0.0, 0.0]}, 0.0)
-    assert th.thresholds[1] >= th.thresholds[0]
-    again = LengthThresholds.from_json(th.to_json(), 0.0)
-    assert again == th and set(th.to_json()) == {"1s", "2s"}
-    assert LengthThresholds.constant(0.2).at(7.0) == 0.2
+    assert th.by_length[1][1] >= th.by_length[0][1]
+    again = Thresholds.from_json(th.to_json())
+    assert again == th and set(th.to_json()["thresholds_by_length"]) == {"1s", "2s"}
+    assert Thresholds.from_json({"thresholds_by_length": {"1s": 0.1, "3s": 0.2}}).default == 0.2
+    assert Thresholds(0.2).for_segments(13, 1.0, 0.5) == 0.2
 
 
 def test_queries_without_candidates_are_never_answered():
     th = calibrate({3.0: [float("-inf")] * 99 + [0.5]}, 0.01)
-    assert th.at(3.0) <= 0.5 or th.at(3.0) == pytest.approx(np.nextafter(0.5, 1))
+    assert _at(th, 3.0) <= 0.5
 
 
 def test_null_excerpts_cover_every_length_and_degradation():

@@ -370,12 +370,12 @@ def test_help_explains_the_score_and_shows_the_threshold_in_use(world, db):
 
 
 def test_thresholds_by_query_length(world, tmp_path):
-    from avmatch.fingerprint.encoder_lookup import Thresholds
+    from avmatch.fingerprint.calibration import Thresholds
 
     t = Thresholds.from_json({"threshold": 0.2, "thresholds_by_length": {"1s": 0.05, "3s": 0.1, "10s": 0.3}})
 
     def at(seconds: float) -> float:
-        from avmatch.fingerprint.encoder_lookup import segments_in
+        from avmatch.fingerprint.calibration import segments_in
 
         return t.for_segments(segments_in(seconds, 1.0, 0.5), 1.0, 0.5)
 

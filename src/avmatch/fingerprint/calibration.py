@@ -5,8 +5,9 @@ track) grows with query length for music that is NOT in the database too: a 10 s
 music finds more chance support than a 1 s one. One threshold for all lengths therefore lets through
 too many false matches on long queries or rejects too many true ones on short queries. Here each
 calibrated length gets its own threshold, chosen so that at most `target_fmr` of out-of-database
-queries of that length are answered; a query of another length uses the threshold interpolated
-in log-length between its neighbours (clamped at the ends).
+queries of that length are answered; a query is held to the threshold of the shortest calibrated
+length with at least as many segments as it has (the pipeline's evaluation and the user database
+apply the same rule).
 
 The thresholds are set on *null queries*: excerpts of music that is not in the database (the
 pipeline's training music), degraded like real queries. They can be cut in any number, so a 1 %
@@ -19,52 +20,76 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from avmatch.fingerprint import degrade
-from avmatch.fingerprint.metrics import length_key
 from avmatch.fingerprint.search import threshold_for_false_match_rate
 
 NULL_DEGRADATIONS = ("clean", "gain", "noise", "reverb", "speed", "stretch")
 
 
+# keys the per-length thresholds are read from ({"1s": 0.05, "10s": 0.27, ...})
+BY_LENGTH_KEYS = ("thresholds_by_length", "threshold_by_length")
+
+
+def segments_in(seconds: float, segment_s: float, hop_s: float) -> int:
+    """Segments a query of `seconds` is cut into (as `frame_segments` cuts it; at least one)."""
+    return max(1, int(math.floor((seconds - segment_s) / hop_s + 1e-6)) + 1)
+
+
 @dataclass(frozen=True)
-class LengthThresholds:
-    """No-match thresholds per query length, for one target false-match rate."""
+class Thresholds:
+    """The no-match threshold: one number, or one per evaluated query length.
 
-    lengths_s: tuple[float, ...]
-    thresholds: tuple[float, ...]
-    target_fmr: float
+    The no-match score of music that is not in the database grows with query length, so an
+    evaluation may calibrate one threshold per length. A query is held to the threshold of the
+    shortest evaluated length that has at least as many segments as it has: never a lower threshold
+    than its own length was calibrated for (false matches stay within the evaluated rate), and
+    codec padding (a "3 s" query decoding to 3.02 s) does not move it to the next length.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.lengths_s or len(self.lengths_s) != len(self.thresholds):
-            raise ValueError(f"need one threshold per length, got {self.lengths_s} and {self.thresholds}")
-        if list(self.lengths_s) != sorted(self.lengths_s) or min(self.lengths_s) <= 0:
-            raise ValueError(f"lengths must be positive and increasing, got {self.lengths_s}")
+    default: float
+    by_length: tuple[tuple[float, float], ...] = ()   # (query length in s, threshold), by length
 
-    def at(self, length_s: float) -> float:
-        """The threshold for a query of `length_s` seconds (log-length interpolation, clamped)."""
-        x = math.log(max(float(length_s), 1e-3))
-        xs = [math.log(v) for v in self.lengths_s]
-        return float(np.interp(x, xs, self.thresholds))
+    def for_segments(self, n_segments: int, segment_s: float, hop_s: float) -> float:
+        for length, value in self.by_length:
+            if segments_in(length, segment_s, hop_s) >= n_segments:
+                return value
+        return self.by_length[-1][1] if self.by_length else self.default
 
-    def to_json(self) -> dict[str, float]:
-        return {length_key(v): float(t) for v, t in zip(self.lengths_s, self.thresholds)}
+    def describe(self) -> str:
+        if not self.by_length:
+            return f"{self.default:.4f}"
+        return "by query length: " + ", ".join(f"{v:.4f} at {length:g} s" for length, v in self.by_length)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.default}
+        if self.by_length:
+            out["thresholds_by_length"] = {f"{length:g}s": v for length, v in self.by_length}
+        return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, float], target_fmr: float) -> "LengthThresholds":
-        """From `{"1s": t1, "3s": t3, ...}` (the `thresholds_by_length` of metrics/fingerprint.json)."""
-        pairs = sorted((float(k.rstrip("s")), float(v)) for k, v in data.items())
-        return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), float(target_fmr))
+    def from_json(cls, data: dict[str, Any]) -> "Thresholds":
+        """From db.json or an evaluation's metrics file: `threshold` and/or the per-length map (without
+        `threshold`, the longest length's value serves queries longer than every evaluated length)."""
+        by_length = next((data[k] for k in BY_LENGTH_KEYS if isinstance(data.get(k), dict)), {})
+        if "threshold" not in data and not by_length:
+            raise KeyError("threshold")
+        pairs = []
+        for key, value in by_length.items():
+            if isinstance(value, dict):   # {"threshold": t, ...} per length
+                value = value.get("threshold")
+            if value is None:
+                continue
+            pairs.append((float(str(key).strip().rstrip("s")), float(value)))
+        pairs.sort()
+        default = float(data["threshold"]) if "threshold" in data else pairs[-1][1]
+        return cls(default, tuple(pairs))
 
-    @classmethod
-    def constant(cls, threshold: float, target_fmr: float = float("nan")) -> "LengthThresholds":
-        """One threshold for every length (what a database made before per-length calibration uses)."""
-        return cls((1.0,), (float(threshold),), target_fmr)
 
-
-def calibrate(null_scores: Mapping[float, Sequence[float]], target_fmr: float) -> LengthThresholds:
+def calibrate(null_scores: Mapping[float, Sequence[float]], target_fmr: float) -> Thresholds:
     """Per length, the lowest threshold that answers at most `target_fmr` of that length's null queries.
 
     Null queries with no candidate at all count with score -inf (never answered). Thresholds are made
@@ -81,8 +106,8 @@ def calibrate(null_scores: Mapping[float, Sequence[float]], target_fmr: float) -
             raise ValueError(f"no null queries of length {v} s")
         t = threshold_for_false_match_rate([], [], scores, target_fmr)
         out.append(float(max(t, -1.0)))
-    out = list(np.maximum.accumulate(out))
-    return LengthThresholds(tuple(lengths), tuple(out), float(target_fmr))
+    out = [float(v) for v in np.maximum.accumulate(out)]
+    return Thresholds(out[-1], tuple(zip(lengths, out)))
 
 
 def null_excerpts(tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], lengths_s: Sequence[float],

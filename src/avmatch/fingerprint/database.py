@@ -221,7 +221,12 @@ class FingerprintDB:
         if self.index_params.type == "flat":
             shutil.rmtree(index_dir, ignore_errors=True)   # a copy of every vector made by older versions
             return
-        from avmatch.fingerprint.db_index import build_codes, load_codes, read_current, save_codes
+        from avmatch.fingerprint.db_index import (
+            build_codes,
+            load_codes,
+            read_current,
+            save_codes,
+        )
 
         current = self._current(good)
         meta, vectors = read_current(store, current)
@@ -232,7 +237,12 @@ class FingerprintDB:
 
     def load_index(self) -> SegmentIndex:
         """The searchable index: built from the shards (flat) or the stored codes plus the shards (IVF-PQ)."""
-        from avmatch.fingerprint.db_index import build_codes, flat_index, load_codes, read_current
+        from avmatch.fingerprint.db_index import (
+            build_codes,
+            flat_index,
+            load_codes,
+            read_current,
+        )
 
         current = self._current()
         meta, vectors = read_current(self._store(), current)
@@ -288,7 +298,7 @@ class Searcher:
         from avmatch.core.audio import MediaError, decode_audio
         from avmatch.fingerprint.embedding import embed_audio
         from avmatch.fingerprint.ranking import search_ranked
-        from avmatch.fingerprint.search import decision_score
+        from avmatch.fingerprint.search import decision_score, drift_rates
 
         audio_p, sp = self.db.audio, self.db.search_params
         try:
@@ -300,10 +310,11 @@ class Searcher:
         vectors, _, _ = embed_audio(self.model, audio, audio_p, self.device)
         limit = threshold if threshold is not None else self.db.thresholds.for_segments(
             len(vectors), audio_p.segment_s, audio_p.hop_s)
-        found = search_ranked(self.index, [vectors], sp.top_k, sp.max_candidates, sp.rescore, n=top)[0]
+        found = search_ranked(self.index, [vectors], sp.top_k, sp.max_candidates, sp.rescore, n=top,
+                              rates=drift_rates(sp.max_drift, sp.drift_step))[0]
         candidates = []
         for rank, m in enumerate(found, 1):
-            score = decision_score(m, sp.score).score
+            score = decision_score(m, sp.score, sp.runner_up_weight).score
             candidates.append(Candidate(rank, m.item_id, self.ref_paths.get(m.item_id, ""),
                                         m.offset_segment * audio_p.hop_s, score, score >= limit))
         return Answer(str(path), candidates, limit, len(audio) / audio_p.sample_rate)

@@ -12,74 +12,19 @@ project's `metrics/fingerprint.json` (per query length when the file has them).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from avmatch.core.hashing import file_hash
+from avmatch.fingerprint.calibration import Thresholds
 from avmatch.fingerprint.params import FpIndexParams, FpSearchParams
 
 ENCODER_REL = Path("models") / "fingerprint" / "encoder.pt"
 METRICS_REL = Path("metrics") / "fingerprint.json"
-# keys another evaluation may write the per-length thresholds under ({"1s": 0.05, "10s": 0.27, ...})
-BY_LENGTH_KEYS = ("thresholds_by_length", "threshold_by_length")
 
 
 class EncoderNotFound(RuntimeError):
     """No usable encoder, or no threshold evaluated for it; the message says what to do."""
-
-
-def segments_in(seconds: float, segment_s: float, hop_s: float) -> int:
-    """Segments a query of `seconds` is cut into (as `frame_segments` cuts it; at least one)."""
-    return max(1, int(math.floor((seconds - segment_s) / hop_s + 1e-6)) + 1)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The no-match threshold: one number, or one per evaluated query length.
-
-    The no-match score of music that is not in the database grows with query length, so an
-    evaluation may calibrate one threshold per length. A query is held to the threshold of the
-    shortest evaluated length that has at least as many segments as it has: never a lower threshold
-    than its own length was calibrated for (false matches stay within the evaluated rate), and
-    codec padding (a "3 s" query decoding to 3.02 s) does not move it to the next length.
-    """
-
-    default: float
-    by_length: tuple[tuple[float, float], ...] = ()   # (query length in s, threshold), by length
-
-    def for_segments(self, n_segments: int, segment_s: float, hop_s: float) -> float:
-        for length, value in self.by_length:
-            if segments_in(length, segment_s, hop_s) >= n_segments:
-                return value
-        return self.by_length[-1][1] if self.by_length else self.default
-
-    def describe(self) -> str:
-        if not self.by_length:
-            return f"{self.default:.4f}"
-        return "by query length: " + ", ".join(f"{v:.4f} at {length:g} s" for length, v in self.by_length)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"threshold": self.default}
-        if self.by_length:
-            out["thresholds_by_length"] = {f"{length:g}s": v for length, v in self.by_length}
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Thresholds":
-        """From db.json or an evaluation's metrics file; `threshold` is required, the per-length map optional."""
-        if "threshold" not in data:
-            raise KeyError("threshold")
-        by_length = next((data[k] for k in BY_LENGTH_KEYS if isinstance(data.get(k), dict)), {})
-        pairs = []
-        for key, value in by_length.items():
-            if isinstance(value, dict):   # {"threshold": t, ...} per length
-                value = value.get("threshold")
-            if value is None:
-                continue
-            pairs.append((float(str(key).strip().rstrip("s")), float(value)))
-        return cls(float(data["threshold"]), tuple(sorted(pairs)))
 
 
 @dataclass(frozen=True)
