@@ -12,10 +12,16 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from prefect import flow
 
-from avmatch.core.config import DaskParams, Params, RetryParams, overrides_from_model
+from avmatch.core.config import (
+    ConfigError,
+    DaskParams,
+    Params,
+    RetryParams,
+    overrides_from_model,
+    parse_overrides,
+)
 from avmatch.core.paths import project_root
 from pipelines.registry import stage_order
 from pipelines.runner import load_run_params
@@ -88,17 +94,6 @@ def run_partitions(name: str, overrides: dict[str, Any], num_partitions: int, ro
         name, overrides, num_partitions, root, retries)
 
 
-def parse_overrides(items: list[str], error: Callable[[str], Any]) -> dict[str, Any]:
-    """`key.path=value` strings → dict, values parsed as YAML (as `dvc exp run -S` does)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            error(f"override '{item}' must look like key.path=value")
-        k, v = item.split("=", 1)
-        overrides[k] = yaml.safe_load(v)
-    return overrides
-
-
 def cli_main(pipeline: str, flow_fn: Callable[..., Any], doc: str | None, argv: list[str] | None = None) -> None:
     order = stage_order(pipeline)
     ap = argparse.ArgumentParser(prog=f"python -m flows.{pipeline}", description=doc,
@@ -107,4 +102,8 @@ def cli_main(pipeline: str, flow_fn: Callable[..., Any], doc: str | None, argv: 
                     help=f"override a parameter, e.g. {pipeline}.train.max_steps=200 (repeatable)")
     ap.add_argument("--stages", nargs="+", choices=order, help="run only these stages")
     args = ap.parse_args(argv)
-    flow_fn(overrides=parse_overrides(args.set, ap.error), stages=args.stages)
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as exc:
+        ap.error(str(exc))
+    flow_fn(overrides=overrides, stages=args.stages)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -32,25 +31,6 @@ def _use_workspace_code() -> None:
         sys.path.insert(0, str(src))
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("faiss.loader", "alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _parse_overrides(items: list[str], error) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            error(f"override '{item}' must look like key.path=value (e.g. fingerprint.train.max_steps=100)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     _use_workspace_code()
-    from avmatch.core.config import ConfigError
+    from avmatch.core.config import ConfigError, parse_overrides
     from avmatch.core.failures import StageError
+    from avmatch.core.progress import setup_logging
     from pipelines.registry import stage_names
 
     if args.list:
@@ -72,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.name:
         ap.error("name a stage (pipeline.stage), or use --list")
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from pipelines.runner import run_stage
 
     options = {}
     if args.partition is not None or args.num_partitions is not None:
         options = {"partition": args.partition or 0, "num_partitions": args.num_partitions or 1}
     try:
-        summary = run_stage(args.name, overrides=_parse_overrides(args.set, ap.error), **options)
+        summary = run_stage(args.name, overrides=parse_overrides(args.set), **options)
     except StageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,7 @@ def embed_items(model, items: pd.DataFrame, params: Params, device, desc: str = 
                 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Segment embeddings of every item (rows: item_id, segment, start_s, end_s)."""
     from avmatch.core.progress import progress
-    from avmatch.versions.cqt import frames_per_second
-    from avmatch.versions.cqt import segment_frames
+    from avmatch.versions.cqt import frames_per_second, segment_frames
     from avmatch.versions.training import embed_windows
 
     seg, hop = segment_sizes(params)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from avmatch.core.config import ConfigError  # noqa: E402
+from avmatch.core.progress import setup_logging  # noqa: E402
 
 app = typer.Typer(
     help="avmatch: reproducible content matching and retrieval for audio and video.\n\n"
@@ -31,26 +31,9 @@ app.add_typer(params_app, name="params")
 app.add_typer(metrics_app, name="metrics")
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("faiss.loader", "alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _fail(msg: str, code: int = 2) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            _fail(f"override '{item}' must look like key.path=value (e.g. fingerprint.train.max_steps=100)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 @params_app.command("check")
@@ -90,7 +73,7 @@ def corpus_build(
 ) -> None:
     """Build a corpus deterministically from a seed: the offline demo corpus from real packaged material,
     or (nafp) the NAFP dataset linked into the corpus layout with synthesized queries."""
-    _setup_logging()
+    setup_logging()
     from avmatch.core.config import load_params
     from avmatch.core.paths import project_root
 

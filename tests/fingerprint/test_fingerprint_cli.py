@@ -61,7 +61,8 @@ def world(tmp_path_factory) -> dict:
     proj = root / "proj"
     (proj / "models/fingerprint").mkdir(parents=True)
     (proj / "metrics").mkdir()
-    (proj / "params.yaml").write_text("fingerprint:\n  search: {score: margin}\n  index: {type: flat}\n")
+    # THRESHOLD was chosen for the plain margin (runner_up_weight 1: rank 2 and below then score < 0)
+    (proj / "params.yaml").write_text("fingerprint:\n  search: {score: margin, runner_up_weight: 1.0}\n  index: {type: flat}\n")
     _save_tiny_encoder(proj / "models/fingerprint/encoder.pt", seed=0)
     (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": THRESHOLD}))
     music = root / "music"

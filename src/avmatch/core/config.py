@@ -181,6 +181,18 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     return validate_params(apply_overrides(data, overrides or {}), str(path), systems)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key.path=value` strings (as `dvc exp run -S` takes them) -> {key.path: value}, values parsed as
+    YAML; ConfigError for an item without `=`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value (e.g. fingerprint.train.max_steps=100)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (as `dvc exp run -S a.b=c` does) on a copy of raw params; validation comes after."""
     import copy

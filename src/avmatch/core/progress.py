@@ -19,3 +19,17 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
     interactive = sys.stderr.isatty()
     return iter(tqdm(iterable, desc=desc, total=total, unit=unit, dynamic_ncols=True,
                      mininterval=0.2 if interactive else 5.0, file=sys.stderr))
+
+
+NOISY_LOGGERS = ("faiss.loader", "alembic", "mlflow", "urllib3", "numba", "matplotlib", "PIL", "httpx")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Timestamped log lines on stderr for commands and stages; the libraries that chatter at INFO are
+    kept to warnings, so a stage's own progress stays readable."""
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)

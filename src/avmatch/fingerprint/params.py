@@ -135,7 +135,7 @@ class FpSearchParams(StrictModel):
     score: Literal["margin", "similarity"] = Field(
         "margin", description="what the no-match threshold applies to: the winner's similarity, or its margin "
                               "over the best other track")
-    runner_up_weight: float = Field(0.5, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
+    runner_up_weight: float = Field(1.0, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
                                     "other track's similarity (1: the plain difference)")
 
 

@@ -29,6 +29,6 @@ def fingerprint_table(m: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if "false_match_rate" in m:
         lines.append(f"false-match rate, all out-of-database test queries: {m['false_match_rate']:.3f}")
-    if "threshold" in m:  # metrics written before per-length calibration
+    if "threshold" in m and "thresholds_by_length" not in m:  # metrics written before per-length calibration
         lines.append(f"no-match threshold (chosen on validation queries): {m['threshold']:.3f}")
     return "\n".join(lines)

@@ -69,8 +69,8 @@ NO_CANDIDATE = Match(item_id=None, offset_segment=0, score=0.0, votes=0)
 def decision_score(match: Match, mode: str, runner_up_weight: float = 1.0) -> Match:
     """The score the no-match threshold is applied to: `similarity` (the rescored mean cosine) or
     `margin`: similarity minus `runner_up_weight` x the best other track's (robust when out-of-database
-    music sounds alike). Weight 1 is the classical ratio test's difference; 0.5 measured better on the
-    demo's validation and null queries at every length (short queries most: docs/benchmarks.md)."""
+    music sounds alike). Weight 1 is the classical ratio test's difference (the default); 0.5 trades
+    long-query hits for short-query ones on the demo (docs/benchmarks.md)."""
     if mode == "similarity" or match.item_id is None:
         return match
     if mode == "margin":
