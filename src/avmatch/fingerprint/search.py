@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 # Rescoring gathers (query segment, reference segment) vector pairs; this bounds one batch
 # (pairs x dim x 4 bytes x 2 arrays: 32768 x 128 x 8 = 32 MB).
 _RESCORE_PAIRS_PER_BATCH = 32768
+# how much a drifting alignment must add to the mean similarity to replace the normal-speed one
+DRIFT_MIN_GAIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,16 @@ def _keep_top_voted(cand: dict[str, np.ndarray], max_candidates: int) -> dict[st
 
 def rescore_drifting(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarray], lengths: np.ndarray,
                      q_start: np.ndarray, rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Each candidate's best rescored similarity over the drifting alignments of `rates`, and that rate
-    (the first rate wins ties, so a query at normal speed reports 1.0)."""
+    """Each candidate's best rescored similarity over the drifting alignments of `rates`, and that rate.
+
+    A drifting alignment must beat the candidate's score at normal speed by `DRIFT_MIN_GAIN` to be taken:
+    music repeats itself, and a repeated passage at another offset, drifted, can otherwise edge out the
+    true alignment of an unchanged query by a rounding error."""
     best = np.full(len(cand["query"]), -np.inf)
     best_rate = np.ones(len(cand["query"]))
     for r in rates:
         s = _rescore(index, segments, cand, lengths, q_start, float(r))
-        better = s > best
+        better = s > best + (0.0 if float(r) == 1.0 or not np.isfinite(best).any() else DRIFT_MIN_GAIN)
         best[better] = s[better]
         best_rate[better] = float(r)
     return best, best_rate
