@@ -28,9 +28,10 @@ def test_each_length_keeps_its_false_match_rate():
     assert _at(th, 2.0) == _at(th, 3.0)                        # between lengths: the longer one's (stricter) bar
 
 
-def test_thresholds_never_fall_with_length_and_round_trip_through_json():
-    th = calibrate({1.0: [0.3, 0.1, 0.0], 2.0: [0.1, 0.0, 0.0]}, 0.0)
-    assert th.by_length[1][1] >= th.by_length[0][1]
+def test_lengths_are_calibrated_each_on_its_own_and_round_trip_through_json():
+    # the plain similarity of unknown music falls with length: a longer query may get a lower bar
+    th = calibrate({1.0: [0.9, 0.5, 0.4], 2.0: [0.6, 0.3, 0.2]}, 0.0)
+    assert th.by_length[1][1] < th.by_length[0][1]
     again = Thresholds.from_json(th.to_json())
     assert again == th and set(th.to_json()["thresholds_by_length"]) == {"1s", "2s"}
     assert Thresholds.from_json({"thresholds_by_length": {"1s": 0.1, "3s": 0.2}}).default == 0.2

@@ -92,9 +92,9 @@ class Thresholds:
 def calibrate(null_scores: Mapping[float, Sequence[float]], target_fmr: float) -> Thresholds:
     """Per length, the lowest threshold that answers at most `target_fmr` of that length's null queries.
 
-    Null queries with no candidate at all count with score -inf (never answered). Thresholds are made
-    non-decreasing with length: a longer query never gets a lower bar than a shorter one, which keeps
-    the interpolation between calibrated lengths conservative where the estimates are noisy.
+    Null queries with no candidate at all count with score -inf (never answered). Each length is
+    calibrated on its own: how the null scores move with length depends on the score (the margin grows
+    with length, the plain similarity falls), so no order between lengths is imposed.
     """
     lengths = sorted(float(v) for v in null_scores)
     if not lengths:
@@ -106,7 +106,6 @@ def calibrate(null_scores: Mapping[float, Sequence[float]], target_fmr: float) -
             raise ValueError(f"no null queries of length {v} s")
         t = threshold_for_false_match_rate([], [], scores, target_fmr)
         out.append(float(max(t, -1.0)))
-    out = [float(v) for v in np.maximum.accumulate(out)]
     return Thresholds(out[-1], tuple(zip(lengths, out)))
 
 
