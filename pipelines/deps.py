@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -47,12 +48,23 @@ def _package_of(module: str, file: Path) -> str:
     return module if file.name == "__init__.py" else module.rpartition(".")[0]
 
 
+def _tree(file: Path) -> ast.Module:
+    """A source file's syntax tree, parsed once per process and modification time (a check reads each
+    module once for every stage that imports it)."""
+    return _parse_at(file.resolve(), file.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_at(file: Path, mtime_ns: int) -> ast.Module:
+    return ast.parse(file.read_text(), filename=str(file))
+
+
 def imported_modules(module: str, root: Path = ROOT) -> set[str]:
     """Project modules `module` imports anywhere in its body (plus literal importlib.import_module names)."""
     file = module_file(module, root)
     if file is None:
         return set()
-    tree = ast.parse((root / file).read_text(), filename=str(file))
+    tree = _tree(root / file)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -112,7 +124,7 @@ def owner(path: str, root: Path = ROOT) -> str | None:
 # ---------------------------------------------------------------- params read by a stage
 def _functions(file: Path, root: Path) -> tuple[dict[str, ast.AST], dict[str, str]]:
     """Top-level functions of a file, and the names it imports from other project modules (name -> module)."""
-    tree = ast.parse((root / file).read_text())
+    tree = _tree(root / file)
     funcs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     imported = {}
     for node in ast.walk(tree):

@@ -33,10 +33,10 @@ TINY = {
     # 100 it is the better choice, here the plain similarity is
     "fingerprint.search.score": "similarity",
     # the tiny corpus checks the pipeline, not the quality: a 150-step encoder on 8 references is held to
-    # 10 % false matches (the demo's 1 % needs the demo's encoder), calibrated on 40 null queries per
+    # 10 % false matches (the demo's 1 % needs the demo's encoder), calibrated on 30 null queries per
     # length instead of 400 (each evaluation embeds them, for the trained and the untrained encoder)
     "fingerprint.evaluate.target_false_match_rate": 0.1,
-    "fingerprint.evaluate.null_queries_per_length": 40,
+    "fingerprint.evaluate.null_queries_per_length": 30,
     # nor the speed and tempo changed queries (tests/fingerprint/test_speed_changes.py and the corpus tests
     # cover them): a 150-step encoder does not learn them
     "fingerprint.corpus.degradations": ["noise", "reverb", "phone_codec", "gain", "clean"],
