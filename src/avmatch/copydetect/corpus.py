@@ -490,7 +490,7 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     """
     t0 = time.time()
     stages: dict[str, float] = {}
-    stage = stage_timer(stages)
+    stage = stage_timer(stages, log)
     size = SIZES[params.size]
     seed = int(params.seed)
     rng = np.random.default_rng([seed, 1])

@@ -12,15 +12,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def stage_timer(stages: dict[str, float]) -> Callable[[str], None]:
-    """A callable that records (and logs) the seconds since its previous call under a stage name."""
+def stage_timer(stages: dict[str, float], logger: logging.Logger | None = None) -> Callable[[str], None]:
+    """A callable that records (and logs, under the calling builder's `logger`, so a user sees which corpus
+    the step belongs to) the seconds since its previous call under a stage name."""
+    out = logger or log
     last = [time.time()]
 
     def stage(name: str) -> None:
         now = time.time()
         stages[name] = round(now - last[0], 1)
         last[0] = now
-        log.info("stage %s took %.1f s", name, stages[name])
+        out.info("stage %s took %.1f s", name, stages[name])
 
     return stage
 

@@ -602,7 +602,7 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     tmp.mkdir(parents=True)
 
     stages: dict[str, float] = {}
-    stage = stage_timer(stages)
+    stage = stage_timer(stages, log)
 
     # 1. recorded music (Debian) ------------------------------------------------------------
     rec_split: dict[str, list[Path]] = {"ref": [], "train": [], "oov": []}

@@ -190,7 +190,7 @@ def import_nafp_corpus(dataset_root: Path, out_root: Path, params: FpCorpusParam
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     stages: dict[str, float] = {}
-    stage = stage_timer(stages)
+    stage = stage_timer(stages, log)
 
     link = _Linker()
     ref_ids: set[str] = set()

@@ -265,7 +265,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     stages: dict[str, float] = {}
-    stage = stage_timer(stages)
+    stage = stage_timer(stages, log)
 
     # 1. chorale families -----------------------------------------------------------------------
     keys = list_candidates("bach")
