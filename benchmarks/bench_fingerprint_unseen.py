@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--audio-dir", default=None, help="test on the audio files under this folder instead")
     p.add_argument("--db-fraction", type=float, default=0.7, help="share of the tracks put in the database")
     p.add_argument("--queries-per-length", type=int, default=60, help="in-database queries per length")
+    p.add_argument("--oov-per-length", type=int, default=100,
+                   help="out-of-database queries per length (a false-match rate near 1 %% needs hundreds)")
     p.add_argument("--max-tracks", type=int, default=0, help="use at most N tracks (0 = all)")
     p.add_argument("--model", default=None, help="encoder (default: the one `fingerprint add` finds)")
     p.add_argument("--threshold", type=float, default=None, help="one no-match threshold for every length")
@@ -53,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.max_tracks = args.max_tracks or 6
         args.queries_per_length = min(args.queries_per_length, 4)
+        args.oov_per_length = min(args.oov_per_length, 4)
     return args
 
 
@@ -127,8 +130,8 @@ def score_answers(gt, answers) -> list[dict]:
     lengths = sorted({float(r["length_s"]) for r in gt})
     for length in lengths:
         sel = [r for r in gt if np.isclose(float(r["length_s"]), length)]
-        ind = [r for r in sel if r["in_db"] == "1"]
-        oov = [r for r in sel if r["in_db"] != "1"]
+        ind = [r for r in sel if r["in_db"]]
+        oov = [r for r in sel if not r["in_db"]]
 
         def best(r):
             a = answers[r["query_id"]]
@@ -173,6 +176,8 @@ def main(argv=None) -> int:
         corpus = work / "corpus"
         refs, oov, bad = split_tracks(files, corpus, args.db_fraction, args.seed, args.max_tracks)
         cp = load_params(ROOT / "params.yaml", systems=["fingerprint"]).fingerprint.corpus
+        n_in, n_oov = args.queries_per_length, args.oov_per_length
+        cp = cp.model_copy(update={"oov_fraction": n_oov / (n_in + n_oov)})
         noises = load_noises(noise_files(corpus), corpus)
         t0 = time.perf_counter()
         gt_rows, meta_rows = make_queries(corpus, refs, oov, noises, cp, args.seed, workers=2,
