@@ -16,10 +16,12 @@ def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) ->
     (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score. The reference index
     is copydetect.candidates.index (flat = exact; ivfpq for large collections)."""
     from avmatch.copydetect.candidates import find_candidates, reference_index
+    from avmatch.copydetect.noise_set import warn_if_off
 
     cc = params.copydetect.candidates
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
     noise = noise_matrix(stored_features(paths, "noise"), params.copydetect.model.dim)
+    warn_if_off(cc.beta, paths.set_dir("noise"), len(noise), paths.root)
     index = reference_index(refs, cc.index, nlist=cc.nlist, nprobe=cc.nprobe, pq_m=cc.pq_m,
                             seed=params.common.seed)
     t0 = time.perf_counter()

@@ -95,6 +95,7 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     pHash baseline and the untrained encoder through the same recall and localisation."""
     from avmatch.copydetect.metrics import plot_pr_curves, read_matches
     from avmatch.copydetect.model import FrameEncoder
+    from avmatch.copydetect.noise_set import warn_if_off
     from avmatch.copydetect.phash import phash_descriptors
 
     cd = params.copydetect
@@ -128,6 +129,7 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         compare["untrained"], curves["untrained"] = _variant_metrics(gt, uq, ur, noise_matrix(un, cd.model.dim), cd, betas)
 
     main = compare["trained"]["main"]
+    main["score_normalisation"] = warn_if_off(cd.candidates.beta, paths.set_dir("noise"), len(noise), paths.root)
     write_json(paths.metrics / "copydetect.json", main)
     write_json(paths.metrics / "copydetect_compare.json", compare)
     if "phash" in compare:
