@@ -75,6 +75,35 @@ def test_candidates_rank_the_copied_reference_and_normalisation_demotes_generic_
     assert np.allclose(qa[0].features @ ra[2].features.T, q.features @ refs[2].features.T - b[:, None], atol=1e-5)
 
 
+def test_descriptor_submission_round_trips_to_the_same_descriptor_uap(tmp_path):
+    """What extract exports and what evaluate reports come from `descriptor_submission`; through the
+    VSC22 npz and the `avmatch metrics vsc-descriptor` command the µAP is the in-memory one."""
+    import json
+    import subprocess
+    import sys
+
+    from avmatch.copydetect.candidates import descriptor_submission
+    from avmatch.copydetect.metrics import Match, descriptor_ap, write_matches
+    from avmatch.copydetect.vsc_npz import write_vsc_npz
+
+    rng = np.random.default_rng(3)
+    refs = [_vf(f"R{i}", rng.normal(size=(6, 16))) for i in range(5)]
+    queries = [_vf(f"Q{i}", refs[i].features[1:5] + 0.4 * rng.normal(size=(4, 16))) for i in range(3)]
+    queries.append(_vf("Q9", rng.normal(size=(4, 16))))
+    noise = _vf("N", rng.normal(size=(20, 16))).features
+    gt = [Match(f"Q{i}", f"R{i}", 0, 4, 1, 5) for i in range(3)]
+    assert descriptor_submission(queries, refs, noise, 0.0)[0][0].features.shape[1] == 16
+    qa, ra = descriptor_submission(queries, refs, noise, 0.5)
+    assert qa[0].features.shape[1] == ra[0].features.shape[1] == 17
+    write_vsc_npz(tmp_path / "q.npz", qa)
+    write_vsc_npz(tmp_path / "r.npz", ra)
+    write_matches(tmp_path / "gt.csv", gt, gt=True)
+    out = subprocess.run([str(Path(sys.executable).parent / "avmatch"), "metrics", "vsc-descriptor", "--gt",
+                          str(tmp_path / "gt.csv"), "--query", str(tmp_path / "q.npz"), "--ref", str(tmp_path / "r.npz"),
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["descriptor_uap"] == pytest.approx(descriptor_ap(gt, qa, ra).ap, abs=1e-12)
+
+
 def test_augment_and_short_training_with_resume(tmp_path):
     from avmatch.copydetect.params import CdModelParams, CdTrainParams
     from avmatch.copydetect.training import augment, train_frame_encoder
