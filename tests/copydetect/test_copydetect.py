@@ -104,7 +104,9 @@ def test_descriptor_submission_round_trips_to_the_same_descriptor_uap(tmp_path):
     assert json.loads(out)["descriptor_uap"] == pytest.approx(descriptor_ap(gt, qa, ra).ap, abs=1e-12)
 
 
-def test_augment_and_short_training_with_resume(tmp_path):
+def test_augment_and_short_training_with_resume(tmp_path, caplog):
+    import logging
+
     from avmatch.copydetect.params import CdModelParams, CdTrainParams
     from avmatch.copydetect.training import augment, train_frame_encoder
 
@@ -116,11 +118,31 @@ def test_augment_and_short_training_with_resume(tmp_path):
     videos = [rng.integers(0, 255, (8, 48, 48, 3), dtype=np.uint8) for _ in range(3)]
     mp = CdModelParams(dim=16, channels=[8, 16], input_size=32)
     tp = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
-    first = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="avmatch.copydetect"):
+        first = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
     assert first.steps == 3
+    # progress lines: the first and the last step at least, with loss and rate
+    lines = [r.getMessage() for r in caplog.records if r.name == "avmatch.copydetect.train_log"]
+    assert lines[0].startswith("step 1/3: loss ") and lines[-1].startswith("step 3/3: loss ") and "steps/s" in lines[-1]
     tp2 = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
     again = train_frame_encoder(videos, train_params=tp2, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
     assert again.resumed_from_step == 3 and again.steps == 3
+
+
+def test_step_reporter_logs_on_a_wall_clock_period_with_the_mean_loss_and_rate():
+    from avmatch.copydetect.train_log import StepReporter
+
+    now = [0.0]
+    rep = StepReporter(max_steps=100, every_s=30.0, clock=lambda: now[0])
+    lines = []
+    for n in range(1, 101):
+        now[0] += 1.0                      # one step per second
+        lines.append(rep.step(n, loss=float(n), lr=1e-3))
+    logged = [(n, line) for n, line in enumerate(lines, 1) if line]
+    assert [n for n, _ in logged] == [1, 31, 61, 91, 100]
+    # step 31: the mean loss of steps 2..31, one step per second, 69 steps left at 1 step/s
+    assert logged[1][1] == ("step 31/100: loss 16.5000 (mean of 30 steps), lr 1.00e-03, 1.00 steps/s, "
+                            "~1.1 min left")
 
 
 def _cd_setup():
@@ -202,12 +224,21 @@ def test_phash_descriptors_are_unit_vectors_with_hamming_similarity():
     assert d[0] @ d[3] == pytest.approx(1.0)
 
 
-def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path):
+def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path, caplog, capsys):
+    import logging
+
     from avmatch.copydetect.corpus import build_copydetect_corpus
     from avmatch.core.video import probe_video
 
     root = tmp_path / "corpus"
-    info = build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), root)
+    with caplog.at_level(logging.INFO):
+        info = build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), root)
+    # step times under the builder's own logger, and a progress bar on stderr for the long clip step
+    timings = [r for r in caplog.records if r.getMessage().startswith("stage references took")]
+    assert [r.name for r in timings] == ["avmatch.copydetect.corpus"]
+    err = capsys.readouterr().err
+    n_clips = len(list((root / "reference").glob("*.mp4"))) + len(list((root / "noise").glob("*.mp4")))
+    assert "copydetect corpus: reference and noise clips" in err and f"{n_clips}/{n_clips}" in err, err[-500:]
     assert info["references"] >= 4 and info["queries_with_copy"] >= 4 and info["bad_files"] == 3
     meta = {r["video_id"]: r for name in ("query", "reference") for r in csv.DictReader(open(root / f"{name}_metadata.csv"))}
     assert list(csv.DictReader(open(root / "noise_metadata.csv")))[0].keys() == {
