@@ -75,6 +75,31 @@ def test_candidates_rank_the_copied_reference_and_normalisation_demotes_generic_
     assert np.allclose(qa[0].features @ ra[2].features.T, q.features @ refs[2].features.T - b[:, None], atol=1e-5)
 
 
+def test_ivfpq_recall_returns_exact_scores_and_the_flat_neighbours_when_every_list_is_searched():
+    from pydantic import ValidationError
+
+    from avmatch.copydetect.candidates import search_references
+    from avmatch.copydetect.params import CdCandidatesParams
+
+    rng = np.random.default_rng(4)
+    refs = [_vf(f"R{i}", rng.normal(size=(30, 16))) for i in range(60)]
+    q = _vf("Q", refs[7].features[5:25] + 0.05 * rng.normal(size=(20, 16)))
+    flat = reference_index(refs)
+    ivf = reference_index(refs, "ivfpq", nlist=8, nprobe=8, pq_m=4)
+    assert ivf.kind == "ivfpq" and ivf.params["nlist"] == 8
+    f_sims, f_rows = search_references(flat, q.features, 5)
+    i_sims, i_rows = search_references(ivf, q.features, 5, shortlist=8)
+    # the codes only choose the shortlist: scores are the exact cosines of the rows returned
+    exact = np.einsum("ij,ikj->ik", q.features, ivf.vectors_at(i_rows.reshape(-1)).reshape(*i_rows.shape, 16))
+    assert np.allclose(i_sims, exact, atol=1e-5) and np.all(np.diff(i_sims, axis=1) <= 1e-6)
+    # all lists searched and a generous shortlist: the exact neighbours (the copied frame first)
+    assert (i_rows[:, 0] == f_rows[:, 0]).all() and np.allclose(i_sims[:, 0], f_sims[:, 0], atol=1e-5)
+    c = find_candidates(ivf, [q], np.zeros((0, 16), np.float32), 0.0, k=5, max_pairs_per_query=3, shortlist=8)
+    assert c.pairs.iloc[0]["ref_id"] == "R7"
+    with pytest.raises(ValidationError):
+        CdCandidatesParams(index="hnsw")
+
+
 def test_descriptor_submission_round_trips_to_the_same_descriptor_uap(tmp_path):
     """What extract exports and what evaluate reports come from `descriptor_submission`; through the
     VSC22 npz and the `avmatch metrics vsc-descriptor` command the µAP is the in-memory one."""
