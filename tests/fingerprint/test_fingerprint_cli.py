@@ -363,7 +363,7 @@ def test_help_explains_the_score_and_shows_the_threshold_in_use(world, db):
     r = run(["fingerprint", "identify", "--db", str(db), "--help"], world["elsewhere"])
     assert r.exit_code == 0
     text = " ".join(r.stdout.split())
-    for words in ("cosine similarity", "from -1 to 1", "margin", "from -2 to 2", "Threshold in use",
+    for words in ("cosine similarity", "from -1 to 1", "margin", "hub score", "Threshold in use",
                   f"{THRESHOLD:.4f}", "--top"):
         assert words in text, words
     r = run(["fingerprint", "add", "--help"], world["elsewhere"], {"AVMATCH_ROOT": str(world["proj"])})

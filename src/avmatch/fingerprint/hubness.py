@@ -52,7 +52,7 @@ class HubPenalty:
         self.dim = bg.shape[1]
         self._index = faiss.IndexFlatIP(self.dim)
         self._index.add(bg)
-        self._cache: dict[int, float] = {}
+        self._cache = np.full(0, np.nan)   # h by index row, NaN until computed (grows with the rows seen)
 
     def hub_scores(self, vectors: np.ndarray) -> np.ndarray:
         """h for each row of `vectors`: its mean similarity to its k nearest background fingerprints."""
@@ -65,15 +65,16 @@ class HubPenalty:
     def __call__(self, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """The penalty of each of `rows` (index rows whose vectors are `vectors`, in the same order)."""
         rows = np.asarray(rows, np.int64)
-        out = np.empty(len(rows), np.float64)
-        unique, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-        cached = np.array([self._cache.get(int(r), np.nan) for r in unique], np.float64)
-        todo = np.flatnonzero(np.isnan(cached))
-        if len(todo):
-            cached[todo] = self.hub_scores(vectors[first[todo]])
-            self._cache.update(zip(unique[todo].tolist(), cached[todo].tolist()))
-        out[:] = cached[inverse]
-        return self.weight * out
+        if len(rows) == 0:
+            return np.zeros(0, np.float64)
+        top = int(rows.max()) + 1
+        if top > len(self._cache):
+            self._cache = np.r_[self._cache, np.full(max(top - len(self._cache), len(self._cache)), np.nan)]
+        missing = np.isnan(self._cache[rows])
+        if missing.any():
+            new_rows, first = np.unique(rows[missing], return_index=True)
+            self._cache[new_rows] = self.hub_scores(np.asarray(vectors)[np.flatnonzero(missing)[first]])
+        return self.weight * self._cache[rows]
 
 
 def penalty_for(background: np.ndarray | None, k: int, weight: float) -> HubPenalty | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from avmatch.core.index import SegmentIndex, as_float32_matrix
-from avmatch.fingerprint.search import Match, Penalty, _keep_top_voted, _vote, rescore_drifting
+from avmatch.fingerprint.search import Match, Penalty, _keep_top_voted, _vote, neighbours, rescore_drifting
 
 
 def _best_pair_per_item(cand: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -53,7 +53,7 @@ def search_ranked(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int
         return out
     segments = np.concatenate(mats, axis=0)
     q_start = np.r_[0, np.cumsum(lengths)[:-1]]
-    sims, rows = index.search(segments, top_k)
+    sims, rows = neighbours(index, segments, top_k, penalty)
     voted = _vote(index, sims, rows, lengths, q_start)
     if voted is None:
         return out

@@ -21,9 +21,10 @@ Decisions:
   0.3 s, more than half a hop). Rescoring therefore also tries alignments that drift linearly,
   reference segment offset + round(i * r) for each rate r in `rates`, and keeps the best; the
   winning rate is reported (1.03: the query plays 3 % fast).
-* Hubs: with a `penalty` (`hubness.HubPenalty`), each pair's similarity is reduced by the reference
-  segment's hub score before averaging, for every candidate alike, so the winner and the runner-up
-  of the margin are both judged by how distinctive their evidence is.
+* Hubs: with a `penalty` (`hubness.HubPenalty`), each similarity is reduced by the reference
+  segment's hub score, both when neighbours are chosen for voting and when candidates are rescored,
+  for every candidate alike, so the winner and the runner-up of the margin are both judged by how
+  distinctive their evidence is.
 * Without rescore the winner is the top-voted candidate (ties: larger summed similarity) and
   its score is the mean similarity of its votes.
 """
@@ -48,6 +49,8 @@ Penalty = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _RESCORE_PAIRS_PER_BATCH = 32768
 # how much a drifting alignment must add to the mean similarity to replace the normal-speed one
 DRIFT_MIN_GAIN = 0.01
+# with a hub penalty, neighbours are re-ranked among this many times top_k raw nearest ones
+NEIGHBOUR_POOL = 2
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
     all_segments = np.concatenate(mats, axis=0)
     q_start = np.r_[0, np.cumsum(lengths)[:-1]]
 
-    sims, rows = index.search(all_segments, top_k)
+    sims, rows = neighbours(index, all_segments, top_k, penalty)
     cand = _vote(index, sims, rows, lengths, q_start)
     if cand is None:
         return [NO_CANDIDATE] * n_queries
@@ -164,6 +167,28 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
             rate=float(cand["rate"][pos]),
         )
     return results
+
+
+def neighbours(index: SegmentIndex, segments: np.ndarray, top_k: int,
+               penalty: Penalty | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each query segment's `top_k` nearest reference segments, as similarities and rows.
+
+    With a hub penalty the neighbours are ranked by the discounted similarity: `NEIGHBOUR_POOL` x top_k
+    are fetched and the top_k best after the discount kept, so that a hub does not take a vote that a
+    distinctive segment should have had.
+    """
+    if penalty is None:
+        return index.search(segments, top_k)
+    sims, rows = index.search(segments, top_k * NEIGHBOUR_POOL)
+    valid = rows >= 0
+    adjusted = np.full(sims.shape, -np.inf)
+    flat = rows[valid]
+    adjusted[valid] = sims[valid] - penalty(flat, index.vectors_at(flat))
+    keep = np.argsort(-adjusted, axis=1, kind="stable")[:, :top_k]
+    out_rows = np.take_along_axis(rows, keep, axis=1)
+    out_sims = np.take_along_axis(adjusted, keep, axis=1)
+    out_rows[~np.isfinite(out_sims)] = -1
+    return out_sims.astype(np.float32), out_rows
 
 
 def _runner_up_scores(cand: dict[str, np.ndarray], order: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
