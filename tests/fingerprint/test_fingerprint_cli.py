@@ -315,10 +315,12 @@ def test_no_decoded_audio_and_each_vector_once(world, db):
     import pyarrow.parquet as pq
 
     files = sorted(p.relative_to(db).as_posix() for p in db.rglob("*") if p.is_file())
-    assert not any(f.endswith(".npy") or f.startswith(("pcm/", "index/")) for f in files), files
+    assert not any(f.endswith(".npy") or f.startswith(("pcm/", "index/")) or "/index/" in f for f in files), files
     shards = [f for f in files if f.startswith("shards/part-")]
-    assert set(files) - set(shards) == {"db.json", "model.pt", "manifest.parquet", "shards/_store.json",
-                                        ".shards.lock"}
+    version = json.loads((db / "CURRENT").read_text())["version"]
+    published = {f"snapshots/{version:06d}/{name}" for name in ("manifest.parquet", "db.json", "_files.json")}
+    assert set(files) - set(shards) == {"db.json", "model.pt", "CURRENT", "shards/_store.json", ".shards.lock",
+                                        ".writer.lock", *published}
     stored = sum(pq.read_metadata(db / f).num_rows for f in shards)
     segments = sum(int((REF_S - 1.0) / 0.5) + 1 for _ in range(N_REFS))
     assert stored == segments   # one row (one vector) per segment, in the shards only
@@ -350,7 +352,9 @@ def test_ivfpq_database_stores_codes_not_vectors_and_answers(world, tmp_path):
     second = run(["fingerprint", "add", str(world["music"]), "--db", str(tmp_path / "db"), "--workers", "1"],
                  world["elsewhere"], env)   # the last two are appended to the trained index
     assert second.exit_code == 0, second.output
-    assert sorted(p.name for p in (tmp_path / "db/index").iterdir()) == ["codes.json", "idmap.parquet", "index.faiss"]
+    version = json.loads((tmp_path / "db/CURRENT").read_text())["version"]
+    codes = tmp_path / f"db/snapshots/{version:06d}/index"
+    assert sorted(p.name for p in codes.iterdir()) == ["codes.json", "idmap.parquet", "index.faiss"]
     r = run(["fingerprint", "identify", str(world["queries"]), "--db", str(tmp_path / "db")], world["elsewhere"])
     assert r.exit_code == 0, r.output
     got = {Path(row["query_file"]).name: row["ref_path"] for row in rows_of(r.stdout)}
