@@ -228,20 +228,26 @@ class SnapshotStore:
             final = self.root / SNAPSHOTS / f"{version:06d}"
             os.replace(staging, final)
             fault_point("save")
+            before = self._published_version()
             _write_json(self.pointer, {"version": version, "files": files})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fault_point("published")
-        self.collect_garbage(keep=2)
+        self.collect_garbage(keep={version, before})
 
-    def collect_garbage(self, keep: int = 2) -> list[int]:
-        """Delete all but the newest `keep` versions (the published one and the one before it, which a
-        reader may still be opening). Returns the versions deleted."""
-        snap = self.current(check=False)
-        versions = self._versions()
-        keep_set = set(versions[-keep:]) | ({snap.version} if snap else set())
-        gone = [v for v in versions if v not in keep_set]
+    def _published_version(self) -> int | None:
+        try:
+            return int(json.loads(self.pointer.read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def collect_garbage(self, keep: set[int | None]) -> list[int]:
+        """Delete every version but `keep`: the one just published and the one published before it,
+        which a reader may still be opening (versions a killed writer never published go too).
+        Returns the versions deleted."""
+        keep_set = set(keep) | {self._published_version()}
+        gone = [v for v in self._versions() if v not in keep_set]
         for v in gone:
             shutil.rmtree(self.root / SNAPSHOTS / f"{v:06d}", ignore_errors=True)
         return gone

@@ -3,7 +3,7 @@
 The shards hold every fingerprint and are the source of truth; db.json, the manifest and the IVF-PQ
 codes can all be made again: db.json from the copy each version keeps, the manifest from the newest
 readable manifest of any kept version checked against the shards (`avmatch.core.db_repair`), the
-codes by training again. The result is published as a new version, under the writer lock, so a
+codes from the newest intact version (else by training again). The result is published as a new version, under the writer lock, so a
 repair never races an `add`.
 """
 
@@ -15,10 +15,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from avmatch.core.db_repair import quarantine_damaged_shards, rebuild_manifest, shard_items
-from avmatch.core.db_store import SNAPSHOTS, DamagedDatabase, read_json, write_json_atomic, writer_lock
+from avmatch.core.db_repair import (
+    quarantine_damaged_shards,
+    rebuild_manifest,
+    shard_items,
+)
+from avmatch.core.db_store import (
+    SNAPSHOTS,
+    DamagedDatabase,
+    read_json,
+    write_json_atomic,
+    writer_lock,
+)
 from avmatch.core.manifest import read_manifest
-from avmatch.fingerprint.database import MANIFEST, META, DatabaseError, FingerprintDB, repair_command
+from avmatch.fingerprint.database import (
+    MANIFEST,
+    META,
+    DatabaseError,
+    FingerprintDB,
+    repair_command,
+)
 
 
 @dataclass
@@ -71,7 +87,10 @@ def repair_database(root: str | Path, wait: float | None = None, say=None) -> Re
         store = db._store()
         report.damaged_shards = quarantine_damaged_shards(store)
         manifest, report.lost, report.adopted = rebuild_manifest(_manifests(root), shard_items(store))
-        db._publish(manifest, store, None, rebuild_index=True)
+        # IVF-PQ: the newest intact version's trained codes with the items since appended (what the
+        # adds themselves did, so answers stay the same); trained again only when none is intact
+        intact = [v for v in db.snapshots.intact_versions() if (v.path("index") / "codes.json").exists()]
+        db._publish(manifest, store, intact[0] if intact else None, rebuild_index=not intact)
         shutil.rmtree(root / "index", ignore_errors=True)   # the older layout's codes, now in the version
         report.recordings = int((manifest["status"] == "ok").sum())
     return report
