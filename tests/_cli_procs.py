@@ -18,7 +18,8 @@ from pathlib import Path
 PRELOAD = ["avmatch.cli", "avmatch.fingerprint.cli", "avmatch.fingerprint.database", "avmatch.fingerprint.db_index",
            "avmatch.fingerprint.db_repair", "avmatch.fingerprint.embedding", "avmatch.fingerprint.model",
            "avmatch.fingerprint.encoder_lookup", "avmatch.fingerprint.search", "avmatch.fingerprint.ranking",
-           "avmatch.core.pcm_cache", "avmatch.core.audio", "avmatch.core.index", "faiss", "torch"]
+           "avmatch.core.pcm_cache", "avmatch.core.audio", "avmatch.core.index", "avmatch.versions.cli",
+           "avmatch.versions.database", "avmatch.copydetect.cli", "avmatch.copydetect.database", "faiss", "torch"]
 
 _ctx = None
 

@@ -25,6 +25,16 @@ DAMAGED_DIR = "damaged"
 LOST_REASON = "its embeddings were lost from the shards (damaged database, repaired); add the file again"
 
 
+def existing_store(shards: Path) -> ShardStore:
+    """The shard store of a folder as its `_store.json` describes it (model hash and dimension)."""
+    import json
+
+    from avmatch.core.shards import META_FILE
+
+    meta = json.loads((shards / META_FILE).read_text())
+    return ShardStore(shards, int(meta["dim"]), str(meta["model_hash"]))
+
+
 def quarantine_damaged_shards(store: ShardStore) -> list[Path]:
     """Move every shard that cannot be read to `<shards>/damaged/`; returns their new paths."""
     moved = []
