@@ -72,3 +72,29 @@ class Command:
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:
     return Command(args, cwd, env).wait(timeout)
+
+
+def _call_child(target: str, args: tuple, env: dict[str, str], log: str) -> None:
+    import importlib
+
+    os.environ.update(env)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    module, _, attr = target.partition(":")
+    func = importlib.import_module(module)
+    for part in attr.split("."):
+        func = getattr(func, part)
+    func(*args)
+    os._exit(0)
+
+
+class Call(Command):
+    """A library function (`package.module:Class.method`) run in its own forked process, for writers
+    that have no command (the copy detection database is written by a pipeline stage)."""
+
+    def __init__(self, target: str, args: tuple, log: Path, env: dict[str, str] | None = None):
+        self.args = [target]
+        self.log = Path(log)
+        self.proc = context().Process(target=_call_child, args=(target, args, dict(env or {}), str(self.log)))
+        self.proc.start()

@@ -228,7 +228,7 @@ class SnapshotStore:
             final = self.root / SNAPSHOTS / f"{version:06d}"
             os.replace(staging, final)
             fault_point("save")
-            before = self._published_version()
+            before = self.published_version()
             _write_json(self.pointer, {"version": version, "files": files})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -236,7 +236,8 @@ class SnapshotStore:
         fault_point("published")
         self.collect_garbage(keep={version, before})
 
-    def _published_version(self) -> int | None:
+    def published_version(self) -> int | None:
+        """The version number the pointer names (unchecked), None when there is none or it is unreadable."""
         try:
             return int(json.loads(self.pointer.read_text())["version"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -246,7 +247,7 @@ class SnapshotStore:
         """Delete every version but `keep`: the one just published and the one published before it,
         which a reader may still be opening (versions a killed writer never published go too).
         Returns the versions deleted."""
-        keep_set = set(keep) | {self._published_version()}
+        keep_set = set(keep) | {self.published_version()}
         gone = [v for v in self._versions() if v not in keep_set]
         for v in gone:
             shutil.rmtree(self.root / SNAPSHOTS / f"{v:06d}", ignore_errors=True)
