@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avmatch.core.db_repair import LOST_REASON, quarantine_damaged_shards, rebuild_manifest, shard_items
+from avmatch.core.db_repair import (
+    LOST_REASON,
+    quarantine_damaged_shards,
+    rebuild_manifest,
+    shard_items,
+)
 from avmatch.core.db_store import (
     LOCK_FILE,
     DamagedDatabase,
