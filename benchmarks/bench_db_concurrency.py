@@ -1,7 +1,7 @@
 """The issue's scenario, measured with plain commands: N `avmatch fingerprint add` started at the same
 time on one new `--db`, each with its own recordings; prints how many recordings the database lost.
 
-    python benchmarks/bench_db_concurrency.py --writers 2 4 --files-per-writer 4 [--work DIR]
+    python benchmarks/bench_db_concurrency.py --writers 2 4 --files-per-writer 4 [--existing] [--work DIR]
 
 Uses a tiny untrained encoder and synthetic audio (as the tests do); each writer is a separate
 `python -m avmatch` process started together. PYTHONPATH picks the avmatch under test.
@@ -49,8 +49,8 @@ def _recordings_held(db: Path) -> set[str]:
     return set(m.loc[m["status"] == "ok", "id"])
 
 
-def run(writers: int, per_writer: int, work: Path, proj: Path) -> dict:
-    music = work / f"music-{writers}"
+def run(writers: int, per_writer: int, work: Path, proj: Path, existing: bool) -> dict:
+    music = work / f"music-{writers}-{existing}"
     groups = []
     for w in range(writers):
         group = []
@@ -60,8 +60,13 @@ def run(writers: int, per_writer: int, work: Path, proj: Path) -> dict:
             sf.write(f, tone_mix(5.0, SR, 100 * w + j), SR, subtype="PCM_16")
             group.append(f)
         groups.append(group)
-    db = work / f"db-{writers}"
+    db = work / f"db-{writers}-{existing}"
     env = {**os.environ, "AVMATCH_ROOT": str(proj), "OMP_NUM_THREADS": "1"}
+    if existing:      # the database exists already (one recording): the writers race on updating it
+        seed = music / "seed.wav"
+        sf.write(seed, tone_mix(5.0, SR, 9999), SR, subtype="PCM_16")
+        subprocess.run([sys.executable, "-m", "avmatch", "fingerprint", "add", str(seed), "--db", str(db), "--workers",
+                        "1"], env=env, capture_output=True, check=True)
     t0 = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "avmatch", "fingerprint", "add", *map(str, g), "--db", str(db),
                                "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -69,9 +74,10 @@ def run(writers: int, per_writer: int, work: Path, proj: Path) -> dict:
     outs = [p.communicate() for p in procs]
     held = _recordings_held(db)
     expected = {f.stem for g in groups for f in g}
-    return {"writers": writers, "recordings_added": len(expected), "exit_codes": [p.returncode for p in procs],
+    return {"writers": writers, "existing_db": existing, "recordings_added": len(expected), "exit_codes": [p.returncode for p in procs],
             "recordings_held": len(held & expected), "recordings_lost": len(expected - held),
-            "said_it_waits": sum("waiting for it" in err for _, err in outs), "seconds": round(time.perf_counter() - t0, 1)}
+            "said_it_waits": sum("waiting for it" in err for _, err in outs), "seconds": round(time.perf_counter() - t0, 1),
+            "errors": [err.strip().splitlines()[-1][:160] for (_, err), p in zip(outs, procs) if p.returncode]}
 
 
 def main() -> None:
@@ -79,11 +85,12 @@ def main() -> None:
     ap.add_argument("--writers", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--files-per-writer", type=int, default=4)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--existing", action="store_true", help="start from a database holding one recording")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="db-concurrent-"))
     proj = _project(work)
     for n in args.writers:
-        print(json.dumps(run(n, args.files_per_writer, work, proj)), flush=True)
+        print(json.dumps(run(n, args.files_per_writer, work, proj, args.existing)), flush=True)
 
 
 if __name__ == "__main__":
