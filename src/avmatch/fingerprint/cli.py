@@ -81,6 +81,7 @@ def _option_value(args: list[str], name: str) -> str | None:
 
 def threshold_in_use(db: str | None) -> str:
     """One paragraph: the threshold of the `--db` given, else the one a new database would get."""
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
     from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
 
@@ -96,7 +97,7 @@ def threshold_in_use(db: str | None) -> str:
     except EncoderNotFound:
         return ("Threshold in use: none yet: no trained encoder was found (see `avmatch fingerprint add --help`); "
                 "give `--db DB` with `--help` to see a database's threshold.")
-    except (DatabaseError, OSError, ValueError, KeyError) as exc:
+    except (DatabaseError, DamagedDatabase, OSError, ValueError, KeyError) as exc:
         return f"Threshold in use: unknown ({exc})."
 
 
