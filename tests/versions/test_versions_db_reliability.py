@@ -156,6 +156,7 @@ def test_each_damage_is_named_and_repair_restores_the_answers(world, tmp_path, k
     assert code == 2 and named in out and f"avmatch versions repair --db {db}" in out, out
     code, out = run(["versions", "repair", "--db", str(db)], world["root"], {"OMP_NUM_THREADS": "1"})
     assert code == (1 if kind == "missing_shard" else 0), out
+    assert out.count("add this file again") == (2 if kind == "missing_shard" else 0)   # the last add's tracks
     if kind != "corrupt_db_json":   # tracks lost or taken in without their path: adding the folders again
         for folder in world["folders"]:
             assert add(world, db, folder)[0] == 0
