@@ -118,6 +118,10 @@ class ShowsThreshold(TyperCommand):
 def _open_or_create(db: Path, model: Path | None, threshold: float | None, wait: float | None):
     """The database at `db`, created when new: under the writer lock, so of two `add`s on a new
     folder one creates it and the other opens it."""
+    from avmatch.fingerprint.database import DatabaseError
+
+    if db.exists() and not db.is_dir():
+        raise DatabaseError(f"{db} exists and is not a fingerprint database (a file): give --db a new or empty folder")
     new_folder = not db.exists()
     try:
         return _open_or_create_locked(db, model, threshold, wait)
