@@ -13,15 +13,19 @@ from pipelines.io import write_csv
 
 def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
     """FAISS k-NN of every query frame over the reference frames, CSLS-normalised with the noise set
-    (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score."""
+    (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score. The reference index
+    is copydetect.candidates.index (flat = exact; ivfpq for large collections)."""
     from avmatch.copydetect.candidates import find_candidates, reference_index
+    from avmatch.copydetect.noise_set import warn_if_off
 
     cc = params.copydetect.candidates
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
     noise = noise_matrix(stored_features(paths, "noise"), params.copydetect.model.dim)
-    index = reference_index(refs)
+    warn_if_off(cc.beta, paths.set_dir("noise"), len(noise), paths.root)
+    index = reference_index(refs, cc.index, nlist=cc.nlist, nprobe=cc.nprobe, pq_m=cc.pq_m,
+                            seed=params.common.seed)
     t0 = time.perf_counter()
-    c = find_candidates(index, queries, noise, cc.beta, cc.k, cc.max_pairs_per_query)
+    c = find_candidates(index, queries, noise, cc.beta, cc.k, cc.max_pairs_per_query, cc.shortlist)
     write_csv(paths.results / "candidates.csv", c.pairs)
     return {"ref_frames": index.ntotal, "query_frames": int(sum(len(q) for q in queries)),
             "recall_seconds": time.perf_counter() - t0, "pairs": len(c.pairs)}

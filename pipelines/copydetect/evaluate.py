@@ -14,10 +14,12 @@ from pipelines.copydetect.shared import load_set_frames, noise_matrix, stored_fe
 from pipelines.io import write_csv, write_json
 
 
-def _variant_metrics(gt, queries, refs, noise, cd, betas: dict[str, float], stored: dict | None = None) -> tuple[dict, dict]:
+def _variant_metrics(gt, queries, refs, noise, cd, betas: dict[str, float], stored: dict | None = None,
+                     submitted: dict | None = None) -> tuple[dict, dict]:
     """Descriptor and matching µAPs of one set of descriptors, for each labelled normalisation weight β
-    (`stored` matches are used for a label instead of running recall and localisation again)."""
-    from avmatch.copydetect.candidates import augment_for_normalisation
+    (`stored` matches are used for a label instead of running recall and localisation again, `submitted`
+    (query, ref) descriptor lists instead of augmenting them again: the exported files themselves)."""
+    from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.localisation import detect_copies
     from avmatch.copydetect.metrics import descriptor_ap, matching_metrics
 
@@ -28,7 +30,10 @@ def _variant_metrics(gt, queries, refs, noise, cd, betas: dict[str, float], stor
         else:
             _, m = detect_copies(queries, refs, noise, beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
                                  **cd.localise.model_dump())
-        qa, ra = augment_for_normalisation(queries, refs, noise, beta) if beta else (queries, refs)
+        if submitted is not None and label in submitted:
+            qa, ra = submitted[label]
+        else:
+            qa, ra = descriptor_submission(queries, refs, noise, beta)
         d = descriptor_ap(gt, qa, ra)
         mm = matching_metrics(gt, m)
         out[label] = {"descriptor_uap": d.ap, "matching_uap": mm["segment"].ap, "pairwise_uap": mm["pairwise"].ap}
@@ -40,7 +45,7 @@ def _beta_by_validation(gt, queries, refs, noise, cd) -> dict:
     """β of the CSLS normalisation chosen on held-out queries: queries sorted by id alternate between a
     validation and a test half; the β of `evaluate.beta_grid` with the best validation descriptor µAP is
     compared with no normalisation on the test half (descriptor and matching µAPs)."""
-    from avmatch.copydetect.candidates import augment_for_normalisation
+    from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.localisation import detect_copies
     from avmatch.copydetect.metrics import descriptor_ap, matching_metrics
 
@@ -50,7 +55,7 @@ def _beta_by_validation(gt, queries, refs, noise, cd) -> dict:
     half_gt = {k: [m for m in gt if m.query_id in {q.video_id for q in v}] for k, v in half.items()}
 
     def desc(name: str, beta: float) -> float:
-        qa, ra = augment_for_normalisation(half[name], refs, noise, beta) if beta else (half[name], refs)
+        qa, ra = descriptor_submission(half[name], refs, noise, beta)
         return descriptor_ap(half_gt[name], qa, ra).ap
 
     val = {f"beta_{b:g}": desc("val", b) for b in [0.0, *cd.evaluate.beta_grid]}
@@ -95,7 +100,9 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     pHash baseline and the untrained encoder through the same recall and localisation."""
     from avmatch.copydetect.metrics import plot_pr_curves, read_matches
     from avmatch.copydetect.model import FrameEncoder
+    from avmatch.copydetect.noise_set import warn_if_off
     from avmatch.copydetect.phash import phash_descriptors
+    from avmatch.copydetect.vsc_npz import read_vsc_npz
 
     cd = params.copydetect
     gt = read_matches(paths.ground_truth, is_gt=True)
@@ -104,8 +111,10 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     # "main": the pipeline's settings (its stored matches); "raw" / "normalised": β = 0 / evaluate.normalised_beta
     betas = {"main": cd.candidates.beta, "raw": 0.0, "normalised": cd.evaluate.normalised_beta}
     stored = {"main": read_matches(paths.results / "matches.csv")}
+    # the main descriptor µAP is computed on the exported submission files, so evaluating them reproduces it
+    submitted = {"main": (read_vsc_npz(paths.export("queries")), read_vsc_npz(paths.export("refs")))}
     compare, curves = {}, {}
-    compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored)
+    compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored, submitted)
     if cd.evaluate.beta_grid:
         compare["trained"]["beta_by_validation"] = _beta_by_validation(gt, queries, refs, noise, cd)
 
@@ -128,6 +137,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         compare["untrained"], curves["untrained"] = _variant_metrics(gt, uq, ur, noise_matrix(un, cd.model.dim), cd, betas)
 
     main = compare["trained"]["main"]
+    main["descriptor_dim"] = int(submitted["main"][0][0].features.shape[1]) if submitted["main"][0] else 0
+    main["score_normalisation"] = warn_if_off(cd.candidates.beta, paths.set_dir("noise"), len(noise), paths.root)
     write_json(paths.metrics / "copydetect.json", main)
     write_json(paths.metrics / "copydetect_compare.json", compare)
     if "phash" in compare:

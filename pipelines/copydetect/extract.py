@@ -11,10 +11,14 @@ from avmatch.core.config import Params
 from avmatch.core.manifest import read_manifest
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.paths import SETS, CopydetectPaths
+from pipelines.copydetect.shared import noise_matrix
 
 
 def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
-    """Descriptors of every frame into Parquet shards (resumable), VSC22 npz exports and the query db."""
+    """Descriptors of every frame into Parquet shards (resumable) and VSC22 npz files per set (read by the
+    later stages), the descriptor-track submission (export/: what the reported descriptor µAP is computed on)
+    and the query db."""
+    from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.database import CopyDB
     from avmatch.copydetect.model import embed_frames, load_frame_encoder
     from avmatch.copydetect.vsc_npz import write_vsc_npz
@@ -55,6 +59,11 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
         exported[name] = videos
         summary.update({f"{name}_videos": len(videos), f"{name}_embedded": n_new,
                         f"{name}_frames_per_s": n_frames / secs if n_frames and secs > 0 else 0.0})
+    queries, refs = descriptor_submission(exported["queries"], exported["refs"],
+                                          noise_matrix(exported["noise"], cd.model.dim), cd.candidates.beta)
+    write_vsc_npz(paths.export("queries"), queries)
+    write_vsc_npz(paths.export("refs"), refs)
+    summary["export_dim"] = int(queries[0].features.shape[1]) if queries else 0
     settings = {"fps": cd.frames.fps, "frame_size": cd.frames.size, "beta": cd.candidates.beta, "k": cd.candidates.k,
                 "max_pairs_per_query": cd.candidates.max_pairs_per_query, "localise": cd.localise.model_dump(),
                 "min_score": 0.0}

@@ -62,6 +62,12 @@ class CopydetectPaths:
         return self.data / "shards" / name
 
     def npz(self, name: str) -> Path:
+        """The encoder's descriptors of a set (VSC22 npz layout): what the later stages read."""
+        return self.data / "descriptors" / f"{name}.npz"
+
+    def export(self, name: str) -> Path:
+        """The descriptor-track submission of a set ("queries" or "refs"): the descriptors the reported
+        descriptor µAP is computed on (normalisation-augmented, one dimension more, when β > 0)."""
         return self.data / "export" / f"{name}.npz"
 
     @property

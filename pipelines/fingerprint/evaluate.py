@@ -45,7 +45,8 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     ref_paths = dict(zip(refs["id"], refs["path"]))
     seg_index = SegmentIndex.load(paths.index)
     model, device = _trained_encoder(params, paths)
-    result = evaluate_queries(seg_index, gt, qvecs, fp, ref_paths, _null_vectors(params, paths, model, device))
+    result = evaluate_queries(seg_index, gt, qvecs, fp, ref_paths, _null_vectors(params, paths, model, device),
+                              _hub_penalty(params, paths, model, device))
 
     paths.results.mkdir(parents=True, exist_ok=True)
     write_results_csv(paths.results / "results.csv", result.analysis)
@@ -78,6 +79,26 @@ def _trained_encoder(params: Params, paths: FingerprintPaths):
     return load_encoder(paths.encoder, device), device
 
 
+def _training_music(paths: FingerprintPaths, name: str) -> list[np.ndarray]:
+    items = read_manifest(paths.items(name))
+    return [load_pcm(f) for f in items.loc[items["status"] == "ok", "pcm_file"]]
+
+
+def _hub_penalty(params: Params, paths: FingerprintPaths, model, device):
+    """The hub penalty of `model`: against the background stored in its file, or for a model without one
+    (the untrained comparison) a background embedded now the way the train stage embeds it."""
+    from avmatch.fingerprint.hubness import embed_background, penalty_for
+
+    sp = params.fingerprint.search
+    if sp.hub_weight <= 0:
+        return None
+    background = getattr(model, "background", None)
+    if background is None:
+        background = embed_background(model, _training_music(paths, "train"), _training_music(paths, "noise_train"),
+                                      params.fingerprint, params.common.seed, device)
+    return penalty_for(background, sp.hub_neighbours, sp.hub_weight)
+
+
 def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> list[tuple[float, np.ndarray]]:
     """Fingerprints of null queries: excerpts of the training music (not in the database) of every
     evaluation length, degraded like the queries (noise from the training noise set), that calibrate
@@ -90,11 +111,7 @@ def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> lis
     if n == 0:
         return []
 
-    def audio(name: str) -> list[np.ndarray]:
-        items = read_manifest(paths.items(name))
-        return [load_pcm(f) for f in items.loc[items["status"] == "ok", "pcm_file"]]
-
-    excerpts = null_excerpts(audio("train"), audio("noise_train"), fp.corpus.query_lengths_s, n,
+    excerpts = null_excerpts(_training_music(paths, "train"), _training_music(paths, "noise_train"), fp.corpus.query_lengths_s, n,
                              fp.audio.sample_rate, params.common.seed, fp.corpus.max_speed_change)
     vectors = embed_many(model, [x for _, x in excerpts], fp.audio, device, fp.extract.batch_size)
     return [(v, vec) for (v, _), vec in zip(excerpts, vectors)]
@@ -139,7 +156,7 @@ def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, 
     seg_index = SegmentIndex.build(vecs, idmap, "flat")
     queries = embed_set("queries")
     result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp, ref_paths,
-                              _null_vectors(params, paths, model, device))
+                              _null_vectors(params, paths, model, device), _hub_penalty(params, paths, model, device))
     return result.metrics
 
 

@@ -18,6 +18,7 @@ from avmatch.fingerprint.params import FingerprintParams
 from avmatch.fingerprint.search import (
     NO_CANDIDATE,
     Match,
+    Penalty,
     apply_threshold,
     decision_score,
     search_with,
@@ -49,16 +50,18 @@ class EvaluationResult:
 
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
                      fp: FingerprintParams, ref_paths: dict[str, str] | None = None,
-                     null_vectors: list[tuple[float, np.ndarray]] | None = None) -> EvaluationResult:
+                     null_vectors: list[tuple[float, np.ndarray]] | None = None,
+                     penalty: Penalty | None = None) -> EvaluationResult:
     """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
     in the database) and the validation out-of-database queries; metrics on the test queries.
 
     A false match is an out-of-database query answered with any track: each length's threshold keeps
-    the share of such answers at or below `fingerprint.evaluate.target_false_match_rate`.
+    the share of such answers at or below `fingerprint.evaluate.target_false_match_rate`. `penalty`
+    (the encoder's hub penalty) applies to every search alike: queries and null queries.
     """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
-    found = search_with(index, [query_vectors[i] for i in have], fp.search)
+    found = search_with(index, [query_vectors[i] for i in have], fp.search, penalty)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
     raw.update({i: decision_score(m, fp.search.score, fp.search.runner_up_weight) for i, m in zip(have, found)})
     val = np.array([is_validation(q, fp.evaluate.validation_fraction) for q in gt["query_id"]])
@@ -71,7 +74,7 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
             null_scores.setdefault(_calibrated_length(float(v), fp), []).append(_score(raw[i]))
     null_vectors = [(v, x) for v, x in (null_vectors or []) if len(x)]
     if null_vectors:
-        null_found = search_with(index, [x for _, x in null_vectors], fp.search)
+        null_found = search_with(index, [x for _, x in null_vectors], fp.search, penalty)
         for (v, _), m in zip(null_vectors, null_found):
             null_scores.setdefault(_calibrated_length(v, fp), []).append(_score(decision_score(m, fp.search.score, fp.search.runner_up_weight)))
     target = fp.evaluate.target_false_match_rate

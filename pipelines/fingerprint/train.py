@@ -21,6 +21,7 @@ def _load_set_audio(paths: FingerprintPaths, name: str) -> tuple[pd.DataFrame, l
 
 def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dict:
     """Contrastive training of the fingerprint encoder with on-the-fly degradations; resumable."""
+    from avmatch.fingerprint.hubness import embed_background
     from avmatch.fingerprint.model import save_encoder
     from avmatch.fingerprint.training import train_fingerprinter
 
@@ -43,8 +44,10 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
         audio_params=fp.audio, common_params=params.common, checkpoint_dir=paths.checkpoints, log=on_log,
         val_audio=val_audio or None)
     paths.model_dir.mkdir(parents=True, exist_ok=True)
-    save_encoder(result.model, paths.encoder, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
-                                               "audio": fp.audio.model_dump()})
+    model = result.model.eval()
+    background = embed_background(model, audio, noise, fp, params.common.seed, next(model.parameters()).device)
+    save_encoder(model, paths.encoder, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
+                                        "audio": fp.audio.model_dump()}, background=background)
     history = pd.DataFrame(result.history)
     write_csv(paths.plots / "train_history.csv", history)
     def last(key: str) -> float:

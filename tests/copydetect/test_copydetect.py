@@ -75,7 +75,63 @@ def test_candidates_rank_the_copied_reference_and_normalisation_demotes_generic_
     assert np.allclose(qa[0].features @ ra[2].features.T, q.features @ refs[2].features.T - b[:, None], atol=1e-5)
 
 
-def test_augment_and_short_training_with_resume(tmp_path):
+def test_ivfpq_recall_returns_exact_scores_and_the_flat_neighbours_when_every_list_is_searched():
+    from pydantic import ValidationError
+
+    from avmatch.copydetect.candidates import search_references
+    from avmatch.copydetect.params import CdCandidatesParams
+
+    rng = np.random.default_rng(4)
+    refs = [_vf(f"R{i}", rng.normal(size=(30, 16))) for i in range(60)]
+    q = _vf("Q", refs[7].features[5:25] + 0.05 * rng.normal(size=(20, 16)))
+    flat = reference_index(refs)
+    ivf = reference_index(refs, "ivfpq", nlist=8, nprobe=8, pq_m=4)
+    assert ivf.kind == "ivfpq" and ivf.params["nlist"] == 8
+    f_sims, f_rows = search_references(flat, q.features, 5)
+    i_sims, i_rows = search_references(ivf, q.features, 5, shortlist=8)
+    # the codes only choose the shortlist: scores are the exact cosines of the rows returned
+    exact = np.einsum("ij,ikj->ik", q.features, ivf.vectors_at(i_rows.reshape(-1)).reshape(*i_rows.shape, 16))
+    assert np.allclose(i_sims, exact, atol=1e-5) and np.all(np.diff(i_sims, axis=1) <= 1e-6)
+    # all lists searched and a generous shortlist: the exact neighbours (the copied frame first)
+    assert (i_rows[:, 0] == f_rows[:, 0]).all() and np.allclose(i_sims[:, 0], f_sims[:, 0], atol=1e-5)
+    c = find_candidates(ivf, [q], np.zeros((0, 16), np.float32), 0.0, k=5, max_pairs_per_query=3, shortlist=8)
+    assert c.pairs.iloc[0]["ref_id"] == "R7"
+    with pytest.raises(ValidationError):
+        CdCandidatesParams(index="hnsw")
+
+
+def test_descriptor_submission_round_trips_to_the_same_descriptor_uap(tmp_path):
+    """What extract exports and what evaluate reports come from `descriptor_submission`; through the
+    VSC22 npz and the `avmatch metrics vsc-descriptor` command the µAP is the in-memory one."""
+    import json
+    import subprocess
+    import sys
+
+    from avmatch.copydetect.candidates import descriptor_submission
+    from avmatch.copydetect.metrics import Match, descriptor_ap, write_matches
+    from avmatch.copydetect.vsc_npz import write_vsc_npz
+
+    rng = np.random.default_rng(3)
+    refs = [_vf(f"R{i}", rng.normal(size=(6, 16))) for i in range(5)]
+    queries = [_vf(f"Q{i}", refs[i].features[1:5] + 0.4 * rng.normal(size=(4, 16))) for i in range(3)]
+    queries.append(_vf("Q9", rng.normal(size=(4, 16))))
+    noise = _vf("N", rng.normal(size=(20, 16))).features
+    gt = [Match(f"Q{i}", f"R{i}", 0, 4, 1, 5) for i in range(3)]
+    assert descriptor_submission(queries, refs, noise, 0.0)[0][0].features.shape[1] == 16
+    qa, ra = descriptor_submission(queries, refs, noise, 0.5)
+    assert qa[0].features.shape[1] == ra[0].features.shape[1] == 17
+    write_vsc_npz(tmp_path / "q.npz", qa)
+    write_vsc_npz(tmp_path / "r.npz", ra)
+    write_matches(tmp_path / "gt.csv", gt, gt=True)
+    out = subprocess.run([str(Path(sys.executable).parent / "avmatch"), "metrics", "vsc-descriptor", "--gt",
+                          str(tmp_path / "gt.csv"), "--query", str(tmp_path / "q.npz"), "--ref", str(tmp_path / "r.npz"),
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["descriptor_uap"] == pytest.approx(descriptor_ap(gt, qa, ra).ap, abs=1e-12)
+
+
+def test_augment_and_short_training_with_resume(tmp_path, caplog):
+    import logging
+
     from avmatch.copydetect.params import CdModelParams, CdTrainParams
     from avmatch.copydetect.training import augment, train_frame_encoder
 
@@ -87,11 +143,31 @@ def test_augment_and_short_training_with_resume(tmp_path):
     videos = [rng.integers(0, 255, (8, 48, 48, 3), dtype=np.uint8) for _ in range(3)]
     mp = CdModelParams(dim=16, channels=[8, 16], input_size=32)
     tp = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
-    first = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="avmatch.copydetect"):
+        first = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
     assert first.steps == 3
+    # progress lines: the first and the last step at least, with loss and rate
+    lines = [r.getMessage() for r in caplog.records if r.name == "avmatch.copydetect.train_log"]
+    assert lines[0].startswith("step 1/3: loss ") and lines[-1].startswith("step 3/3: loss ") and "steps/s" in lines[-1]
     tp2 = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
     again = train_frame_encoder(videos, train_params=tp2, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
     assert again.resumed_from_step == 3 and again.steps == 3
+
+
+def test_step_reporter_logs_on_a_wall_clock_period_with_the_mean_loss_and_rate():
+    from avmatch.copydetect.train_log import StepReporter
+
+    now = [0.0]
+    rep = StepReporter(max_steps=100, every_s=30.0, clock=lambda: now[0])
+    lines = []
+    for n in range(1, 101):
+        now[0] += 1.0                      # one step per second
+        lines.append(rep.step(n, loss=float(n), lr=1e-3))
+    logged = [(n, line) for n, line in enumerate(lines, 1) if line]
+    assert [n for n, _ in logged] == [1, 31, 61, 91, 100]
+    # step 31: the mean loss of steps 2..31, one step per second, 69 steps left at 1 step/s
+    assert logged[1][1] == ("step 31/100: loss 16.5000 (mean of 30 steps), lr 1.00e-03, 1.00 steps/s, "
+                            "~1.1 min left")
 
 
 def _cd_setup():
@@ -173,12 +249,21 @@ def test_phash_descriptors_are_unit_vectors_with_hamming_similarity():
     assert d[0] @ d[3] == pytest.approx(1.0)
 
 
-def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path):
+def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path, caplog, capsys):
+    import logging
+
     from avmatch.copydetect.corpus import build_copydetect_corpus
     from avmatch.core.video import probe_video
 
     root = tmp_path / "corpus"
-    info = build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), root)
+    with caplog.at_level(logging.INFO):
+        info = build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), root)
+    # step times under the builder's own logger, and a progress bar on stderr for the long clip step
+    timings = [r for r in caplog.records if r.getMessage().startswith("stage references took")]
+    assert [r.name for r in timings] == ["avmatch.copydetect.corpus"]
+    err = capsys.readouterr().err
+    n_clips = len(list((root / "reference").glob("*.mp4"))) + len(list((root / "noise").glob("*.mp4")))
+    assert "copydetect corpus: reference and noise clips" in err and f"{n_clips}/{n_clips}" in err, err[-500:]
     assert info["references"] >= 4 and info["queries_with_copy"] >= 4 and info["bad_files"] == 3
     meta = {r["video_id"]: r for name in ("query", "reference") for r in csv.DictReader(open(root / f"{name}_metadata.csv"))}
     assert list(csv.DictReader(open(root / "noise_metadata.csv")))[0].keys() == {

@@ -16,6 +16,7 @@ from avmatch.copydetect.metrics import (
     descriptor_ap,
     descriptor_candidates,
     matching_metrics,
+    pair_scores,
     pairwise_ap,
     read_matches,
     segment_ap,
@@ -109,6 +110,30 @@ def test_pairwise_ap_hand_worked_with_misses_and_ties():
     assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.8, ("b", "1"): 0.7}).ap == pytest.approx((1 + 2 / 3) / 3)
     # a tie between a hit and a miss is one step at precision 1/2
     assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.9}).ap == pytest.approx(0.5 / 3)
+
+
+def test_negative_match_scores_floor_at_zero_for_pairs_as_the_official_from_matches_does():
+    # the hit scores -0.2, the miss -0.5: a raw maximum ranks the hit first (pairwise 1.0); the official
+    # CandidatePair.from_matches starts each pair's maximum at 0.0, so both pairs tie at 0 -> one step, P 1/2
+    preds = [M("Q1", "R1", 0, 10, 0, 10, -0.2), M("Q2", "R2", 0, 10, 0, 10, -0.5)]
+    m = matching_metrics(GT, preds)
+    assert m["pairwise"].ap == pytest.approx(0.5)
+    # the segment µAP ranks the raw scores (the official match_metric has no floor): the hit comes first
+    assert m["segment"].ap == pytest.approx(1.0)
+    # a pair with one positive match keeps that score; above 0 the ranking is the raw one
+    preds = [M("Q1", "R1", 0, 10, 0, 10, -0.9), M("Q1", "R1", 0, 10, 0, 10, 0.3), M("Q2", "R2", 0, 10, 0, 10, 0.1)]
+    assert matching_metrics(GT, preds)["pairwise"].ap == pytest.approx(1.0)
+    assert pair_scores(preds) == {("Q1", "R1"): pytest.approx(0.3), ("Q2", "R2"): pytest.approx(0.1)}
+    assert pair_scores([M("Q3", "R3", 0, 1, 0, 1, -4.0)]) == {("Q3", "R3"): 0.0}
+
+
+def test_descriptor_pairs_keep_negative_similarities_as_the_official_max_aggregation_does():
+    # a hit at similarity -0.2 and a miss at -0.5 (no floor): the hit ranks first
+    queries = [_vf("Q1", [[1.0, 0.0]])]
+    refs = [_vf("R1", [[-0.2, 0.0]]), _vf("R2", [[-0.5, 0.0]])]
+    cands = descriptor_candidates(queries, refs)
+    assert cands == {("Q1", "R1"): pytest.approx(-0.2), ("Q1", "R2"): pytest.approx(-0.5)}
+    assert descriptor_ap([M("Q1", "R1", 0, 1, 0, 1)], queries, refs).ap == pytest.approx(1.0)
 
 
 def test_pairwise_ap_equals_the_challenge_formula_on_random_rankings():

@@ -37,6 +37,8 @@ TINY = {
     # length instead of 400 (each evaluation embeds them, for the trained and the untrained encoder)
     "fingerprint.evaluate.target_false_match_rate": 0.1,
     "fingerprint.evaluate.null_queries_per_length": 30,
+    # a background of 60 excerpts (not 600) for the hub scores: each encoder embeds its own
+    "fingerprint.train.background_excerpts": 60,
     # nor the speed and tempo changed queries (tests/fingerprint/test_speed_changes.py and the corpus tests
     # cover them): a 150-step encoder does not learn them
     "fingerprint.corpus.degradations": ["noise", "reverb", "phone_codec", "gain", "clean"],

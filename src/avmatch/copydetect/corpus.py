@@ -55,6 +55,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from avmatch.core import debian
 from avmatch.core.corpus_build import stage_timer, swap_in
+from avmatch.core.progress import progress
 from avmatch.core.video import MediaError, decode_frames, encode_video, probe_video
 
 log = logging.getLogger(__name__)
@@ -553,23 +554,30 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
         return Footage(unit, size, secs, r)
 
     refs: list[tuple[str, Footage]] = []
+    # the longest step (~200 s at demo size on 2 busy cores): one progress bar on stderr over its clips
+    bar = progress(range(len(refs_u) + len(noise_u) + len(noise_extra)), desc="copydetect corpus: reference "
+                   "and noise clips", unit="clip")
     for i, u in enumerate(refs_u):
+        next(bar, None)
         vid = f"R{i + 1:06d}"
         fg = footage(u, 1000 + i)
         encode_video(tmp / "reference" / f"{vid}.mp4", fg.frames, size.fps)
         refs.append((vid, fg))
         src_rows.append({"video_id": vid, "set": "reference", **u.describe()})
     for i, u in enumerate(noise_u):
+        next(bar, None)
         vid = f"N{i + 1:06d}"
         fg = footage(u, 2000 + i)
         encode_video(tmp / "noise" / f"{vid}.mp4", fg.frames, size.fps)
         src_rows.append({"video_id": vid, "set": "noise", **u.describe()})
     for i, u in enumerate(noise_extra):  # own random streams: everything else is the same without them
+        next(bar, None)
         vid = f"N{len(noise_u) + i + 1:06d}"
         r = np.random.default_rng([seed, 8, i])
         fg = Footage(u, size, _pick(size.photo_clip_s, size.fps, r), r)
         encode_video(tmp / "noise" / f"{vid}.mp4", fg.frames, size.fps)
         src_rows.append({"video_id": vid, "set": "noise", **u.describe()})
+    next(bar, None)   # closes the bar (the iterator is exhausted)
     distract = [footage(u, 3000 + i) for i, u in enumerate(distract_u)]
     for u in distract_u:
         src_rows.append({"video_id": "", "set": "distractor", **u.describe()})
@@ -580,7 +588,7 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
     tf_rows: list[dict] = []
     n_q = size.copy_queries + size.plain_queries
     plain = set(np.random.default_rng([seed, 11]).permutation(n_q)[: size.plain_queries].tolist())
-    for qi in range(n_q):
+    for qi in progress(range(n_q), desc="copydetect corpus: queries", unit="query"):
         rng = np.random.default_rng([seed, 100, qi])
         qid = f"Q{qi + 1:06d}"
         q_fps = float(rng.choice([size.fps, size.fps, 5, 12]))

@@ -15,7 +15,10 @@ mean over queries):
 * **Matching track, pairwise µAP** and **descriptor track µAP**: average precision of (query, ref)
   pairs ranked by score, with precision taken at each distinct score (ties form one step, as
   scikit-learn's `average_precision_score` does) and recall relative to *all* ground-truth pairs,
-  so pairs never predicted count as missed. Matching predictions become pairs by their max score.
+  so pairs never predicted count as missed. Matching predictions become pairs by their max score
+  *floored at 0*, as the official `CandidatePair.from_matches` does (its running maximum starts from
+  `defaultdict(float)`'s 0.0): every pair whose matches all score below 0 ties at 0. Descriptor-track
+  pairs keep their raw maximum similarity (the official `MaxScoreAggregation` has no floor).
   The descriptor track first turns descriptors into pairs the challenge's way: the
   `RETRIEVAL_CANDIDATES_PER_QUERY` × (number of query videos) most similar (query frame, ref frame)
   inner products over the whole query set, max-aggregated per pair, the best
@@ -220,11 +223,15 @@ def segment_ap(gts: Sequence[Match], predictions: Sequence[Match]) -> APResult:
     return APResult(float(ap), np.array(pr_p), np.array(pr_r), np.array(pr_s))
 
 
+MATCH_PAIR_SCORE_FLOOR = 0.0  # the official from_matches starts each pair's maximum at defaultdict(float)'s 0.0
+
+
 def pair_scores(matches: Iterable[Match]) -> dict[tuple[str, str], float]:
-    """(query, ref) → the best score of its matches (how the challenge turns matches into pairs)."""
+    """(query, ref) → the best score of its matches, never below 0: the challenge's `from_matches`
+    (with negative scores, a raw maximum would rank pairs the official code ties at 0)."""
     out: dict[tuple[str, str], float] = {}
     for m in matches:
-        out[m.pair] = max(m.score, out.get(m.pair, -math.inf))
+        out[m.pair] = max(m.score, out.get(m.pair, MATCH_PAIR_SCORE_FLOOR))
     return out
 
 

@@ -58,6 +58,12 @@ class CdCandidatesParams(StrictModel):
     k: int = Field(20, ge=1, description="nearest reference frames per query frame")
     beta: float = Field(0.0, ge=0, description="CSLS normalisation weight (0 = off)")
     max_pairs_per_query: int = Field(25, ge=1)
+    index: Literal["flat", "ivfpq"] = Field("flat", description="reference-frame index: exact flat, or IVF-PQ "
+                                            "for large collections (benchmarks/bench_copydetect_recall.py)")
+    nlist: int = Field(1024, ge=1, description="IVF-PQ inverted lists (~sqrt of the reference frames)")
+    nprobe: int = Field(16, ge=1, description="IVF-PQ lists searched per query frame")
+    pq_m: int = Field(16, ge=1, description="IVF-PQ sub-quantisers (must divide model.dim, else shrunk)")
+    shortlist: int = Field(4, ge=1, description="IVF-PQ: shortlist x k frames re-scored exactly per query frame")
 
 
 class CdLocaliseParams(StrictModel):

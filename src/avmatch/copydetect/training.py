@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from avmatch.copydetect.model import FrameEncoder
+from avmatch.copydetect.train_log import StepReporter
 from avmatch.core.device import resolve_device, seed_everything
 from avmatch.core.losses import koleo, nt_xent
 from avmatch.core.training import (
@@ -227,6 +228,9 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         os.replace(tmp, ckpt_path)
 
     model.train()
+    reporter = StepReporter(tp.max_steps, start_step=step)
+    log.info("training the frame encoder: steps %d..%d, batch %d, %d frames", step + 1, tp.max_steps, batch,
+             len(sampler))
     while step < tp.max_steps:
         if timer.expired():
             save()
@@ -247,6 +251,7 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         loss.backward()
         opt.step()
         step += 1
+        reporter.step(step, float(loss.detach()), lr)
         if step % 10 == 0 or step == 1:
             rec = {"step": step, "loss": float(loss.detach()), "lr": lr, "elapsed_s": elapsed()}
             history.append(rec)

@@ -29,17 +29,20 @@ EXIT_UNUSABLE = 2
 SCORE_HELP = """
 Score: Each 1 s segment of the query (one every 0.5 s) is compared with the recording's segment at
 the same position: cosine similarity of the two fingerprints, from -1 to 1 (1 = identical, about 0 =
-unrelated). The score starts from their mean over the whole query (positions past the recording's end
-count 0). With the score `margin` (the default) it is that mean minus the same mean for the best other
-recording: from -2 to 2, in practice 0 to about 1 for the best candidate and below 0 for the others,
-because music that is not in the database still resembles something, but not more than everything
-else. With `similarity` it is the mean itself (-1 to 1). Higher means more certain.
+unrelated), minus that recording segment's hub score, how much it resembles music in general (its
+mean similarity to the 10 nearest of the encoder's background fingerprints, excerpts of music in no
+database; a sustained chord that every tune resembles scores high there and so counts less). The
+score starts from the mean of these over the whole query (positions past the recording's end count
+0). With the score `margin` (the default) it is that mean minus the same mean for the best other
+recording: in practice 0 to about 1 for the best candidate and below 0 for the others, because music
+that is not in the database still resembles something, but not more than everything else. With
+`similarity` it is the mean itself. Higher means more certain.
 
 Threshold: A candidate is a match when its score is at least the threshold, which the encoder's
-evaluation chose on validation queries so that at most a target share of queries of music not in the
-database (5 % by default: fingerprint.evaluate.target_false_match_rate) get an answer; when the
-evaluation chose one per query length, a query uses the one of its length. The database keeps the
-threshold it was built with; `--threshold` overrides it for one run.
+evaluation chose on out-of-database queries so that at most a target share of queries of music not in
+the database (1 % by default: fingerprint.evaluate.target_false_match_rate) get an answer, one
+threshold per query length (a query uses the one of its length). The database keeps the thresholds
+it was built with; `--threshold` overrides them for one run.
 """
 
 

@@ -366,9 +366,13 @@ class Searcher:
     """A database opened for searching: the encoder and index are loaded once for every query."""
 
     def __init__(self, db: FingerprintDB, model, device, index, ref_paths: dict[str, str], timings: dict[str, float]):
+        from avmatch.fingerprint.hubness import penalty_for
+
         self.db, self.model, self.device, self.index = db, model, device, index
         self.ref_paths = ref_paths
         self.timings = timings
+        sp = db.search_params   # the encoder's own background: the pipeline evaluated it with the same
+        self.penalty = penalty_for(getattr(model, "background", None), sp.hub_neighbours, sp.hub_weight)
 
     def identify(self, path: str | Path, top: int = 1, threshold: float | None = None) -> Answer:
         """The `top` best recordings for one query file; a file that cannot be read gives its reason."""
@@ -388,7 +392,7 @@ class Searcher:
         limit = threshold if threshold is not None else self.db.thresholds.for_segments(
             len(vectors), audio_p.segment_s, audio_p.hop_s)
         found = search_ranked(self.index, [vectors], sp.top_k, sp.max_candidates, sp.rescore, n=top,
-                              rates=drift_rates(sp.max_drift, sp.drift_step))[0]
+                              rates=drift_rates(sp.max_drift, sp.drift_step), penalty=self.penalty)[0]
         candidates = []
         for rank, m in enumerate(found, 1):
             score = decision_score(m, sp.score, sp.runner_up_weight).score

@@ -98,6 +98,8 @@ class FingerprintEncoder(nn.Module):
             "logmel": json.loads(logmel_params.model_dump_json()),
             "audio": json.loads(audio_params.model_dump_json()),
         }
+        # fingerprints of music not in any database, that hub scores are measured against (save_encoder)
+        self.background: np.ndarray | None = None
         self.sample_rate = int(audio_params.sample_rate)
         self.seg_len, _ = segment_samples(audio_params.sample_rate, audio_params.segment_s, audio_params.hop_s)
         self.dim = int(model_params.dim)
@@ -161,9 +163,12 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def save_encoder(model: FingerprintEncoder, path: str | os.PathLike, params_dict: dict[str, Any] | None = None) -> Path:
+def save_encoder(model: FingerprintEncoder, path: str | os.PathLike, params_dict: dict[str, Any] | None = None,
+                 background: np.ndarray | None = None) -> Path:
     """Write the final model file: weights + the hyper-parameters needed to rebuild it + `params_dict`
-    (any json-able metadata, e.g. the training summary). Atomic (temp file, then rename)."""
+    (any json-able metadata, e.g. the training summary) + the `background` fingerprints that hub scores
+    are measured against (`avmatch.fingerprint.hubness`; they belong to these weights, so they travel
+    with them). Atomic (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
@@ -172,6 +177,8 @@ def save_encoder(model: FingerprintEncoder, path: str | os.PathLike, params_dict
         "params": _json_safe(params_dict or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if background is not None:
+        blob["background"] = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float16))
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)
@@ -189,6 +196,8 @@ def load_encoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     hp = blob["hparams"]
     model = FingerprintEncoder(FpModelParams(**hp["model"]), LogMelParams(**hp["logmel"]), FpAudioParams(**hp["audio"]))
     model.load_state_dict(blob["state_dict"])
+    bg = blob.get("background")
+    model.background = bg.float().numpy() if bg is not None else None
     return model.to(torch.device(device)).eval()
 
 

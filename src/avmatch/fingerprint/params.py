@@ -106,6 +106,10 @@ class FpTrainParams(StrictModel):
     validate_every: int = Field(200, ge=1)
     num_workers: int = Field(1, ge=0)
     augment: FpAugmentParams = FpAugmentParams()
+    background_excerpts: int = Field(600, ge=0, description="degraded excerpts of the training music embedded "
+                                     "after training and stored in the encoder file: the background that "
+                                     "reference segments' hub scores are measured against (0 = none)")
+    background_length_s: float = Field(10.0, gt=0, description="length of each background excerpt")
 
 
 class FpExtractParams(StrictModel):
@@ -137,6 +141,10 @@ class FpSearchParams(StrictModel):
                               "over the best other track")
     runner_up_weight: float = Field(1.0, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
                                     "other track's similarity (1: the plain difference)")
+    hub_weight: float = Field(1.0, ge=0, le=2, description="each pair's similarity is reduced by this much times "
+                              "the reference segment's hub score (its mean similarity to its nearest background "
+                              "fingerprints: high for segments all music resembles); 0 = off")
+    hub_neighbours: int = Field(10, ge=1, description="background neighbours a hub score averages")
 
 
 class FpEvaluateParams(StrictModel):

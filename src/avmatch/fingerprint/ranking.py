@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from avmatch.core.index import SegmentIndex, as_float32_matrix
-from avmatch.fingerprint.search import Match, _keep_top_voted, _vote, rescore_drifting
+from avmatch.fingerprint.search import Match, Penalty, _keep_top_voted, _vote, rescore_drifting
 
 
 def _best_pair_per_item(cand: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -36,7 +36,8 @@ def _union(pool: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> dict[st
 
 
 def search_ranked(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int = 20, max_candidates: int = 10,
-                  rescore: bool = True, n: int = 1, rates: Sequence[float] = (1.0,)) -> list[list[Match]]:
+                  rescore: bool = True, n: int = 1, rates: Sequence[float] = (1.0,),
+                  penalty: Penalty | None = None) -> list[list[Match]]:
     """Per query, up to `n` distinct recordings, best first, each at its best offset.
 
     `runner_up` is the best score of any other recording considered, so `decision_score(m, "margin")`
@@ -59,7 +60,7 @@ def search_ranked(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int
     cand = _union(_keep_top_voted(voted, max_candidates), _best_pair_per_item(voted, n))
     cand["rate"] = np.ones(len(cand["query"]))
     if rescore:   # the same orders as search_queries
-        cand["score"], cand["rate"] = rescore_drifting(index, segments, cand, lengths, q_start, rates)
+        cand["score"], cand["rate"] = rescore_drifting(index, segments, cand, lengths, q_start, rates, penalty)
         order = np.lexsort((-cand["votes"], -cand["score"], cand["query"]))
     else:
         cand["score"] = cand["sim_sum"] / cand["votes"]

@@ -21,6 +21,9 @@ Decisions:
   0.3 s, more than half a hop). Rescoring therefore also tries alignments that drift linearly,
   reference segment offset + round(i * r) for each rate r in `rates`, and keeps the best; the
   winning rate is reported (1.03: the query plays 3 % fast).
+* Hubs: with a `penalty` (`hubness.HubPenalty`), each pair's similarity is reduced by the reference
+  segment's hub score before averaging, for every candidate alike, so the winner and the runner-up
+  of the margin are both judged by how distinctive their evidence is.
 * Without rescore the winner is the top-voted candidate (ties: larger summed similarity) and
   its score is the mean similarity of its votes.
 """
@@ -28,7 +31,7 @@ Decisions:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -36,6 +39,9 @@ from avmatch.core.index import SegmentIndex, as_float32_matrix
 
 if TYPE_CHECKING:
     from avmatch.fingerprint.params import FpSearchParams
+
+# (index rows, their vectors) -> what to subtract from each pair's similarity (e.g. hubness.HubPenalty)
+Penalty = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Rescoring gathers (query segment, reference segment) vector pairs; this bounds one batch
 # (pairs x dim x 4 bytes x 2 arrays: 32768 x 128 x 8 = 32 MB).
@@ -95,22 +101,24 @@ def drift_rates(max_drift: float, step: float) -> tuple[float, ...]:
     return (1.0,) + tuple(1.0 + s * j * step for j in range(1, k + 1) for s in (1.0, -1.0))
 
 
-def search_with(index: SegmentIndex, queries: Sequence[np.ndarray], sp: "FpSearchParams") -> list[Match]:
+def search_with(index: SegmentIndex, queries: Sequence[np.ndarray], sp: "FpSearchParams",
+                penalty: Penalty | None = None) -> list[Match]:
     """`search_queries` with the settings of a `fingerprint.search` section (the pipeline and the user
     database search the same way)."""
     return search_queries(index, queries, sp.top_k, sp.max_candidates, sp.rescore,
-                          drift_rates(sp.max_drift, sp.drift_step))
+                          drift_rates(sp.max_drift, sp.drift_step), penalty)
 
 
 def search_query(index: SegmentIndex, query_vectors: np.ndarray, top_k: int = 20,
-                 max_candidates: int = 10, rescore: bool = True, rates: Sequence[float] = (1.0,)) -> Match:
+                 max_candidates: int = 10, rescore: bool = True, rates: Sequence[float] = (1.0,),
+                 penalty: Penalty | None = None) -> Match:
     """Best (item, offset) for one query given its segment fingerprints (n_segments, dim)."""
-    return search_queries(index, [query_vectors], top_k, max_candidates, rescore, rates)[0]
+    return search_queries(index, [query_vectors], top_k, max_candidates, rescore, rates, penalty)[0]
 
 
 def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int = 20,
                    max_candidates: int = 10, rescore: bool = True,
-                   rates: Sequence[float] = (1.0,)) -> list[Match]:
+                   rates: Sequence[float] = (1.0,), penalty: Penalty | None = None) -> list[Match]:
     """Best (item, offset) for each query, with ONE FAISS search for all their segments.
 
     Per-query Python loops would pay FAISS's per-call overhead and lose its batched BLAS;
@@ -136,7 +144,7 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
     cand = _keep_top_voted(cand, max_candidates)
     cand["rate"] = np.ones(len(cand["query"]))
     if rescore:
-        cand["score"], cand["rate"] = rescore_drifting(index, all_segments, cand, lengths, q_start, rates)
+        cand["score"], cand["rate"] = rescore_drifting(index, all_segments, cand, lengths, q_start, rates, penalty)
         order = np.lexsort((-cand["votes"], -cand["score"], cand["query"]))
     else:
         cand["score"] = cand["sim_sum"] / cand["votes"]
@@ -217,7 +225,8 @@ def _keep_top_voted(cand: dict[str, np.ndarray], max_candidates: int) -> dict[st
 
 
 def rescore_drifting(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarray], lengths: np.ndarray,
-                     q_start: np.ndarray, rates: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+                     q_start: np.ndarray, rates: Sequence[float],
+                     penalty: Penalty | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each candidate's best rescored similarity over the drifting alignments of `rates`, and that rate.
 
     A drifting alignment must beat the candidate's score at normal speed by `DRIFT_MIN_GAIN` to be taken:
@@ -226,7 +235,7 @@ def rescore_drifting(index: SegmentIndex, segments: np.ndarray, cand: dict[str, 
     best = np.full(len(cand["query"]), -np.inf)
     best_rate = np.ones(len(cand["query"]))
     for r in rates:
-        s = _rescore(index, segments, cand, lengths, q_start, float(r))
+        s = _rescore(index, segments, cand, lengths, q_start, float(r), penalty)
         better = s > best + (0.0 if float(r) == 1.0 or not np.isfinite(best).any() else DRIFT_MIN_GAIN)
         best[better] = s[better]
         best_rate[better] = float(r)
@@ -234,9 +243,10 @@ def rescore_drifting(index: SegmentIndex, segments: np.ndarray, cand: dict[str, 
 
 
 def _rescore(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarray],
-             lengths: np.ndarray, q_start: np.ndarray, rate: float = 1.0) -> np.ndarray:
-    """Mean over the query's segments of dot(q_i, ref[item][offset + round(i * rate)]); outside the
-    track = 0."""
+             lengths: np.ndarray, q_start: np.ndarray, rate: float = 1.0,
+             penalty: Penalty | None = None) -> np.ndarray:
+    """Mean over the query's segments of dot(q_i, ref[item][offset + round(i * rate)]) (minus the
+    penalty of that reference segment); outside the track = 0."""
     item_first_row, item_first_seg, item_count = index.item_table()
     n_cand = len(cand["query"])
     cand_len = lengths[cand["query"]]
@@ -260,6 +270,8 @@ def _rescore(index: SegmentIndex, segments: np.ndarray, cand: dict[str, np.ndarr
         q_vec = segments[q_rows[inside]]
         r_vec = index.vectors_at(ref_rows[inside])
         dots = np.einsum("ij,ij->i", q_vec, r_vec, dtype=np.float64)
+        if penalty is not None:
+            dots -= penalty(ref_rows[inside], r_vec)
         totals[lo:hi] = np.bincount(pair_cand[inside] - lo, weights=dots, minlength=hi - lo)
         lo = hi
     return totals / cand_len
