@@ -3,6 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_DATABASE_TIMEOUT ?= 60
 export MPLBACKEND := Agg
 
 .PHONY: help setup demo demo-copydetect demo-versions demo-all test test-fast bench lint clean-demo ui

@@ -163,7 +163,9 @@ def part_size(src: Path, music: list[Path], model: Path, threshold: float, tmp: 
 def audio_hours(db: Path) -> float:
     import pandas as pd
 
-    m = pd.read_parquet(db / "manifest.parquet")
+    from avmatch.fingerprint.database import FingerprintDB
+
+    m = FingerprintDB(db).manifest()      # the published version's (or an older layout's) manifest
     ok = m[m["status"] == "ok"]
     if "n_samples" in ok.columns and ok["n_samples"].notna().all():   # older databases
         return float(ok["n_samples"].sum()) / 8000 / 3600

@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows import PREFECT_DB_TIMEOUT_S
+
 BIN = Path(sys.executable).parent
 
 
@@ -79,6 +81,7 @@ def prefect_env(prefect_home: Path, api_url: str | None = None) -> dict[str, str
     env = dict(os.environ)
     env.update({"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
+    env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", PREFECT_DB_TIMEOUT_S)   # see flows/__init__.py
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env

@@ -27,6 +27,29 @@ def tone_mix(seconds: float, sr: int, seed: int) -> np.ndarray:
     return (0.8 * x / np.abs(x).max()).astype(np.float32)
 
 
+def save_tiny_fingerprint_encoder(path: Path, seed: int, sr: int = 8000) -> None:
+    """A tiny fingerprint encoder, randomly initialised with a fixed seed and saved with the project's
+    `save_encoder`. Its BatchNorm statistics are measured on a few seconds of other audio first (no
+    training): with the default statistics an untrained encoder maps every segment to nearly the same
+    point, and nothing can be told apart."""
+    import torch
+
+    from avmatch.fingerprint.logmel import frame_segments
+    from avmatch.fingerprint.model import FingerprintEncoder, save_encoder
+    from avmatch.fingerprint.params import FpAudioParams, FpModelParams, LogMelParams
+
+    torch.manual_seed(seed)
+    model = FingerprintEncoder.from_params(FpModelParams(dim=32, channels=[8, 16, 32], head_hidden=8),
+                                           LogMelParams(), FpAudioParams())
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None   # a plain average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.cat([frame_segments(tone_mix(6.0, sr, 1000 + s), sr) for s in range(6)]))
+    save_encoder(model.eval(), path)
+
+
 def write_bad_files(folder: Path) -> dict[str, Path]:
     """One file per failure mode the pipeline must survive; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,48 @@ def test_disabled_tracking_writes_nothing(tmp_path):
 def test_temporary_experiment_workspace_logs_to_the_user_repo():
     assert origin_repo(Path("/home/u/proj/.dvc/tmp/exps/tmpab12")) == Path("/home/u/proj")
     assert origin_repo(Path("/home/u/proj")) == Path("/home/u/proj")
+
+
+def _stage_in_own_process(root: str, k: int) -> None:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    with stage_run(CommonParams(), Path(root), "fingerprint", f"stage{k}", {"fingerprint": {"k": k}}) as t:
+        for step in range(5):
+            t.log_metrics({"loss": 1.0 / (step + 1), "k": k}, step=step)
+
+
+def test_concurrent_stage_runs_on_a_new_sqlite_store_all_land(tmp_path, monkeypatch):
+    """Four stage processes open a store that does not exist yet, at once: one creates it (the others
+    wait on the lock beside it), WAL is on, and every run with its params and metrics is recorded."""
+    import multiprocessing as mp
+    import sqlite3
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ctx = mp.get_context("fork")   # the stage code is imported already: only the store is shared
+    procs = [ctx.Process(target=_stage_in_own_process, args=(str(tmp_path), k)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    client = MlflowClient(tracking_uri(CommonParams(), tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("avmatch-fingerprint").experiment_id])
+    assert sorted(r.data.params["fingerprint.k"] for r in runs) == ["0", "1", "2", "3"]
+    assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 5 for r in runs)
+    mode = sqlite3.connect(tmp_path / "mlflow.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_lock_contention_is_retried_and_other_errors_are_not():
+    from avmatch.core.sqlite_store import retry_locked
+
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "done"
+
+    assert retry_locked(flaky, first_delay_s=0.01) == "done" and len(calls) == 3
+    with pytest.raises(ValueError):
+        retry_locked(lambda: (_ for _ in ()).throw(ValueError("bad parameter")), first_delay_s=0.01)

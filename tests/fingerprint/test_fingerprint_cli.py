@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone_mix, write_bad_files
+from conftest import save_tiny_fingerprint_encoder, tone_mix, write_bad_files
 from typer.testing import CliRunner
 
 from avmatch.cli import app
@@ -32,25 +32,6 @@ SR = 8000
 THRESHOLD = 0.2
 N_REFS = 5
 REF_S = 12.0
-
-
-def _save_tiny_encoder(path: Path, seed: int) -> None:
-    import torch
-
-    from avmatch.fingerprint.logmel import frame_segments
-    from avmatch.fingerprint.model import FingerprintEncoder, save_encoder
-    from avmatch.fingerprint.params import FpAudioParams, FpModelParams, LogMelParams
-
-    torch.manual_seed(seed)
-    model = FingerprintEncoder.from_params(FpModelParams(dim=32, channels=[8, 16, 32], head_hidden=8),
-                                           LogMelParams(), FpAudioParams())
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None   # a plain average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(torch.cat([frame_segments(tone_mix(6.0, SR, 1000 + s), SR) for s in range(6)]))
-    save_encoder(model.eval(), path)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +44,7 @@ def world(tmp_path_factory) -> dict:
     (proj / "metrics").mkdir()
     # THRESHOLD was chosen for the plain margin (runner_up_weight 1: rank 2 and below then score < 0)
     (proj / "params.yaml").write_text("fingerprint:\n  search: {score: margin, runner_up_weight: 1.0}\n  index: {type: flat}\n")
-    _save_tiny_encoder(proj / "models/fingerprint/encoder.pt", seed=0)
+    save_tiny_fingerprint_encoder(proj / "models/fingerprint/encoder.pt", seed=0)
     (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": THRESHOLD}))
     music = root / "music"
     names = ["a/song.wav", "b/song.wav", "intro.flac", "c/outro.wav", "c/deep/theme.flac"]
@@ -84,7 +65,7 @@ def world(tmp_path_factory) -> dict:
     sf.write(oov, tone_mix(4.0, SR, 77), SR, subtype="PCM_16")
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
-    _save_tiny_encoder(root / "other.pt", seed=1)
+    save_tiny_fingerprint_encoder(root / "other.pt", seed=1)
     return {"root": root, "proj": proj, "music": music, "names": names, "queries": queries, "truth": truth,
             "oov": oov, "elsewhere": elsewhere, "other": root / "other.pt"}
 
@@ -315,10 +296,12 @@ def test_no_decoded_audio_and_each_vector_once(world, db):
     import pyarrow.parquet as pq
 
     files = sorted(p.relative_to(db).as_posix() for p in db.rglob("*") if p.is_file())
-    assert not any(f.endswith(".npy") or f.startswith(("pcm/", "index/")) for f in files), files
+    assert not any(f.endswith(".npy") or f.startswith(("pcm/", "index/")) or "/index/" in f for f in files), files
     shards = [f for f in files if f.startswith("shards/part-")]
-    assert set(files) - set(shards) == {"db.json", "model.pt", "manifest.parquet", "shards/_store.json",
-                                        ".shards.lock"}
+    version = json.loads((db / "CURRENT").read_text())["version"]
+    published = {f"snapshots/{version:06d}/{name}" for name in ("manifest.parquet", "db.json", "_files.json")}
+    assert set(files) - set(shards) == {"db.json", "model.pt", "CURRENT", "shards/_store.json", ".shards.lock",
+                                        ".writer.lock", *published}
     stored = sum(pq.read_metadata(db / f).num_rows for f in shards)
     segments = sum(int((REF_S - 1.0) / 0.5) + 1 for _ in range(N_REFS))
     assert stored == segments   # one row (one vector) per segment, in the shards only
@@ -350,7 +333,9 @@ def test_ivfpq_database_stores_codes_not_vectors_and_answers(world, tmp_path):
     second = run(["fingerprint", "add", str(world["music"]), "--db", str(tmp_path / "db"), "--workers", "1"],
                  world["elsewhere"], env)   # the last two are appended to the trained index
     assert second.exit_code == 0, second.output
-    assert sorted(p.name for p in (tmp_path / "db/index").iterdir()) == ["codes.json", "idmap.parquet", "index.faiss"]
+    version = json.loads((tmp_path / "db/CURRENT").read_text())["version"]
+    codes = tmp_path / f"db/snapshots/{version:06d}/index"
+    assert sorted(p.name for p in codes.iterdir()) == ["codes.json", "idmap.parquet", "index.faiss"]
     r = run(["fingerprint", "identify", str(world["queries"]), "--db", str(tmp_path / "db")], world["elsewhere"])
     assert r.exit_code == 0, r.output
     got = {Path(row["query_file"]).name: row["ref_path"] for row in rows_of(r.stdout)}

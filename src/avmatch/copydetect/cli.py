@@ -90,11 +90,12 @@ def query(
 ) -> None:
     """Print the copied segments of each video: query_id,ref_id,query_start,query_end,ref_start,ref_end,score."""
     from avmatch.copydetect.database import CopyDB
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.core.video import MediaError
 
     try:
         cdb = CopyDB.load(db)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, DamagedDatabase) as exc:
         _fail(str(exc))
     rows = []
     for v in videos:
@@ -113,3 +114,21 @@ def query(
         from avmatch.copydetect.metrics import write_matches
 
         write_matches(out, rows)
+
+
+@app.command("repair")
+def repair(db: Path = typer.Option(Path("data/copydetect/db"), "--db", help="reference database folder"),
+           wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS",
+                                                help="wait at most this long for another writer (default: until it "
+                                                     "finishes)")) -> None:
+    """Publish again the newest intact version of a damaged database (the previous version is kept for this).
+    The pipeline's latest database comes back with `dvc checkout data/copydetect/db` or `dvc repro`."""
+    from avmatch.copydetect.database import repair_database
+    from avmatch.core.db_store import DatabaseBusy
+
+    try:
+        version, changed = repair_database(db, wait, lambda m: typer.secho(f"note: {m}", err=True))
+    except (FileNotFoundError, DatabaseBusy) as exc:
+        _fail(str(exc))
+    typer.echo(f"{db}: version {version} " + ("published again (the damaged one is no longer read)" if changed
+                                             else "is intact; nothing to repair"))

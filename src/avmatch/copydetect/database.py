@@ -3,12 +3,18 @@ noise descriptors (VSC22 npz) and the settings the pipeline evaluated, in one fo
 
 The pipeline's extract stage writes it (`data/copydetect/db`), so a user query is answered exactly
 like the evaluated queries: same 1 fps frames, descriptors, normalisation and localisation.
+
+The four files of one database are a version (`snapshots/NNNNNN/`), published by replacing the
+pointer `CURRENT` under the folder's writer lock (`avmatch.core.db_store`): a query running while
+the extract stage rewrites the database reads the old one or the new one, never the new references
+with the old noise or settings, and two writers cannot interleave. A damaged file is named, with
+`avmatch copydetect repair --db DB`, which publishes again the newest version that is intact (the
+previous one is kept); the pipeline's own copy comes back with `dvc checkout` or `dvc repro`.
+An older database (the four files at the top of the folder) is read as it is.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +22,26 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.copydetect.metrics import Match, VideoFeatures
-from avmatch.copydetect.vsc_npz import read_vsc_npz, write_vsc_npz
+from avmatch.copydetect.vsc_npz import VscFormatError, read_vsc_npz, write_vsc_npz
+from avmatch.core.db_store import (
+    DamagedDatabase,
+    Snapshot,
+    SnapshotStore,
+    fault_point,
+    read_json,
+    write_json_atomic,
+    writer_lock,
+)
+
+FILES = ("encoder.pt", "refs.npz", "noise.npz", "settings.json")
+
+
+def repair_command(root: Path) -> str:
+    return f"avmatch copydetect repair --db {root}"
+
+
+def snapshots(root: Path) -> SnapshotStore:
+    return SnapshotStore(root, repair_command(root), legacy=("settings.json",))
 
 
 @dataclass
@@ -25,34 +50,49 @@ class CopyDB:
     settings: dict
     refs: list[VideoFeatures]
     noise: np.ndarray
+    encoder: Path | None = None      # the version's encoder file
 
     @classmethod
     def create(cls, root: str | Path, encoder: Path, refs: list[VideoFeatures], noise: list[VideoFeatures],
-               settings: dict) -> "CopyDB":
-        """Write the folder (replacing an older one atomically)."""
+               settings: dict, wait: float | None = None, say=None) -> "CopyDB":
+        """Write a new version of the database and publish it (another writer is waited for)."""
         root = Path(root)
-        tmp = root.with_name(root.name + f".{os.getpid()}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        shutil.copy2(encoder, tmp / "encoder.pt")
-        write_vsc_npz(tmp / "refs.npz", refs)
-        write_vsc_npz(tmp / "noise.npz", noise)
-        (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        with writer_lock(root, wait, say):
+            with snapshots(root).publish() as staging:
+                shutil.copy2(encoder, staging / "encoder.pt")
+                write_vsc_npz(staging / "refs.npz", refs)
+                fault_point("extract")
+                write_vsc_npz(staging / "noise.npz", noise)
+                write_json_atomic(staging / "settings.json", settings)
+                fault_point("index")
+            for name in FILES:      # the older layout's files, superseded by the published version
+                (root / name).unlink(missing_ok=True)
         return cls.load(root)
 
     @classmethod
     def load(cls, root: str | Path) -> "CopyDB":
+        """The published version, read once (a version replaced while being read is read again)."""
         root = Path(root)
-        if not (root / "settings.json").exists():
+        store = snapshots(root)
+        if store.current() is None:
             raise FileNotFoundError(f"{root}: not a copy detection database (run `dvc repro copydetect_extract` "
                                     "or give --db the pipeline's data/copydetect/db folder)")
-        noise = read_vsc_npz(root / "noise.npz")
+        return store.read(lambda snap: cls._read(root, snap))
+
+    @classmethod
+    def _read(cls, root: Path, snap: Snapshot | None) -> "CopyDB":
+        assert snap is not None
+        repair = repair_command(root)
+        settings = read_json(snap.path("settings.json"), repair)
+        try:
+            refs = read_vsc_npz(snap.path("refs.npz"))
+            noise = read_vsc_npz(snap.path("noise.npz"))
+        except VscFormatError as exc:
+            raise DamagedDatabase(snap.folder, f"holds an unreadable descriptor file ({exc})", repair) from None
+        if not snap.path("encoder.pt").exists():
+            raise DamagedDatabase(snap.path("encoder.pt"), "is missing", repair)
         vecs = np.concatenate([n.features for n in noise]) if noise else np.zeros((0, 1), np.float32)
-        return cls(root, json.loads((root / "settings.json").read_text()), read_vsc_npz(root / "refs.npz"), vecs)
+        return cls(root, settings, refs, vecs, snap.path("encoder.pt"))
 
     def query(self, video: str | Path, min_score: float | None = None) -> list[Match]:
         """Copied segments of one video file (MediaError when it cannot be decoded)."""
@@ -62,9 +102,33 @@ class CopyDB:
 
         s = self.settings
         dec = decode_frames(video, fps=s["fps"], size=s["frame_size"])
-        model = load_frame_encoder(self.root / "encoder.pt")
+        model = load_frame_encoder(self.encoder or self.root / "encoder.pt")
         q = VideoFeatures(Path(video).stem, dec.timestamps, embed_frames(model, dec.frames))
         _, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
                                    **s["localise"])
         floor = s.get("min_score", 0.0) if min_score is None else min_score
         return sorted((m for m in matches if m.score >= floor), key=lambda m: -m.score)
+
+
+def repair_database(root: str | Path, wait: float | None = None, say=None) -> tuple[int, bool]:
+    """Publish again the newest intact version when the published one is damaged; returns (the version
+    now published, whether anything had to be done).
+
+    There are no shards to rebuild from here: the descriptors are the pipeline's outputs, so the
+    versions kept are the copies (and `dvc checkout` restores the pipeline's own)."""
+    root = Path(root)
+    store = snapshots(root)
+    with writer_lock(root, wait, say):
+        try:
+            if store.current() is not None:
+                return int(store.published_version() or 0), False
+        except DamagedDatabase:
+            pass
+        intact = store.intact_versions()
+        if not intact:
+            raise FileNotFoundError(f"{root}: no intact version of the copy detection database is left; rebuild it "
+                                    f"with `dvc repro copydetect_extract` (or `dvc checkout` its folder)")
+        with store.publish() as staging:
+            for name in FILES:
+                shutil.copy2(intact[0].path(name), staging / name)
+    return intact[0].version, True

@@ -41,6 +41,24 @@ class StoreMismatch(RuntimeError):
     """The shards on disk were made by another model or with another dimension."""
 
 
+class UnreadableShard(OSError):
+    """A shard file that cannot be read (truncated, overwritten): `path` names it."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: unreadable shard ({reason})")
+        self.path = Path(path)
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One shard's table; a damaged file is `UnreadableShard` naming it, not a bare Arrow error."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise UnreadableShard(path, f"{type(exc).__name__}: {exc}") from None
+
+
 class ShardStore:
     """A directory of shards produced by one model (identified by `model_hash`)."""
 
@@ -83,7 +101,7 @@ class ShardStore:
     def done_keys(self) -> set[tuple[str, str]]:
         keys: set[tuple[str, str]] = set()
         for p in self.shard_paths():
-            t = pq.read_table(p, columns=["item_id", "content_hash"])
+            t = read_shard(p, columns=["item_id", "content_hash"])
             keys.update(zip(t.column("item_id").to_pylist(), t.column("content_hash").to_pylist()))
         return keys
 
@@ -103,10 +121,10 @@ class ShardStore:
         metas, vecs = [], []
         for p in self.shard_paths():
             if partition is not None:
-                ids = pq.read_table(p, columns=["item_id"]).column("item_id").to_pylist()
+                ids = read_shard(p, columns=["item_id"]).column("item_id").to_pylist()
                 if not any(partition_of(i, num_partitions) == partition for i in set(ids)):
                     continue
-            t = pq.read_table(p)
+            t = read_shard(p)
             meta = t.drop(["vector"]).to_pandas()
             flat = t.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
             v = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)

@@ -20,6 +20,7 @@ from typing import Any
 
 from avmatch.core.config import CommonParams
 from avmatch.core.paths import origin_repo
+from avmatch.core.sqlite_store import retry_locked, store_setup_lock
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class StageTracker:
         import mlflow
 
         flat = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and v == v}
-        mlflow.log_metrics({k.replace("%", "pct"): v for k, v in flat.items()}, step=step)
+        retry_locked(lambda: mlflow.log_metrics({k.replace("%", "pct"): v for k, v in flat.items()}, step=step))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.active and Path(path).exists():
@@ -165,7 +166,7 @@ class StageTracker:
         if self.active:
             import mlflow
 
-            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+            retry_locked(lambda: mlflow.set_tags({k: str(v) for k, v in tags.items()}))
 
     def register_model(self, model_file: Path, name: str, tags: Mapping[str, Any],
                        description: str = "") -> str | None:
@@ -236,9 +237,11 @@ def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, param
     uri = tracking_uri(common, root)
     mlflow.set_tracking_uri(uri)
     name = f"{common.mlflow.experiment_prefix}-{pipeline}"
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(common, root))
+    with store_setup_lock(uri):   # stages of two runs may open a new store at once: one creates it
+        client = MlflowClient(uri)
+        exp = retry_locked(lambda: client.get_experiment_by_name(name), what=stage)
+        exp_id = exp.experiment_id if exp else retry_locked(
+            lambda: client.create_experiment(name, artifact_location=artifact_location(common, root)), what=stage)
     tags = {
         "git_commit": git_commit(root),
         "pipeline": pipeline,
@@ -247,9 +250,11 @@ def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, param
         "inputs_md5": stage_inputs_hash(root, dvc_stage) if dvc_stage else "",
         "orchestrator": orchestrator or os.environ.get("AVMATCH_ORCHESTRATOR", "cli"),
     }
-    with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags) as run:
+    run = retry_locked(lambda: mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags), what=stage)
+    with run:
         flat = flatten(params)
         items = list(flat.items())
         for i in range(0, len(items), 100):
-            mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in items[i:i + 100]})
+            chunk = {k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in items[i:i + 100]}
+            retry_locked(lambda chunk=chunk: mlflow.log_params(chunk), what=stage)
         yield StageTracker(run.info.run_id)

@@ -57,6 +57,14 @@ def _fail(msg: str, code: int = EXIT_UNUSABLE) -> None:
     raise typer.Exit(code)
 
 
+WAIT_HELP = ("when another command is writing to the database, wait at most this many seconds for it, then "
+             "fail without changing anything (default: wait until it finishes)")
+
+
+def _waiting(message: str) -> None:
+    typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 def _report(path: str, reason: str) -> None:
     """An error line on stderr, printed around a running progress bar rather than into it."""
     from tqdm.auto import tqdm
@@ -76,6 +84,7 @@ def _option_value(args: list[str], name: str) -> str | None:
 
 def threshold_in_use(db: str | None) -> str:
     """One paragraph: the threshold of the `--db` given, else the one a new database would get."""
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
     from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
 
@@ -91,7 +100,7 @@ def threshold_in_use(db: str | None) -> str:
     except EncoderNotFound:
         return ("Threshold in use: none yet: no trained encoder was found (see `avmatch fingerprint add --help`); "
                 "give `--db DB` with `--help` to see a database's threshold.")
-    except (DatabaseError, OSError, ValueError, KeyError) as exc:
+    except (DatabaseError, DamagedDatabase, OSError, ValueError, KeyError) as exc:
         return f"Threshold in use: unknown ({exc})."
 
 
@@ -109,6 +118,51 @@ class ShowsThreshold(TyperCommand):
 
 
 # ---------------------------------------------------------------------------------------------- add
+def _open_or_create(db: Path, model: Path | None, threshold: float | None, wait: float | None):
+    """The database at `db`, created when new: under the writer lock, so of two `add`s on a new
+    folder one creates it and the other opens it."""
+    from avmatch.fingerprint.database import DatabaseError
+
+    if db.exists() and not db.is_dir():
+        raise DatabaseError(f"{db} exists and is not a fingerprint database (a file): give --db a new or empty folder")
+    new_folder = not db.exists()
+    try:
+        return _open_or_create_locked(db, model, threshold, wait)
+    except BaseException:
+        if new_folder:   # a failed creation leaves no folder behind (unless another writer is now using it)
+            from avmatch.core.db_store import LOCK_FILE
+
+            (db / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                db.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _open_or_create_locked(db: Path, model: Path | None, threshold: float | None, wait: float | None):
+    from avmatch.core.db_store import writer_lock
+    from avmatch.fingerprint.database import FingerprintDB
+    from avmatch.fingerprint.encoder_lookup import locate_encoder
+
+    with writer_lock(db, wait, _waiting):
+        if (db / "db.json").exists() or (db / "CURRENT").exists():
+            fdb = FingerprintDB(db)
+            if model is not None:
+                fdb.check_encoder(model)
+            if threshold is not None:
+                fdb.check_threshold(threshold)
+            return fdb
+        choice = locate_encoder(model, threshold)
+        for w in choice.warnings:
+            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+        fdb = FingerprintDB.create(db, choice)
+        typer.echo(f"new database {db}: encoder {choice.path} (hash {choice.model_hash}), threshold "
+                   f"{choice.thresholds.describe()} for the score '{choice.search.score}' (from "
+                   f"{choice.threshold_source})", err=True)
+        return fdb
+
+
 @app.command("add", cls=ShowsThreshold, help=paragraphs(f"""Build or extend a database from audio files and folders (searched
 recursively). Unchanged files are skipped; files that cannot be used are reported on stderr with the
 reason and the rest are stored; the exit status is {EXIT_SOME_FAILED} when any input failed.
@@ -134,10 +188,12 @@ def add(
     keep_pcm: bool = typer.Option(False, "--keep-pcm", help="also keep a decoded 8 kHz copy of each new file in "
                                   "DB/pcm (about 58 MB per hour of audio)"),
     workers: int = typer.Option(2, min=1, help="decoding processes"),
+    wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
 ) -> None:
-    from avmatch.fingerprint.database import DatabaseError, FingerprintDB
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+    from avmatch.fingerprint.database import DatabaseError
     from avmatch.fingerprint.db_inputs import collect_sources
-    from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
+    from avmatch.fingerprint.encoder_lookup import EncoderNotFound
 
     if not inputs and manifest is None:
         _fail("nothing to add: give audio files or folders, or --manifest FILE")
@@ -146,22 +202,9 @@ def add(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     try:
-        if (db / "db.json").exists():
-            fdb = FingerprintDB(db)
-            if model is not None:
-                fdb.check_encoder(model)
-            if threshold is not None:
-                fdb.check_threshold(threshold)
-        else:
-            choice = locate_encoder(model, threshold)
-            for w in choice.warnings:
-                typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-            fdb = FingerprintDB.create(db, choice)
-            typer.echo(f"new database {db}: encoder {choice.path} (hash {choice.model_hash}), threshold "
-                       f"{choice.thresholds.describe()} for the score '{choice.search.score}' (from "
-                       f"{choice.threshold_source})", err=True)
-        report = fdb.add(sources, workers=workers, keep_pcm=keep_pcm)
-    except (DatabaseError, EncoderNotFound) as exc:
+        fdb = _open_or_create(db, model, threshold, wait)
+        report = fdb.add(sources, workers=workers, keep_pcm=keep_pcm, wait=wait, say=_waiting)
+    except (DatabaseError, EncoderNotFound, DamagedDatabase, DatabaseBusy) as exc:
         _fail(str(exc))
     errors = bad_inputs + report.errors
     for path, reason in errors:
@@ -237,6 +280,7 @@ def identify(
     top: int = typer.Option(1, "--top", min=1, help="list the N best candidates per query (rows ranked 1..N)"),
     threshold: Optional[float] = typer.Option(None, help="override the database's no-match threshold for this run"),
 ) -> None:
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.core.progress import progress
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
     from avmatch.fingerprint.db_inputs import STDIN, expand_queries
@@ -244,7 +288,7 @@ def identify(
     try:
         fdb = FingerprintDB(db)
         searcher = fdb.searcher()
-    except DatabaseError as exc:
+    except (DatabaseError, DamagedDatabase) as exc:
         _fail(str(exc))
     used = f"{threshold:.4f} (--threshold)" if threshold is not None else fdb.thresholds.describe()
     typer.echo(f"{db}: {len(searcher.index.item_ids)} recording(s), score '{fdb.search_params.score}', threshold {used}; "
@@ -282,11 +326,12 @@ def info(db: Path = typer.Option(..., "--db", help="database folder"),
          as_json: bool = typer.Option(False, "--json", help="print JSON instead of text")) -> None:
     """What a database holds: recordings, hours of audio, the encoder and threshold it was built with,
     and its size on disk, per part and per hour of audio."""
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
 
     try:
         facts = FingerprintDB(db).info()
-    except DatabaseError as exc:
+    except (DatabaseError, DamagedDatabase) as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
@@ -305,3 +350,32 @@ def info(db: Path = typer.Option(..., "--db", help="database folder"),
         + (f" ({per_hour / mb:.2f} MB per hour of audio besides the encoder copy)" if per_hour else "") + ": "
         + ", ".join(f"{k} {v / mb:.2f} MB" for k, v in facts["bytes"].items()),
     ]))
+
+
+# ------------------------------------------------------------------------------------------- repair
+@app.command("repair")
+def repair(db: Path = typer.Option(..., "--db", help="database folder"),
+           wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP)) -> None:
+    """Rebuild a damaged database's manifest and index from its fingerprint shards (the source of truth),
+    after a disk error, a full disk or a file deleted by hand. Shards that cannot be read are moved to
+    shards/damaged/; recordings whose fingerprints are lost are listed (add those files again)."""
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+    from avmatch.fingerprint.database import DatabaseError
+    from avmatch.fingerprint.db_repair import repair_database
+
+    try:
+        rep = repair_database(db, wait, _waiting)
+    except (DatabaseError, DamagedDatabase, DatabaseBusy) as exc:
+        _fail(str(exc))
+    if rep.restored_meta:
+        typer.echo("db.json restored from the copy the database keeps", err=True)
+    for path in rep.damaged_shards:
+        _report(str(path), "unreadable shard, moved aside")
+    for path in rep.lost:
+        _report(path, "its fingerprints were lost: add this file again")
+    if rep.adopted:
+        typer.echo(f"{len(rep.adopted)} recording(s) found in the shards only, kept without their file path "
+                   f"(add their files again to record it): {', '.join(rep.adopted[:10])}", err=True)
+    typer.echo(f"repaired {db}: {rep.recordings} recording(s); {len(rep.lost)} lost")
+    if rep.lost or rep.damaged_shards:
+        raise typer.Exit(EXIT_SOME_FAILED)

@@ -6,10 +6,17 @@ folder and without the project):
     db.json           the encoder's hash and where it came from, audio/index/search settings, the
                       no-match threshold(s) and where they came from
     model.pt          the encoder (copied in at creation)
-    manifest.parquet  one row per added file: id, path, content hash, duration, status and reason
     shards/           the fingerprints, each vector once: the database's source of truth
-    index/            IVF-PQ only: the trained FAISS index (codes, no vectors) and its row map
+    CURRENT           names the published version of what follows (see `avmatch.core.db_store`)
+    snapshots/NNNNNN/ one version: manifest.parquet (one row per added file: id, path, content hash,
+                      duration, status and reason), a copy of db.json, and for IVF-PQ index/ (the
+                      trained FAISS index: codes, no vectors, and its row map)
     pcm/              only with `add --keep-pcm`: decoded copies of the audio
+
+Writers (`add`, `repair`) take the lock file `.writer.lock` one at a time and publish a new version
+by replacing `CURRENT`; readers read `CURRENT` once, so they see the database before or after an
+`add`, never a mix. Older databases (manifest.parquet at the top, no CURRENT) are read as they are
+and move to this layout at their next `add`.
 
 A flat index is rebuilt in memory from the shards when the database is opened for searching (reading
 the shards costs what reading a stored copy would), so no vector is stored twice and nothing can go
@@ -33,8 +40,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from avmatch.core.db_store import (
+    DamagedDatabase,
+    Snapshot,
+    SnapshotStore,
+    fault_point,
+    read_json,
+    writer_lock,
+)
 from avmatch.core.manifest import build_manifest, read_manifest, write_manifest
-from avmatch.core.shards import ShardStore
+from avmatch.core.shards import ShardStore, UnreadableShard
 from avmatch.fingerprint.db_inputs import Source, assign_ids
 from avmatch.fingerprint.encoder_lookup import EncoderChoice, Thresholds
 from avmatch.fingerprint.params import FpAudioParams, FpIndexParams, FpSearchParams
@@ -42,7 +57,9 @@ from avmatch.fingerprint.params import FpAudioParams, FpIndexParams, FpSearchPar
 if TYPE_CHECKING:   # FAISS is imported only by the commands that search
     from avmatch.core.index import SegmentIndex
 
-FORMAT = 2
+FORMAT = 3
+MANIFEST = "manifest.parquet"
+META = "db.json"
 # decoded audio waits on disk between decoding and fingerprinting; batches bound how much at a time
 _BATCH_AUDIO_S = 2 * 3600.0
 _BATCH_FILES = 256
@@ -82,14 +99,19 @@ class Answer:
     error: str = ""
 
 
+def repair_command(root: Path) -> str:
+    return f"avmatch fingerprint repair --db {root}"
+
+
 class FingerprintDB:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        meta_file = self.root / "db.json"
-        if not meta_file.exists():
+        self.snapshots = SnapshotStore(self.root, repair_command(self.root), legacy=(MANIFEST,))
+        meta_file = self.root / META
+        if not meta_file.exists() and not (self.root / "CURRENT").exists():
             raise DatabaseError(f"{self.root}: not a fingerprint database (no db.json); create one with "
                                 f"`avmatch fingerprint add MUSIC_FOLDER --db {self.root}`")
-        self.meta = json.loads(meta_file.read_text())
+        self.meta = read_json(meta_file, repair_command(self.root))
         self.audio = FpAudioParams(**self.meta["audio"])
         self.search_params = FpSearchParams(**self.meta["search"])
         self.index_params = FpIndexParams(**self.meta["index"])
@@ -102,7 +124,7 @@ class FingerprintDB:
         from avmatch.fingerprint.model import load_encoder
 
         root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if root.exists() and (not root.is_dir() or any(not p.name.startswith(".") for p in root.iterdir())):
             raise DatabaseError(f"{root} exists and is not a fingerprint database (no db.json): give --db a new or "
                                 f"empty folder")
         model = load_encoder(choice.path, "cpu")
@@ -115,9 +137,9 @@ class FingerprintDB:
             "index": choice.index.model_dump(), "search": choice.search.model_dump(),
             **choice.thresholds.to_json(), "threshold_source": choice.threshold_source,
         }
-        tmp = root / "db.json.tmp"
+        tmp = root / f".db.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, root / "db.json")
+        os.replace(tmp, root / META)
         return cls(root)
 
     @property
@@ -147,22 +169,44 @@ class FingerprintDB:
     def _store(self) -> ShardStore:
         return ShardStore(self.root / "shards", int(self.meta["dim"]), self.model_hash)
 
-    def manifest(self) -> pd.DataFrame:
-        path = self.root / "manifest.parquet"
-        return read_manifest(path) if path.exists() else pd.DataFrame(columns=["id", "path", "status"])
+    def manifest(self, snap: Snapshot | None = None) -> pd.DataFrame:
+        """The manifest of one version (default: the published one); empty before the first `add`."""
+        if snap is None:
+            snap = self.snapshots.current()
+        if snap is None:
+            return pd.DataFrame(columns=["id", "path", "status", "content_hash", "duration_s"])
+        try:
+            return read_manifest(snap.path(MANIFEST))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:    # Arrow's errors are ValueError / OSError subclasses
+            raise DamagedDatabase(snap.path(MANIFEST), f"cannot be read ({type(exc).__name__}: {exc})",
+                                  repair_command(self.root)) from None
 
     # ------------------------------------------------------------ adding
-    def add(self, sources: list[Source], workers: int = 2, keep_pcm: bool = False) -> AddReport:
+    def add(self, sources: list[Source], workers: int = 2, keep_pcm: bool = False, wait: float | None = None,
+            say=None) -> AddReport:
         """Fingerprint new or changed files (unchanged ones are skipped); bad files are reported with
-        their reason and recorded in the manifest, the rest are stored."""
+        their reason and recorded in the manifest, the rest are stored.
+
+        One writer at a time: another `add` waits for this one (at most `wait` seconds, None: as long
+        as it takes; `say` tells the user it waits), then starts from what this one published.
+        """
+        with writer_lock(self.root, wait, say):
+            return self._add(sources, workers, keep_pcm)
+
+    def _add(self, sources: list[Source], workers: int, keep_pcm: bool) -> AddReport:
         from avmatch.core.pcm_cache import decode_manifest
         from avmatch.fingerprint.embedding import extract_items
 
         report = AddReport()
-        previous = self.manifest() if (self.root / "manifest.parquet").exists() else None
-        taken = dict(zip(previous["id"], previous["path"])) if previous is not None else {}
+        snap = self.snapshots.current()
+        previous = self.manifest(snap) if snap is not None else None
+        # a recording `repair` took in from the shards alone has no path: adding its file again gives it one
+        taken = {i: p for i, p in zip(previous["id"], previous["path"]) if p} if previous is not None else {}
         ids, report.errors = assign_ids(sources, taken)
         new = build_manifest([Path(p) for p in ids], base=Path("/"), previous=previous, desc="scan")
+        fault_point("ingest")
         new["id"] = [ids[p] for p in new["path"]]
         if "pcm_file" not in new.columns:
             new["pcm_file"] = ""
@@ -179,9 +223,11 @@ class FingerprintDB:
                 for batch in _batches(todo):
                     items = decode_manifest(batch.drop(columns=["pcm_file", "n_samples"], errors="ignore"), pcm_dir,
                                             self.audio.sample_rate, workers=workers)
+                    fault_point("decode")
                     if (items["status"] == "ok").any():   # (extract_items cannot take a batch of only bad files)
                         rep = extract_items(model, items, store, self.audio, device, desc="fingerprint")
                         report.embedded += rep.items_embedded
+                    fault_point("extract")
                     for col in ("status", "error", "duration_s"):
                         new.loc[items.index, col] = items[col]
                     new.loc[items.index, "pcm_file"] = items["pcm_file"] if keep_pcm else ""
@@ -193,13 +239,30 @@ class FingerprintDB:
                 if not keep_pcm:
                     shutil.rmtree(pcm_dir, ignore_errors=True)
         report.errors += [(r.path, r.error) for r in new[new["status"] != "ok"].itertuples()]
-        merged = new if previous is None else pd.concat([previous[~previous["path"].isin(new["path"])], new],
-                                                        ignore_index=True)
-        write_manifest(merged.drop(columns=["n_samples"], errors="ignore"), self.root / "manifest.parquet")
+        if previous is not None:
+            replaced = previous["path"].isin(new["path"]) | previous["id"].isin(new["id"])
+            merged = pd.concat([previous[~replaced], new], ignore_index=True)
+        else:
+            merged = new
         good = merged[merged["status"] == "ok"]
         report.recordings, report.audio_s = len(good), float(pd.to_numeric(good["duration_s"]).fillna(0).sum())
-        self._refresh_index(good, store)
+        self._publish(merged, store, snap)
         return report
+
+    def _publish(self, manifest: pd.DataFrame, store: ShardStore, previous: Snapshot | None,
+                 rebuild_index: bool = False) -> None:
+        """Write the manifest, a copy of db.json and the index codes as the next version, then publish it."""
+        with self.snapshots.publish() as staging:
+            write_manifest(manifest.drop(columns=["n_samples"], errors="ignore"), staging / MANIFEST)
+            shutil.copy2(self.root / META, staging / META)
+            good = manifest[manifest["status"] == "ok"]
+            old_codes = None if previous is None or rebuild_index else previous.path("index")
+            self._refresh_index(good, store, old_codes, staging / "index")
+            fault_point("index")
+        legacy = self.root / MANIFEST
+        if legacy.exists():   # an older layout's files, now superseded by the published version
+            legacy.unlink()
+            shutil.rmtree(self.root / "index", ignore_errors=True)
 
     def _load_model(self):
         from avmatch.core.device import resolve_device
@@ -209,59 +272,73 @@ class FingerprintDB:
         return load_encoder(self.root / "model.pt", device), device
 
     # ------------------------------------------------------------ the index
-    def _current(self, good: pd.DataFrame | None = None) -> dict[str, str]:
-        if good is None:
-            m = self.manifest()
-            good = m[m["status"] == "ok"]
+    @staticmethod
+    def _current(good: pd.DataFrame) -> dict[str, str]:
         return dict(zip(good["id"], good["content_hash"]))
 
-    def _refresh_index(self, good: pd.DataFrame, store: ShardStore) -> None:
-        """Keep what the index kind needs besides the shards: nothing for flat, the trained codes for IVF-PQ."""
-        index_dir = self.root / "index"
+    def _read_vectors(self, current: dict[str, str]) -> tuple[pd.DataFrame, np.ndarray]:
+        """The current items' rows and vectors; shards that are unreadable or miss a listed recording
+        are `DamagedDatabase` (answers from part of the database would look like real ones)."""
+        from avmatch.core.db_repair import require_items
+        from avmatch.fingerprint.db_index import read_current
+
+        store = self._store()
+        try:
+            meta, vectors = read_current(store, current)
+        except UnreadableShard as exc:
+            raise DamagedDatabase(exc.path, "cannot be read (truncated or overwritten)",
+                                  repair_command(self.root)) from None
+        require_items(current, meta["item_id"].unique(), store.root, repair_command(self.root))
+        return meta, vectors
+
+    def _refresh_index(self, good: pd.DataFrame, store: ShardStore, old_codes: Path | None, index_dir: Path) -> None:
+        """Keep what the index kind needs besides the shards: nothing for flat, the trained codes for
+        IVF-PQ (the previous version's, with new items appended, or trained again)."""
         if self.index_params.type == "flat":
-            shutil.rmtree(index_dir, ignore_errors=True)   # a copy of every vector made by older versions
             return
-        from avmatch.fingerprint.db_index import (
-            build_codes,
-            load_codes,
-            read_current,
-            save_codes,
-        )
+        from avmatch.fingerprint.db_index import build_codes, load_codes, save_codes
 
         current = self._current(good)
-        meta, vectors = read_current(store, current)
-        seg = load_codes(index_dir, meta, vectors, current, self.index_params)
+        meta, vectors = self._read_vectors(current)
+        seg = load_codes(old_codes, meta, vectors, current, self.index_params) if old_codes else None
         if seg is None:
             seg = build_codes(meta, vectors, self.index_params)
         save_codes(seg, index_dir, current)
 
-    def load_index(self) -> SegmentIndex:
-        """The searchable index: built from the shards (flat) or the stored codes plus the shards (IVF-PQ)."""
-        from avmatch.fingerprint.db_index import (
-            build_codes,
-            flat_index,
-            load_codes,
-            read_current,
-        )
+    def load_index(self, snap: Snapshot | None = None, manifest: pd.DataFrame | None = None) -> SegmentIndex:
+        """The searchable index of one version: built from the shards (flat) or the stored codes plus
+        the shards (IVF-PQ)."""
+        from avmatch.fingerprint.db_index import build_codes, flat_index, load_codes
 
-        current = self._current()
-        meta, vectors = read_current(self._store(), current)
+        if snap is None:
+            snap = self.snapshots.current()
+        m = self.manifest(snap) if manifest is None else manifest
+        current = self._current(m[m["status"] == "ok"])
+        meta, vectors = self._read_vectors(current)
         if not len(vectors):
             raise DatabaseError(f"{self.root}: the database holds no recordings yet; add music with "
                                 f"`avmatch fingerprint add MUSIC_FOLDER --db {self.root}`")
         if self.index_params.type == "flat":
             return flat_index(meta, vectors)
-        seg = load_codes(self.root / "index", meta, vectors, current, self.index_params)
+        codes = snap.path("index")
+        if snap.version > 0 and not (codes / "codes.json").exists():
+            raise DamagedDatabase(codes / "codes.json", "is missing", repair_command(self.root))
+        seg = load_codes(codes, meta, vectors, current, self.index_params)
         return seg if seg is not None else build_codes(meta, vectors, self.index_params)
 
     def searcher(self) -> "Searcher":
-        """Load the encoder and the index once, to answer any number of queries."""
+        """Load the encoder and the index once, to answer any number of queries: both from one
+        published version, read once, whatever writers do meanwhile."""
         t0 = time.perf_counter()
         model, device = self._load_model()
         t1 = time.perf_counter()
-        index = self.load_index()
+
+        def open_version(snap: Snapshot | None) -> tuple[pd.DataFrame, SegmentIndex]:
+            m = self.manifest(snap)
+            return m, self.load_index(snap, m)
+
+        m, index = self.snapshots.read(open_version)
         t2 = time.perf_counter()
-        m = self.manifest()
         return Searcher(self, model, device, index, dict(zip(m["id"], m["path"])),
                         {"model_s": t1 - t0, "index_s": t2 - t1})
 
@@ -273,7 +350,7 @@ class FingerprintDB:
         audio_s = float(pd.to_numeric(good["duration_s"]).fillna(0).sum()) if len(good) else 0.0
         parts = {}
         for child in sorted(self.root.iterdir()):
-            if not child.name.startswith("."):   # locks and unfinished temporary files
+            if not child.name.startswith(".") and child.name != "CURRENT":   # locks, temporary files, pointer
                 parts[child.name] = _disk_bytes(child)
         total = sum(parts.values())
         growing = total - parts.get("model.pt", 0)   # the encoder copy is the same size for any collection

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from avmatch.core.index import ID_COLUMNS, SegmentIndex
-from avmatch.core.shards import ShardStore
+from avmatch.core.shards import ShardStore, read_shard
 from avmatch.fingerprint.params import FpIndexParams
 
 CODES = "index.faiss"
@@ -36,12 +36,11 @@ def read_current(store: ShardStore, current: dict[str, str]) -> tuple[pd.DataFra
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     wanted = pa.array([f"{i}\x00{h}" for i, h in current.items()], pa.string())
     tables = []
     for path in store.shard_paths():
-        t = pq.read_table(path, columns=["item_id", "content_hash", "segment", "start_s", "vector"])
+        t = read_shard(path, columns=["item_id", "content_hash", "segment", "start_s", "vector"])
         keep = pc.is_in(pc.binary_join_element_wise(t["item_id"], t["content_hash"], "\x00"), value_set=wanted)
         if not pc.all(keep).as_py():     # rows of changed or removed files
             t = t.filter(keep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,24 +13,35 @@ app = typer.Typer(help="Musical version identification with the trained encoder:
 DEFAULT_MODEL = Path("models/versions/encoder.pt")
 
 
+WAIT_HELP = ("when another command is writing to the database, wait at most this many seconds for it, then "
+             "fail without changing anything (default: wait until it finishes)")
+
+
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
+def _waiting(message: str) -> None:
+    typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("add")
 def add(folder: Path = typer.Argument(..., help="audio folder (searched recursively) or one file"),
         db: Path = typer.Option(..., "--db", help="database folder (created if missing)"),
-        model: Path = typer.Option(DEFAULT_MODEL, help="trained encoder (models/versions/encoder.pt after dvc repro)")
+        model: Path = typer.Option(DEFAULT_MODEL, help="trained encoder (models/versions/encoder.pt after dvc repro)"),
+        wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
         ) -> None:
-    """Embed new or changed tracks into the database; unreadable or too short files are reported and skipped."""
+    """Embed new or changed tracks into the database; unreadable or too short files are reported and skipped.
+    Another command writing to the same database is waited for (see --wait)."""
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
     from avmatch.versions.database import add_folder
 
     if not model.exists():
         _fail(f"{model}: no trained encoder (run `dvc repro versions_train` or pass --model)")
     try:
-        s = add_folder(folder, db, model)
-    except FileNotFoundError as exc:
+        s = add_folder(folder, db, model, wait, _waiting)
+    except (FileNotFoundError, DamagedDatabase, DatabaseBusy) as exc:
         _fail(str(exc))
     for b in s["bad"]:
         typer.secho(f"skipped {b['path']}: {b['error']}", fg=typer.colors.YELLOW, err=True)
@@ -45,12 +57,15 @@ def query(file: Path = typer.Argument(..., help="an audio file: which tracks of 
     """List the closest tracks (distance: lower = more likely a version) with the best-matching segment pair:
     which seconds of the query match which seconds of the track."""
     from avmatch.core.audio import MediaError
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.versions.database import TooShort, query_file
 
-    if not (db / "db.json").exists():
+    if not (db / "db.json").exists() and not (db / "CURRENT").exists():
         _fail(f"{db}: not a versions database (create it with `avmatch versions add FOLDER --db {db}`)")
     try:
         res = query_file(file, db, top, reduction)
+    except DamagedDatabase as exc:
+        _fail(str(exc))
     except MediaError as exc:
         _fail(f"{file}: {exc.reason}")
     except (TooShort, ValueError) as exc:
@@ -59,6 +74,32 @@ def query(file: Path = typer.Argument(..., help="an audio file: which tracks of 
     for r in res.itertuples():
         typer.echo(f"{r.rank},{r.distance:.4f},{r.track_id},{r.query_start_s:.1f}-{r.query_end_s:.1f},"
                    f"{r.track_start_s:.1f}-{r.track_end_s:.1f},{r.path}")
+
+
+@app.command("repair")
+def repair(db: Path = typer.Option(..., "--db", help="database folder"),
+           wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP)) -> None:
+    """Rebuild a damaged database's track list from its embedding shards (the source of truth). Unreadable
+    shards are moved to shards/damaged/; tracks whose embeddings are lost are listed (add them again)."""
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+    from avmatch.versions.database import repair_database
+
+    try:
+        r = repair_database(db, wait, _waiting)
+    except (FileNotFoundError, DamagedDatabase, DatabaseBusy) as exc:
+        _fail(str(exc))
+    if r["restored_meta"]:
+        typer.echo("db.json restored from the copy the database keeps", err=True)
+    for path in r["damaged_shards"]:
+        typer.secho(f"moved aside {path}: unreadable shard", fg=typer.colors.YELLOW, err=True)
+    for path in r["lost"]:
+        typer.secho(f"lost {path}: its embeddings are gone: add this file again", fg=typer.colors.YELLOW, err=True)
+    if r["adopted"]:
+        typer.echo(f"{len(r['adopted'])} track(s) found in the shards only, kept without their file path: "
+                   f"{', '.join(r['adopted'][:10])}", err=True)
+    typer.echo(f"repaired {db}: {r['tracks']} track(s); {len(r['lost'])} lost")
+    if r["lost"] or r["damaged_shards"]:
+        raise typer.Exit(1)
 
 
 @app.command("embed")

@@ -1,8 +1,12 @@
 """A user's version database: per-track segment embeddings of a music folder, queryable by file.
 
-Layout of `--db DB`:  `tracks.parquet` (the manifest: one row per file, bad files with reason),
-`shards/` (Parquet embedding shards, resumable), `db.json` (which encoder made them). Adding a folder
-again embeds only new or changed files. A query file is embedded the same way (one CQT and encoder
+Layout of `--db DB`: `shards/` (Parquet embedding shards, resumable: the source of truth), `db.json`
+(which encoder made them), and the published version `CURRENT` names: `snapshots/NNNNNN/` with
+`tracks.parquet` (the manifest: one row per file, bad files with reason) and a copy of db.json.
+Adding a folder again embeds only new or changed files. `add` and `repair` write one at a time under
+the database's lock and publish by replacing `CURRENT`, so a query sees the database before or after
+an add, never a mix (`avmatch.core.db_store`); an older database with `tracks.parquet` at the top is
+read as it is and moves to this layout at its next add. A query file is embedded the same way (one CQT and encoder
 implementation for training, extraction and queries) and compared with every track through the
 segment-pair reduction; the closest segment pair tells *where* the two versions match.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +24,23 @@ import pandas as pd
 import torch
 
 from avmatch.core.audio import MediaError, decode_audio
+from avmatch.core.db_repair import (
+    existing_store,
+    quarantine_damaged_shards,
+    rebuild_manifest,
+    require_items,
+    shard_items,
+)
+from avmatch.core.db_store import (
+    SNAPSHOTS,
+    DamagedDatabase,
+    Snapshot,
+    SnapshotStore,
+    fault_point,
+    read_json,
+    write_json_atomic,
+    writer_lock,
+)
 from avmatch.core.hashing import file_hash
 from avmatch.core.manifest import (
     build_manifest,
@@ -26,7 +48,7 @@ from avmatch.core.manifest import (
     scan_media,
     write_manifest,
 )
-from avmatch.core.shards import ShardStore
+from avmatch.core.shards import ShardStore, UnreadableShard
 from avmatch.versions.cqt import cqt, frames_per_second, segment_frames
 from avmatch.versions.model import VersionEncoder, load_encoder
 from avmatch.versions.params import CQTParams, VerAudioParams
@@ -68,15 +90,55 @@ class Embedder:
         return vecs, (starts / fps).astype(np.float32), ((starts + seg) / fps).astype(np.float32)
 
 
-def add_folder(folder: Path, db: Path, encoder: Path) -> dict:
-    """Embed every new or changed audio file under `folder` into the database; returns counts and bad files."""
-    db.mkdir(parents=True, exist_ok=True)
+MANIFEST = "tracks.parquet"
+META = "db.json"
+
+
+def repair_command(db: Path) -> str:
+    return f"avmatch versions repair --db {db}"
+
+
+def snapshots(db: Path) -> SnapshotStore:
+    return SnapshotStore(db, repair_command(db), legacy=(MANIFEST,))
+
+
+def read_tracks(db: Path, snap: Snapshot | None) -> pd.DataFrame | None:
+    """The manifest of one version (None before the first add); an unreadable one is `DamagedDatabase`."""
+    if snap is None:
+        return None
+    try:
+        return read_manifest(snap.path(MANIFEST))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedDatabase(snap.path(MANIFEST), f"cannot be read ({type(exc).__name__}: {exc})",
+                              repair_command(db)) from None
+
+
+def _publish(db: Path, man: pd.DataFrame) -> None:
+    with snapshots(db).publish() as staging:
+        write_manifest(man, staging / MANIFEST)
+        shutil.copy2(db / META, staging / META)
+        fault_point("index")
+    (db / MANIFEST).unlink(missing_ok=True)    # the older layout's manifest, superseded
+
+
+def add_folder(folder: Path, db: Path, encoder: Path, wait: float | None = None, say=None) -> dict:
+    """Embed every new or changed audio file under `folder` into the database; returns counts and bad files.
+    One writer at a time: another add waits for this one (at most `wait` s; `say` tells the user)."""
+    with writer_lock(db, wait, say):
+        return _add_folder(folder, db, encoder)
+
+
+def _add_folder(folder: Path, db: Path, encoder: Path) -> dict:
     emb = Embedder.load(encoder)
-    manifest_path = db / "tracks.parquet"
-    previous = read_manifest(manifest_path) if manifest_path.exists() else None
+    previous = read_tracks(db, snapshots(db).current())
     man = build_manifest(scan_media(folder), base=folder, previous=previous, desc="scan")
     if previous is not None:
-        man = pd.concat([previous[~previous["path"].isin(man["path"])], man], ignore_index=True)
+        # a row `repair` took in from the shards alone (no path) is replaced by the file's own row
+        replaced = previous["path"].isin(man["path"]) | ((previous["path"] == "") & previous["id"].isin(man["id"]))
+        man = pd.concat([previous[~replaced], man], ignore_index=True)
+    fault_point("ingest")
     store = ShardStore(db / "shards", emb.model.dim, emb.model_hash)
     done = store.done_keys()
     added, bad = 0, []
@@ -91,20 +153,40 @@ def add_folder(folder: Path, db: Path, encoder: Path) -> dict:
                 continue
             w.add_item(row["id"], row["content_hash"], vecs, starts, ends)
             added += 1
-    write_manifest(man, manifest_path)
-    (db / "db.json").write_text(json.dumps({"encoder": str(Path(encoder).resolve()), "model_hash": emb.model_hash}))
+            fault_point("decode")
+    fault_point("extract")
+    meta = {"encoder": str(Path(encoder).resolve()), "model_hash": emb.model_hash}
+    if not (db / META).exists() or (db / META).read_text() != json.dumps(meta):
+        write_json_atomic(db / META, meta)
+    _publish(db, man)
     bad = man[man["status"] != "ok"][["path", "error"]].to_dict("records")
     return {"added": added, "tracks": int((man["status"] == "ok").sum()), "bad": bad}
+
+
+def _tracks_and_vectors(db: Path, emb: Embedder) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(ok manifest rows, segment rows, vectors) of one published version, read once."""
+    def load(snap: Snapshot | None):
+        man = read_tracks(db, snap)
+        if man is None:
+            raise ValueError(f"{db}: the database holds no tracks (use `avmatch versions add`)")
+        ok = man[man["status"] == "ok"]
+        current = dict(zip(ok["id"], ok["content_hash"]))
+        try:
+            meta, vecs = ShardStore(db / "shards", emb.model.dim, emb.model_hash).read(current)
+        except UnreadableShard as exc:
+            raise DamagedDatabase(exc.path, "cannot be read (truncated or overwritten)", repair_command(db)) from None
+        require_items(current, meta["item_id"].unique(), db / "shards", repair_command(db))
+        return ok, meta, vecs
+
+    return snapshots(db).read(load)
 
 
 def query_file(path: Path, db: Path, top: int = 10, reduction: str = "bpwr-3", encoder: Path | None = None,
                faiss_above_tracks: int = 5000, n_candidates: int = 200) -> pd.DataFrame:
     """Closest tracks of the database to one file: track, distance, best segment pair (times in both)."""
-    info = json.loads((db / "db.json").read_text())
+    info = read_json(db / META, repair_command(db))
     emb = Embedder.load(Path(encoder or info["encoder"]))
-    man = read_manifest(db / "tracks.parquet")
-    ok = man[man["status"] == "ok"]
-    meta, vecs = ShardStore(db / "shards", emb.model.dim, emb.model_hash).read(dict(zip(ok["id"], ok["content_hash"])))
+    ok, meta, vecs = _tracks_and_vectors(db, emb)
     if len(vecs) == 0:
         raise ValueError(f"{db}: the database holds no tracks (use `avmatch versions add`)")
     qv, qs, qe = emb.embed_file(path)
@@ -127,6 +209,40 @@ def query_file(path: Path, db: Path, top: int = 10, reduction: str = "bpwr-3", e
                      "distance": float(dist[0, j]), "query_start_s": float(qs[qi]), "query_end_s": float(qe[qi]),
                      "track_start_s": float(starts[t][ri]), "track_end_s": float(starts[t][ri] + seg_s)})
     return pd.DataFrame(rows)
+
+
+def repair_database(db: Path, wait: float | None = None, say=None) -> dict:
+    """Rebuild the manifest from the shards (the source of truth) and any readable manifest copy, restore
+    db.json from a version's copy, move unreadable shards aside; publish the result as a new version."""
+    if not (db / "shards" / "_store.json").exists():
+        raise FileNotFoundError(f"{db}: no shards/ to rebuild from: not a versions database")
+    with writer_lock(db, wait, say):
+        restored = False
+        try:
+            read_json(db / META, repair_command(db))
+        except DamagedDatabase:
+            for copy in sorted((db / SNAPSHOTS).glob(f"*/{META}"), reverse=True):
+                try:
+                    write_json_atomic(db / META, read_json(copy, ""))
+                    restored = True
+                    break
+                except DamagedDatabase:
+                    continue
+            else:
+                raise FileNotFoundError(f"{db / META} is damaged and no version keeps a readable copy; build a new "
+                                        f"database") from None
+        store = existing_store(db / "shards")
+        damaged = quarantine_damaged_shards(store)
+        manifests = []
+        for path in [*sorted((db / SNAPSHOTS).glob(f"[0-9]*/{MANIFEST}"), reverse=True), db / MANIFEST]:
+            try:
+                manifests.append(read_manifest(path))
+            except (OSError, ValueError):
+                continue
+        man, lost, adopted = rebuild_manifest(manifests, shard_items(store))
+        _publish(db, man)
+    return {"restored_meta": restored, "damaged_shards": [str(p) for p in damaged], "lost": lost,
+            "adopted": adopted, "tracks": int((man["status"] == "ok").sum())}
 
 
 def mirror_embeddings(src: Path, dst: Path, encoder: Path, fmt: str = "npy") -> dict:
