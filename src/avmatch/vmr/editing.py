@@ -130,6 +130,7 @@ def render_video(a: MusicAnalysis, shots: list[Shot], footage: list, width: int,
                 y = float(np.mod(pos[1], 2 * max(1.0, big_h - ch)))
                 x = x if x <= big_w - cw else 2 * (big_w - cw) - x   # bounce off the edges
                 y = y if y <= big_h - ch else 2 * (big_h - ch) - y
+                x, y = float(np.clip(x, 0, big_w - cw)), float(np.clip(y, 0, big_h - ch))
                 frame = np.asarray(Image.fromarray(src[0]).resize((width, height), Image.BILINEAR,
                                                                   box=(x, y, x + cw, y + ch)))
             else:               # video: playback rate follows the energy

@@ -85,6 +85,7 @@ class LoadedFootage:
         size = (2 * width, 2 * height)
         if unit.kind == "photo":
             with Image.open(unit.path) as im:
+                im.draft("RGB", size)   # JPEG: decode at a reduced scale (wallpapers are 2-4k wide)
                 self.frames = np.asarray(im.convert("RGB").resize(size, Image.BILINEAR))[None]
         else:
             from avmatch.core.video import decode_frames

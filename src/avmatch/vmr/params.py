@@ -82,7 +82,7 @@ class VmrTrainParams(StrictModel):
     intra_weight: float = Field(0.1, ge=0, description="hinge: weight of the soft intra-modal structure term")
     crop_jitter_s: int = Field(2, ge=0, description="training windows start up to this many seconds into the clip "
                                "(the same seconds of both modalities)")
-    max_steps: int = Field(1500, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
+    max_steps: int = Field(1000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
     max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(100, ge=1)
 
