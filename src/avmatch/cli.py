@@ -59,6 +59,38 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
         _fail(str(exc))
 
 
+@corpus_app.command("import")
+def corpus_import(
+    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair)"),
+    source: Path = typer.Argument(..., help="folder of your files"),
+    root: Optional[Path] = typer.Option(None, help="corpus folder to write (default: params.yaml)"),
+) -> None:
+    """Turn a folder of your own media into a corpus the pipeline reads; bad files are reported (exit 1)."""
+    setup_logging()
+    from avmatch.core.config import load_params
+    from avmatch.core.paths import project_root
+
+    if system != "vmr":
+        _fail(f"unknown import '{system}'; available: vmr")
+    from avmatch.vmr.importer import import_music_videos
+
+    if root is None:
+        try:
+            root = project_root() / load_params(project_root() / "params.yaml", systems=["vmr"]).vmr.corpus.root
+        except ConfigError as exc:
+            _fail(str(exc))
+    try:
+        pairs, bad = import_music_videos(source, root)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for f, reason in bad:
+        typer.secho(f"skipped {f}: {reason}", fg=typer.colors.YELLOW, err=True)
+    splits = {s: sum(p["split"] == s for p in pairs) for s in ("train", "val", "test")}
+    typer.echo(json.dumps({"pairs": len(pairs), **splits, "bad_files": len(bad), "root": str(root)}, indent=2))
+    if bad:
+        raise typer.Exit(1)
+
+
 @corpus_app.command("build")
 def corpus_build(
     system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset) "
