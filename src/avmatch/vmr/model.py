@@ -8,6 +8,8 @@ Each modality has its own branch (the modalities share no weights, as in VM-NET)
   embedding) through a small transformer encoder. The output keeps the time course: the mean token and
   every token reduced to 8 numbers, so "a cut burst in second 3" can meet "a loud onset in second 3".
 - `both`: the two embeddings, each unit-norm, concatenated and normalised again.
+- with `curve_channels` > 0 (sequence and both): `RhythmCurves`, a few learned activity curves per
+  second, standardised over time, appended as a third unit-norm part.
 
 Inputs are standardised with the training set's mean and standard deviation (kept in the model, so a
 saved encoder carries its own normalisation). A clip longer than the window is embedded window by window
@@ -50,9 +52,28 @@ class SequenceBranch(nn.Module):
         self.reduce = nn.Linear(d_model, 8)
         self.out = nn.Linear(d_model + 8 * window, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.proj(x) + self.pos[:, : x.shape[1]])
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.proj(x) + self.pos[:, : x.shape[1]])
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.tokens(x) if h is None else h
         return self.out(torch.cat([h.mean(1), self.reduce(h).flatten(1)], 1))
+
+
+class RhythmCurves(nn.Module):
+    """A few learned activity curves over the window's seconds, each standardised over time (so a clip's
+    level is removed and only its time course is left) and flattened: the dot product of a video's and a
+    music's curves is the mean correlation of the curves, second by second. This is the rhythm peer's
+    question (does the picture move where the music hits?) with learned curves."""
+
+    def __init__(self, d_model: int, channels: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, channels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        c = self.proj(h)
+        c = (c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True, unbiased=False) + 1e-3)
+        return c.flatten(1)
 
 
 class ModalityBranch(nn.Module):
@@ -64,10 +85,18 @@ class ModalityBranch(nn.Module):
         self.stats = StatsBranch(in_dim, mp.hidden, mp.dim, mp.dropout) if mp.kind in ("stats", "both") else None
         self.seq = (SequenceBranch(in_dim, window, mp.d_model, mp.layers, mp.heads, mp.dim, mp.dropout)
                     if mp.kind in ("sequence", "both") else None)
+        self.curves = RhythmCurves(mp.d_model, mp.curve_channels) if self.seq is not None and mp.curve_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        parts = [F.normalize(b(x), dim=1) for b in (self.stats, self.seq) if b is not None]
+        parts = []
+        if self.stats is not None:
+            parts.append(F.normalize(self.stats(x), dim=1))
+        if self.seq is not None:
+            h = self.seq.tokens(x)
+            parts.append(F.normalize(self.seq(x, h), dim=1))
+            if self.curves is not None:
+                parts.append(F.normalize(self.curves(h), dim=1))
         return F.normalize(torch.cat(parts, 1), dim=1)
 
 
@@ -87,7 +116,9 @@ class VmrEncoder(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        return self.config["model"]["dim"] * (2 if self.config["model"]["kind"] == "both" else 1)
+        m = self.config["model"]
+        curves = m.get("curve_channels", 0) * self.window if m["kind"] != "stats" else 0
+        return m["dim"] * (2 if m["kind"] == "both" else 1) + curves
 
     def set_normalisation(self, video: np.ndarray, music: np.ndarray) -> None:
         """Standardise inputs with the mean / std of the training seconds ([n, D] per modality)."""

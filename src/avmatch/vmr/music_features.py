@@ -5,11 +5,13 @@ The editing of a music video follows the music at a few time scales: cuts fall o
 mode (bright or dark sound, major or minor). The features below are those cues, one row per second of
 music, grouped in families so that an ablation can leave a family out:
 
-- `timbre`   13 MFCC means, log RMS energy, log spectral centroid
+- `timbre`   13 MFCC means, log RMS energy, log spectral centroid, and the log RMS profile within the
+             second (SUBSTEPS bins, minus the second's mean)
 - `chroma`   12 chroma means and a major-minor score of the whole clip (Krumhansl-Kessler key profiles)
 - `contrast` 7 spectral contrast bands
 - `rhythm`   onset strength mean / max / std, tempo, beats in the second, beat phase (sin, cos) at the
-             second's start, pulse clarity (height of the onset autocorrelation at the beat period)
+             second's start, pulse clarity (height of the onset autocorrelation at the beat period), and the
+             onset strength profile within the second (SUBSTEPS bins)
 
 `analyse_music` is also what the corpus builder edits to (beats, tempo, energy, centroid, mode): the
 rule that makes the corpus is documented in `avmatch.vmr.editing`.
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FAMILY_SIZES = {"timbre": 15, "chroma": 13, "contrast": 7, "rhythm": 8}
+SUBSTEPS = 8   # sub-second profile bins per second (where in the second the onsets fall)
+FAMILY_SIZES = {"timbre": 15 + SUBSTEPS, "chroma": 13, "contrast": 7, "rhythm": 8 + SUBSTEPS}
 
 # Krumhansl-Kessler key profiles (C major, C minor)
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -101,6 +104,17 @@ def _per_second(curve: np.ndarray, frame_rate: float, seconds: int, fn=np.mean) 
     return out
 
 
+def _profile(curve: np.ndarray, frame_rate: float, seconds: int, bins: int = SUBSTEPS) -> np.ndarray:
+    """Mean of a frame-level curve in each of `bins` equal parts of every second -> [seconds, bins]."""
+    out = np.zeros((seconds, bins), np.float32)
+    for s in range(seconds):
+        edges = np.round((s + np.arange(bins + 1) / bins) * frame_rate).astype(int)
+        for k in range(bins):
+            seg = curve[edges[k]:max(edges[k + 1], edges[k] + 1)]
+            out[s, k] = seg.mean() if len(seg) else 0.0
+    return out
+
+
 def beat_phase(beat_times: np.ndarray, t: np.ndarray, tempo: float) -> np.ndarray:
     """Phase in [0, 1) of times `t` within the beat grid (0 on a beat); 0 without beats."""
     t = np.asarray(t, np.float64)
@@ -135,8 +149,9 @@ def music_per_second(y: np.ndarray, sr: int, hop: int = 256, n_mfcc: int = 13) -
     contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=1024, hop_length=hop)[:, : len(a.rms)]
     log_rms = np.log(a.rms + 1e-5)
     log_cent = np.log(a.centroid + 1.0)
-    timbre = np.concatenate([_per_second(mfcc, fr, seconds) / 100.0, _per_second(log_rms, fr, seconds),
-                             _per_second(log_cent, fr, seconds)], 1)
+    rms_ps = _per_second(log_rms, fr, seconds)
+    timbre = np.concatenate([_per_second(mfcc, fr, seconds) / 100.0, rms_ps, _per_second(log_cent, fr, seconds),
+                             _profile(log_rms, fr, seconds) - rms_ps], 1)
     chroma = np.concatenate([_per_second(a.chroma, fr, seconds), np.full((seconds, 1), a.mode, np.float32)], 1)
     contrast_ps = _per_second(contrast, fr, seconds) / 10.0
     starts = np.arange(seconds, dtype=np.float64)
@@ -147,5 +162,6 @@ def music_per_second(y: np.ndarray, sr: int, hop: int = 256, n_mfcc: int = 13) -
         _per_second(a.onset, fr, seconds, np.std)[:, 0], np.full(seconds, a.tempo / 120.0), beats_in.astype(np.float32),
         np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase),
         np.full(seconds, pulse_clarity(a.onset, fr, a.tempo))], 1).astype(np.float32)
+    rhythm = np.concatenate([rhythm, _profile(a.onset, fr, seconds)], 1).astype(np.float32)
     return {"timbre": timbre.astype(np.float32), "chroma": chroma.astype(np.float32),
             "contrast": contrast_ps.astype(np.float32), "rhythm": rhythm}

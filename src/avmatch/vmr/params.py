@@ -67,7 +67,9 @@ class VmrModelParams(StrictModel):
     d_model: int = Field(64, ge=16, description="transformer width")
     layers: int = Field(2, ge=1, le=6)
     heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    curve_channels: int = Field(8, ge=0, le=32, description="learned per-second activity curves, standardised "
+                                "over time, appended to the sequence embedding (0 = none)")
 
 
 class VmrTrainParams(StrictModel):
@@ -75,16 +77,18 @@ class VmrTrainParams(StrictModel):
                                               "bidirectional top-K ranking loss with the soft intra-modal structure term")
     batch_size: int = Field(64, ge=4)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
     temperature: float = Field(0.07, gt=0)
     margin: float = Field(0.2, ge=0)
     top_k: int = Field(10, ge=1, description="hinge: violating negatives averaged per anchor")
     intra_weight: float = Field(0.1, ge=0, description="hinge: weight of the soft intra-modal structure term")
     crop_jitter_s: int = Field(2, ge=0, description="training windows start up to this many seconds into the clip "
                                "(the same seconds of both modalities)")
-    max_steps: int = Field(1000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
+    max_steps: int = Field(300, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
     max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(100, ge=1)
+    threads: int = Field(1, ge=0, description="torch threads while training (0: common.num_threads). The encoder "
+                         "is small: one thread beats two that contend with the rest of a busy machine")
 
 
 class VmrExtractParams(StrictModel):

@@ -51,7 +51,7 @@ def _digest(items: list[np.ndarray]) -> str:
 
 def config_hash(tp: Any, mp: Any, window: int, seed: int, videos: list[np.ndarray], music: list[np.ndarray],
                 families: tuple[list[str], list[str]]) -> str:
-    blob = {"train": json.loads(tp.model_dump_json(exclude={"checkpoint_every", "max_minutes"})),
+    blob = {"train": json.loads(tp.model_dump_json(exclude={"checkpoint_every", "max_minutes", "threads"})),
             "model": json.loads(mp.model_dump_json()), "window": window, "seed": int(seed), "families": families,
             "data": _digest(videos) + _digest(music), "format": CKPT_FORMAT}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
@@ -77,6 +77,8 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
     if len(videos) != len(music) or len(videos) < 4:
         raise RuntimeError(f"need at least 4 aligned training pairs, got {len(videos)} videos and {len(music)} music")
     timer = SafetyTimer(tp.max_minutes)
+    if tp.threads:
+        torch.set_num_threads(tp.threads)
     seed_everything(seed)
     model = VmrEncoder(videos[0].shape[1], music[0].shape[1], window, mp, *families)
     model.set_normalisation(np.concatenate(videos), np.concatenate(music))

@@ -4,10 +4,11 @@ Frames come from the frame cache (`avmatch.core.frame_cache`) at a few frames pe
 are invisible at 1 fps). One row per second, in families an ablation can leave out:
 
 - `colour` mean R, G, B, luminance mean and spatial std, saturation mean and std, the luminance range
-           over the second's frames (flashes), saturation-weighted hue (cos, sin)
+           over the second's frames (flashes), saturation-weighted hue (cos, sin), and the luminance
+           profile within the second (SUBSTEPS bins, minus the second's mean: where the flashes are)
 - `motion` mean absolute frame difference (mean and max over the second), global translation between
            frames by phase correlation (mean dx, mean dy, mean magnitude): the optical flow of a pan,
-           without OpenCV
+           without OpenCV; and the frame-difference profile within the second (SUBSTEPS bins)
 - `cuts`   number of cuts in the second, the strongest histogram change, the phase (sin, cos) of the
            first cut within the second, seconds since the previous cut (shot length so far)
 
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FAMILY_SIZES = {"colour": 10, "motion": 5, "cuts": 5}
+SUBSTEPS = 8   # sub-second profile bins per second (flashes and motion bursts fall between whole seconds)
+FAMILY_SIZES = {"colour": 10 + SUBSTEPS, "motion": 5 + SUBSTEPS, "cuts": 5}
 CUT_THRESHOLD = 0.35
 
 
@@ -72,6 +74,12 @@ def phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(dx), float(dy)
 
 
+def profile(values: np.ndarray, a: int, b: int, bins: int = SUBSTEPS) -> np.ndarray:
+    """`values[a:b]` (one per frame of a second) resampled to `bins` sub-second bins (nearest frame)."""
+    seg = values[a:max(b, a + 1)]
+    return seg[np.minimum((np.arange(bins) * len(seg)) // bins, len(seg) - 1)]
+
+
 def video_per_second(frames: np.ndarray, fps: float) -> dict[str, np.ndarray]:
     """The three families of the module docstring for uint8 frames [n, h, w, 3] sampled at `fps`."""
     n = len(frames)
@@ -86,6 +94,7 @@ def video_per_second(frames: np.ndarray, fps: float) -> dict[str, np.ndarray]:
     b_ = np.sqrt(3) / 2 * (f[..., 1] - f[..., 2])
     hue = np.arctan2(b_, a_)
     hc, hs = (sat * np.cos(hue)).mean((1, 2)), (sat * np.sin(hue)).mean((1, 2))
+    y_mean = y.mean((1, 2))
     diff = np.zeros(n, np.float32)
     diff[1:] = np.abs(np.diff(y, axis=0)).mean((1, 2))
     small = y[:, ::2, ::2] if y.shape[1] >= 64 else y
@@ -102,12 +111,13 @@ def video_per_second(frames: np.ndarray, fps: float) -> dict[str, np.ndarray]:
     for s in range(seconds):
         a, b = int(round(s * fps)), min(n, int(round((s + 1) * fps)))
         sl = slice(a, max(b, a + 1))
-        colour[s] = [f[sl, ..., 0].mean(), f[sl, ..., 1].mean(), f[sl, ..., 2].mean(), y[sl].mean(),
+        luma = y_mean[sl]
+        colour[s] = [f[sl, ..., 0].mean(), f[sl, ..., 1].mean(), f[sl, ..., 2].mean(), luma.mean(),
                      y[sl].std((1, 2)).mean(), sat[sl].mean(), sat[sl].std((1, 2)).mean(),
-                     np.ptp(y[sl].mean((1, 2))), hc[sl].mean(), hs[sl].mean()]
+                     np.ptp(luma), hc[sl].mean(), hs[sl].mean(), *(profile(y_mean, a, b) - luma.mean()) * 10]
         mag = np.hypot(shifts[sl, 0], shifts[sl, 1])
         motion[s] = [diff[sl].mean() * 10, diff[sl].max() * 10, shifts[sl, 0].mean() / 4, shifts[sl, 1].mean() / 4,
-                     mag.mean() / 4]
+                     mag.mean() / 4, *profile(diff, a, b) * 10]
         in_s = [i for i in range(a, max(b, a + 1)) if i in cuts]
         if in_s:
             ph = (in_s[0] - a) / max(1, k)
