@@ -81,3 +81,14 @@ def test_encoder_round_trip(tmp_path):
     x = torch.randn(2, 5, 4)
     assert torch.allclose(model.eval().video(x), back.video(x))
     assert back.video_families == ["colour"]
+
+
+def test_rhythm_curves_keep_the_time_course_not_the_level():
+    from avmatch.vmr.model import RhythmCurves
+
+    curves = RhythmCurves(6, 3)
+    h = torch.randn(2, 8, 6)
+    shifted = h + torch.randn(2, 1, 6)          # the same time course at another level
+    assert torch.allclose(curves(h), curves(shifted), atol=1e-4)
+    c = curves(h).view(2, 8, 3)
+    assert torch.allclose(c.mean(1), torch.zeros(2, 3), atol=1e-5)   # standardised over the seconds
