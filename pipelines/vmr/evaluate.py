@@ -9,7 +9,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.io import write_csv, write_json
 from pipelines.vmr.paths import VmrPaths
-from pipelines.vmr.shared import split_pairs
+from pipelines.vmr.shared import aligned_pairs, split_pairs
 
 
 def _trained_scores(paths: VmrPaths) -> tuple[np.ndarray, list[str], list[str]]:
@@ -27,6 +27,22 @@ def _trained_scores(paths: VmrPaths) -> tuple[np.ndarray, list[str], list[str]]:
         ok = rows[i] >= 0
         scores[i, row_col[rows[i][ok]]] = sims[i][ok]
     return scores, video_ids, music_ids
+
+
+def reevaluate(params: Params, paths: VmrPaths, tracker: StageTracker, model_file) -> dict:
+    """A given (registered) encoder on the current test pairs (scheduled runs): the trained variant's
+    recalls and median ranks, flat, as the evaluate stage reports them."""
+    from avmatch.vmr.metrics import evaluate_scores
+    from avmatch.vmr.model import embed_items, load_encoder
+
+    ep = params.vmr.evaluate
+    model = load_encoder(model_file)
+    _, videos, music = aligned_pairs(paths, "test", (model.video_families, model.music_families))
+    v, m = embed_items(model.video, videos, model.window), embed_items(model.music, music, model.window)
+    res = evaluate_scores(v @ m.T, ep.ks, bootstrap=0)
+    out = {f"{d}_{k}".replace("@", "_at_"): val for d in ("v2m", "m2v") for k, val in res[d].items() if k != "ci"}
+    tracker.log_dict(out, "reevaluate_metrics.json")
+    return out
 
 
 def evaluate(params: Params, paths: VmrPaths, tracker: StageTracker) -> dict:

@@ -84,3 +84,21 @@ def test_add_and_suggest_commands(repo):
     assert len(rows) == 5 * len(videos)
     scores = [float(r[3]) for r in rows[:5]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_encoder_registered_and_reevaluated_with_the_same_numbers(repo, monkeypatch):
+    """The evaluate stage registers the encoder; re-evaluating that version on the same test pairs gives the
+    pipeline's own recalls (same model, same features)."""
+    from mlflow.tracking import MlflowClient
+
+    from avmatch.core.config import load_params
+    from pipelines.reevaluation import reevaluate_pipeline
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert client.search_model_versions("name='avmatch-vmr-encoder'")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = reevaluate_pipeline("vmr", load_params(repo / "params.yaml"), repo)
+    trained = json.loads((repo / "metrics/vmr.json").read_text())["trained"]
+    for d in ("v2m", "m2v"):
+        for k in ("R@1", "R@10", "median_rank"):
+            assert result["metrics"][f"{d}_{k}".replace("@", "_at_")] == pytest.approx(trained[d][k], abs=1e-6)
