@@ -6,7 +6,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_DATABASE_TIMEOUT ?= 60
 export MPLBACKEND := Agg
 
-.PHONY: help setup demo demo-copydetect demo-versions demo-all test test-fast bench lint clean-demo ui
+.PHONY: help setup demo demo-copydetect demo-versions demo-vmr demo-all test test-fast bench lint clean-demo ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ demo-copydetect: setup  ## video copy detection (VSC22) on its demo corpus (~12 
 demo-versions: setup  ## version identification on its demo corpus, with the Essentia baseline (~25 min)
 	dvc repro versions_evaluate versions_baseline
 	@python -c "import json; [print(f, json.load(open(f'metrics/{f}.json'))['track']) for f in ('versions', 'versions_untrained', 'versions_baseline')]"
+
+demo-vmr: setup  ## video-to-music retrieval on its demo corpus
+	dvc repro vmr_evaluate
+	@python -c "import json; print(json.dumps(json.load(open('metrics/vmr.json')), indent=1))"
 
 demo-all: setup  ## every pipeline (dvc repro of the whole graph, ~55 min on 2 cores)
 	dvc repro

@@ -59,11 +59,44 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
         _fail(str(exc))
 
 
+@corpus_app.command("import")
+def corpus_import(
+    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair)"),
+    source: Path = typer.Argument(..., help="folder of your files"),
+    root: Optional[Path] = typer.Option(None, help="corpus folder to write (default: params.yaml)"),
+) -> None:
+    """Turn a folder of your own media into a corpus the pipeline reads; bad files are reported (exit 1)."""
+    setup_logging()
+    from avmatch.core.config import load_params
+    from avmatch.core.paths import project_root
+
+    if system != "vmr":
+        _fail(f"unknown import '{system}'; available: vmr")
+    from avmatch.vmr.importer import import_music_videos
+
+    if root is None:
+        try:
+            root = project_root() / load_params(project_root() / "params.yaml", systems=["vmr"]).vmr.corpus.root
+        except ConfigError as exc:
+            _fail(str(exc))
+    try:
+        pairs, bad = import_music_videos(source, root)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for f, reason in bad:
+        typer.secho(f"skipped {f}: {reason}", fg=typer.colors.YELLOW, err=True)
+    splits = {s: sum(p["split"] == s for p in pairs) for s in ("train", "val", "test")}
+    typer.echo(json.dumps({"pairs": len(pairs), **splits, "bad_files": len(bad), "root": str(root)}, indent=2))
+    if bad:
+        raise typer.Exit(1)
+
+
 @corpus_app.command("build")
 def corpus_build(
     system: str = typer.Argument(..., help="which corpus: fingerprint (offline demo) | nafp (import the NAFP dataset) "
                                          "| copydetect (video copy detection, VSC22 layout) "
-                                         "| versions (chorale families + folk-tune versions)"),
+                                         "| versions (chorale families + folk-tune versions) "
+                                         "| vmr (music videos cut to real music)"),
     size: Optional[str] = typer.Option(None, help="tiny | demo | large (default: params.yaml)"),
     seed: Optional[int] = typer.Option(None, help="random seed (default: params.yaml)"),
     root: Optional[Path] = typer.Option(None, help="output folder (default: params.yaml)"),
@@ -82,6 +115,11 @@ def corpus_build(
 
         typer.echo(json.dumps(build_corpus(size, seed, root), indent=2, default=float))
         return
+    if system == "vmr":  # music videos edited to real music (docs/datasets.md)
+        from avmatch.vmr.cli import build_corpus as build_vmr_corpus
+
+        typer.echo(json.dumps(build_vmr_corpus(size, seed, root), indent=2, default=float))
+        return
     if system == "versions":
         from avmatch.versions.corpus import build_versions_corpus
 
@@ -95,7 +133,7 @@ def corpus_build(
         typer.echo(json.dumps(info, indent=2, default=float))
         return
     if system not in ("fingerprint", "nafp"):
-        _fail(f"unknown corpus '{system}'; available: fingerprint, nafp, copydetect, versions")
+        _fail(f"unknown corpus '{system}'; available: fingerprint, nafp, copydetect, versions, vmr")
     if system == "nafp" and dataset_root is None:
         _fail("nafp needs --dataset-root PATH (the neural-audio-fp-dataset folder; see docs/datasets.md)")
     if system == "fingerprint" and (dataset_root is not None or max_dummy_refs is not None):
@@ -163,3 +201,7 @@ copydetect_cli.register_metrics(metrics_app)
 from avmatch.versions import cli as versions_cli  # noqa: E402  (registers `avmatch versions ...`)
 
 app.add_typer(versions_cli.app, name="versions")
+
+from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
+
+app.add_typer(vmr_cli.app, name="vmr")

@@ -1,0 +1,1 @@
+"""The video-to-music retrieval pipeline stages (dvc.yaml: vmr_*)."""

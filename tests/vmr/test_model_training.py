@@ -1,0 +1,94 @@
+"""The two-branch encoder and its step-driven, seeded training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avmatch.vmr.params import VmrModelParams, VmrTrainParams
+
+
+def _data(n: int = 24, t: int = 10, seed: int = 0):
+    """Video features are a noisy linear image of the music's: a learnable pairing."""
+    rng = np.random.default_rng(seed)
+    music = [rng.normal(size=(t, 6)).astype(np.float32) for _ in range(n)]
+    w = rng.normal(size=(6, 4))
+    videos = [(m @ w + 0.1 * rng.normal(size=(t, 4))).astype(np.float32) for m in music]
+    return videos, music
+
+
+@pytest.mark.parametrize("kind", ["stats", "sequence", "both"])
+def test_embeddings_are_unit_norm_and_windows_cover_the_clip(kind):
+    from avmatch.vmr.model import VmrEncoder, embed_items, embed_windows
+
+    mp = VmrModelParams(kind=kind, dim=16, hidden=32, d_model=16, layers=1, heads=2)
+    model = VmrEncoder(4, 6, 5, mp, ["colour"], ["rhythm"]).eval()
+    x = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    e, starts = embed_windows(model.video, x, 5, stride=3)
+    assert starts == [0, 3, 6, 7]
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    short = embed_items(model.video, [x[:3]], 5)   # shorter than the window: padded
+    assert short.shape == (1, model.out_dim) and np.isclose(np.linalg.norm(short), 1.0, atol=1e-5)
+
+
+def _train(tmp_path, loss: str, steps: int, sub: str):
+    from avmatch.vmr.training import train_encoder
+
+    videos, music = _data()
+    tp = VmrTrainParams(loss=loss, batch_size=8, max_steps=steps, checkpoint_every=10, crop_jitter_s=2, lr=3e-3)
+    mp = VmrModelParams(kind="both", dim=16, hidden=32, d_model=16, layers=1, heads=2, dropout=0.0)
+    return train_encoder(videos, music, train_params=tp, model_params=mp, window=8, families=(["a"], ["b"]),
+                         seed=5, checkpoint_dir=tmp_path / sub, val=(videos[:8], music[:8]))
+
+
+def test_training_is_deterministic_and_stops_at_max_steps(tmp_path):
+    a = _train(tmp_path, "infonce", 20, "a")
+    b = _train(tmp_path, "infonce", 20, "b")
+    assert a.steps == b.steps == 20
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    full = _train(tmp_path, "hinge", 20, "full")
+    _train(tmp_path, "hinge", 20, "part")   # same config: the checkpoint at step 20 is simply reused
+    resumed = _train(tmp_path, "hinge", 20, "part")
+    assert resumed.resumed_from_step == 20
+    for (k, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+@pytest.mark.parametrize("loss", ["infonce", "hinge"])
+def test_training_learns_the_pairing(tmp_path, loss):
+    from avmatch.vmr.model import embed_items
+    from avmatch.vmr.training import recall_at
+
+    result = _train(tmp_path, loss, 150, loss)
+    videos, music = _data()
+    v = embed_items(result.model.video, videos, 8)
+    m = embed_items(result.model.music, music, 8)
+    assert recall_at(v, m, 1) > 0.5   # random: 1/24
+
+
+def test_encoder_round_trip(tmp_path):
+    from avmatch.vmr.model import VmrEncoder, load_encoder, save_encoder
+
+    mp = VmrModelParams(kind="stats", dim=8, hidden=16)
+    model = VmrEncoder(4, 6, 5, mp, ["colour"], ["rhythm"])
+    save_encoder(model, tmp_path / "e.pt", {"hop": 256})
+    back = load_encoder(tmp_path / "e.pt")
+    x = torch.randn(2, 5, 4)
+    assert torch.allclose(model.eval().video(x), back.video(x))
+    assert back.video_families == ["colour"]
+
+
+def test_rhythm_curves_keep_the_time_course_not_the_level():
+    from avmatch.vmr.model import RhythmCurves
+
+    curves = RhythmCurves(6, 3)
+    h = torch.randn(2, 8, 6)
+    shifted = h + torch.randn(2, 1, 6)          # the same time course at another level
+    assert torch.allclose(curves(h), curves(shifted), atol=1e-4)
+    c = curves(h).view(2, 8, 3)
+    assert torch.allclose(c.mean(1), torch.zeros(2, 3), atol=1e-5)   # standardised over the seconds
