@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,40 +16,40 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+WAIT_HELP = ("when another command is writing to the database, wait at most this many seconds for it, then "
+             "fail without changing anything (default: wait until it finishes)")
+
+
+def _waiting(message: str) -> None:
+    typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("add")
 def add(
     music_dir: Path = typer.Argument(..., help="a music file or a folder of them (searched recursively)"),
     db: Path = typer.Option(Path("data/vmr/music_db"), "--db", help="the music database folder (created if missing)"),
     encoder: Path = typer.Option(Path("models/vmr/encoder.pt"), help="trained encoder (used when creating the db)"),
+    wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
 ) -> None:
-    """Add every music file under MUSIC_DIR; unreadable files are reported and make the exit status 1."""
-    from avmatch.core.audio import MediaError
-    from avmatch.core.manifest import item_id_for, scan_media
+    """Add every music file under MUSIC_DIR; unreadable files are reported and make the exit status 1.
+    Another command writing to the same database is waited for (see --wait); the tracks are published
+    as a new version of the database at the end, so `suggest` sees all of them or none."""
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+    from avmatch.core.manifest import scan_media
     from avmatch.core.progress import progress
-    from avmatch.vmr.database import MusicDB
+    from avmatch.vmr.database import MusicDB, add_files
 
     try:
         files = scan_media(music_dir)
-    except FileNotFoundError as exc:
+        if not encoder.exists() and not MusicDB.exists(db):
+            _fail(f"{encoder}: no trained encoder (run `dvc repro vmr_train` or pass --encoder)")
+        base = music_dir if music_dir.is_dir() else music_dir.parent
+        r = add_files(db, progress(files, "add music", len(files), "file"), base, encoder, wait, _waiting,
+                      lambda f, why: typer.secho(f"skipped {f}: {why}", fg=typer.colors.YELLOW, err=True))
+    except (FileNotFoundError, DamagedDatabase, DatabaseBusy) as exc:
         _fail(str(exc))
-    if (db / "settings.json").exists():
-        mdb = MusicDB.load(db)
-    elif encoder.exists():
-        mdb = MusicDB.create(db, encoder)
-    else:
-        _fail(f"{encoder}: no trained encoder (run `dvc repro vmr_train` or pass --encoder)")
-    base = music_dir if music_dir.is_dir() else music_dir.parent
-    added, failed = 0, 0
-    for f in progress(files, "add music", len(files), "file"):
-        try:
-            n = mdb.add(f, item_id_for(f, base))
-            added += n > 0
-        except (MediaError, OSError) as exc:
-            failed += 1
-            typer.secho(f"skipped {f}: {getattr(exc, 'reason', exc)}", fg=typer.colors.YELLOW, err=True)
-    mdb.save()
-    typer.echo(f"{added} track(s) added, {failed} failed; {len(mdb.tracks)} in {db}")
-    if failed:
+    typer.echo(f"{r['added']} track(s) added, {r['failed']} failed; {r['tracks']} in {db}")
+    if r["failed"]:
         raise typer.Exit(1)
 
 
@@ -59,13 +60,15 @@ def suggest(
     top: int = typer.Option(10, "--top", min=1, help="tracks listed per video"),
 ) -> None:
     """Print, per video, the best-fitting tracks: video,rank,track_id,score,offset_s,path (offset_s: the
-    second of the track the video's start fits best). Unreadable videos are reported; exit status 1."""
+    second of the track the video's start fits best). Unreadable videos are reported; exit status 1.
+    The database is read once: an `add` running meanwhile is seen entirely or not at all."""
     from avmatch.core.audio import MediaError
+    from avmatch.core.db_store import DamagedDatabase
     from avmatch.vmr.database import MusicDB
 
     try:
         mdb = MusicDB.load(db)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, DamagedDatabase) as exc:
         _fail(str(exc))
     failed = 0
     typer.echo("video,rank,track_id,score,offset_s,path")
@@ -80,6 +83,29 @@ def suggest(
             typer.echo(f"{v},{r},{s.track_id},{s.score:.4f},{s.offset_s:.1f},{s.path}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("repair")
+def repair(
+    db: Path = typer.Option(Path("data/vmr/music_db"), "--db", help="the music database folder"),
+    wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
+) -> None:
+    """Publish again the newest intact version of a damaged database. The window embeddings are kept only
+    inside the versions (no separate store to rebuild the index from), so this republishes the newest
+    version whose files are whole and whose track table agrees with its index, as `copydetect repair`
+    does; tracks added after it come back with `avmatch vmr add` on their files (present ones are skipped)."""
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+    from avmatch.vmr.database import repair_database
+
+    try:
+        version, changed = repair_database(db, wait, _waiting)
+    except (FileNotFoundError, DamagedDatabase, DatabaseBusy) as exc:
+        _fail(str(exc))
+    if changed:
+        typer.echo(f"repaired {db}: version {version} published again; add the files of later adds again "
+                   f"with `avmatch vmr add`")
+    else:
+        typer.echo(f"{db}: version {version} is intact; nothing to repair")
 
 
 def build_corpus(size: str | None, seed: int | None, root: Path | None) -> dict:
