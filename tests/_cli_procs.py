@@ -19,7 +19,8 @@ PRELOAD = ["avmatch.cli", "avmatch.fingerprint.cli", "avmatch.fingerprint.databa
            "avmatch.fingerprint.db_repair", "avmatch.fingerprint.embedding", "avmatch.fingerprint.model",
            "avmatch.fingerprint.encoder_lookup", "avmatch.fingerprint.search", "avmatch.fingerprint.ranking",
            "avmatch.core.pcm_cache", "avmatch.core.audio", "avmatch.core.index", "avmatch.versions.cli",
-           "avmatch.versions.database", "avmatch.copydetect.cli", "avmatch.copydetect.database", "faiss", "torch"]
+           "avmatch.versions.database", "avmatch.copydetect.cli", "avmatch.copydetect.database", "avmatch.vmr.cli",
+           "avmatch.vmr.database", "avmatch.vmr.model", "avmatch.vmr.features", "faiss", "torch"]
 
 _ctx = None
 
