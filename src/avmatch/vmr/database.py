@@ -12,10 +12,9 @@ pointer `CURRENT`. `add` holds the folder's writer lock from reading the publish
 publishing the next, so two adds run one after the other and neither loses the other's tracks;
 `suggest` reads one published version, never a mix. There is no store outside the versions (the
 embeddings live in the index's `vectors.npy` of each version), so `avmatch vmr repair` publishes
-again the newest version that is intact, as `copydetect repair` does; tracks added after it are
-listed by the damage error's version and come back by adding their files again (already present
-tracks are skipped). An older database (those files at the top of the folder) is read as it is and
-moves to this layout at its next add.
+again the newest version that is intact, as `copydetect repair` does; tracks added after it come
+back by adding their files again (tracks already present are skipped). An older database (those
+files at the top of the folder) is read as it is and moves to this layout at its next add.
 """
 
 from __future__ import annotations
