@@ -93,19 +93,24 @@ def repair(
     """Publish again the newest intact version of a damaged database. The window embeddings are kept only
     inside the versions (no separate store to rebuild the index from), so this republishes the newest
     version whose files are whole and whose track table agrees with its index, as `copydetect repair`
-    does; tracks added after it come back with `avmatch vmr add` on their files (present ones are skipped)."""
+    does. Tracks of later adds are listed (exit 1): add their files again with `avmatch vmr add` (tracks
+    already present are skipped)."""
     from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
     from avmatch.vmr.database import repair_database
 
     try:
-        version, changed = repair_database(db, wait, _waiting)
+        r = repair_database(db, wait, _waiting)
     except (FileNotFoundError, DamagedDatabase, DatabaseBusy) as exc:
         _fail(str(exc))
-    if changed:
-        typer.echo(f"repaired {db}: version {version} published again; add the files of later adds again "
-                   f"with `avmatch vmr add`")
-    else:
-        typer.echo(f"{db}: version {version} is intact; nothing to repair")
+    if not r["changed"]:
+        typer.echo(f"{db}: version {r['version']} is intact; nothing to repair")
+        return
+    for path in r["lost"]:
+        typer.secho(f"lost {path}: its windows were only in the damaged version: add this file again",
+                    fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"repaired {db}: version {r['version']} published again; {len(r['lost'])} track(s) lost")
+    if r["lost"]:
+        raise typer.Exit(1)
 
 
 def build_corpus(size: str | None, seed: int | None, root: Path | None) -> dict:

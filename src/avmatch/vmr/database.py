@@ -29,6 +29,7 @@ import pandas as pd
 
 from avmatch.core.audio import MediaError
 from avmatch.core.db_store import (
+    SNAPSHOTS,
     DamagedDatabase,
     Snapshot,
     SnapshotStore,
@@ -236,14 +237,15 @@ def add_files(root: str | Path, files: Iterable[Path], base: Path, encoder: Path
 
 
 def repair_database(root: str | Path, wait: float | None = None,
-                    say: Callable[[str], None] | None = None) -> tuple[int, bool]:
-    """Publish again the newest intact version when the published one is damaged; returns (the version
-    now published, whether anything had to be done).
+                    say: Callable[[str], None] | None = None) -> dict:
+    """Publish again the newest intact version when the published one is damaged. Returns {"version":
+    the version republished (or found intact), "changed", "lost": paths of the tracks the newest
+    version's readable track table lists that the republished one lacks}.
 
     Intact means every file of the version is whole and readable and its track table names exactly the
     tracks its index holds. The window embeddings are kept only inside the versions (the index's
-    `vectors.npy`), so there is nothing older to rebuild from: tracks added after that version are
-    added again with `avmatch vmr add` (tracks already there are skipped)."""
+    `vectors.npy`), so there is nothing older to rebuild from: the lost tracks are added again with
+    `avmatch vmr add` (tracks already there are skipped)."""
     root = Path(root)
     store = snapshots(root)
     with writer_lock(root, wait, say):
@@ -251,18 +253,30 @@ def repair_database(root: str | Path, wait: float | None = None,
             snap = store.current()
             if snap is not None:
                 MusicDB._read(root, snap)
-                return snap.version, False
+                return {"version": snap.version, "changed": False, "lost": []}
         except DamagedDatabase:
             pass
         for snap in store.intact_versions():
             try:
-                MusicDB._read(root, snap)     # whole files are not enough: readable, and agreeing
+                kept = MusicDB._read(root, snap).tracks
             except DamagedDatabase:
                 continue
+            lost = _newest_listed(root, set(kept["path"]))     # before publishing: it deletes older versions
             with store.publish() as staging:
                 for name in ("encoder.pt", "settings.json", "tracks.csv"):
                     shutil.copy2(snap.path(name), staging / name)
                 shutil.copytree(snap.path("index"), staging / "index")
-            return snap.version, True
+            return {"version": snap.version, "changed": True, "lost": lost}
     raise FileNotFoundError(f"{root}: no intact version of the vmr music database is left; make it again with "
                             f"`avmatch vmr add MUSIC_DIR --db {root}` (after moving this folder aside)")
+
+
+def _newest_listed(root: Path, kept: set[str]) -> list[str]:
+    """Paths the newest version with a readable track table lists beyond `kept` (the repair's loss)."""
+    for path in sorted(root.glob(f"{SNAPSHOTS}/[0-9]*/tracks.csv"), reverse=True):
+        try:
+            tracks = pd.read_csv(path, dtype=str)
+            return sorted(set(tracks["path"].fillna("")) - kept)
+        except (OSError, ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
+            continue
+    return []
