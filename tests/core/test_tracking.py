@@ -67,7 +67,8 @@ def test_concurrent_stage_runs_on_a_new_sqlite_store_all_land(tmp_path, monkeypa
     import sqlite3
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ctx = mp.get_context("fork")   # the stage code is imported already: only the store is shared
+    ctx = mp.get_context("spawn")   # fresh interpreters, like real stage processes (a fork would copy this
+                                    # worker's MLflow and SQLAlchemy state from earlier tests)
     procs = [ctx.Process(target=_stage_in_own_process, args=(str(tmp_path), k)) for k in range(4)]
     for p in procs:
         p.start()

@@ -32,6 +32,7 @@ import logging
 import shutil
 import tempfile
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,10 @@ import numpy as np
 from avmatch.core import debian
 from avmatch.core.corpus_build import stage_timer, swap_in
 from avmatch.core.progress import progress
+
+# workers start fresh (spawn): the parent has FFmpeg/torch threads running, and a forked copy of them
+# can crash a worker (seen as BrokenProcessPool while encoding the corpus videos)
+_SPAWN = multiprocessing.get_context("spawn")
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +209,7 @@ def build_vmr_corpus(params, root: Path, cache: Path | None = None) -> dict:
     if size.max_recordings:
         pick = np.random.default_rng([seed, 1]).permutation(len(recs))[: size.max_recordings]
         recs = [recs[i] for i in sorted(pick)]
-    with ProcessPoolExecutor(max_workers=max(1, int(params.workers))) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, int(params.workers)), mp_context=_SPAWN) as pool:
         decoded = list(progress(pool.map(_decoded_music, [p for _, p in recs], [cache] * len(recs)),
                                 "decode music", len(recs), "file"))
     audio = {name: y for (name, _), y in zip(recs, decoded)}
@@ -259,7 +264,7 @@ def build_vmr_corpus(params, root: Path, cache: Path | None = None) -> dict:
         stage("music clips")
         workers = max(1, int(params.workers))
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
                 made = list(progress(pool.map(_make_video, jobs, chunksize=4), "music videos", len(jobs), "video"))
         else:
             made = [_make_video(j) for j in progress(jobs, "music videos", len(jobs), "video")]

@@ -8,6 +8,7 @@ that drops a family needs no new extraction.
 from __future__ import annotations
 
 import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from avmatch.core.progress import progress
+
+
+# workers start fresh (spawn): the parent has FFmpeg/torch threads running, and a forked copy of them
+# can crash a worker (seen as BrokenProcessPool while encoding the corpus videos)
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 def _music_one(args: tuple[str, int, int]) -> dict[str, np.ndarray]:
@@ -35,7 +41,7 @@ def _video_one(args: tuple[str, float]) -> dict[str, np.ndarray]:
 
 def _run(fn, jobs: list, workers: int, desc: str) -> list[dict[str, np.ndarray]]:
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
             return list(progress(pool.map(fn, jobs, chunksize=4), desc, len(jobs), "file"))
     return [fn(j) for j in progress(jobs, desc, len(jobs), "file")]
 
