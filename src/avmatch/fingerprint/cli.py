@@ -29,9 +29,9 @@ EXIT_UNUSABLE = 2
 SCORE_HELP = """
 Score: Each 1 s segment of the query (one every 0.5 s) is compared with the recording's segment at
 the same position: cosine similarity of the two fingerprints, from -1 to 1 (1 = identical, about 0 =
-unrelated), minus that recording segment's hub score, how much it resembles music in general (its
-mean similarity to the 10 nearest of the encoder's background fingerprints, excerpts of music in no
-database; a sustained chord that every tune resembles scores high there and so counts less). The
+unrelated); with `fingerprint.search.hub_weight` above 0 (off by default) minus that weight times the
+recording segment's hub score, how much it resembles music in general (its mean similarity to the 10
+nearest of the encoder's background fingerprints, excerpts of music in no database). The
 score starts from the mean of these over the whole query (positions past the recording's end count
 0). With the score `margin` (the default) it is that mean minus the same mean for the best other
 recording: in practice 0 to about 1 for the best candidate and below 0 for the others, because music

@@ -141,7 +141,7 @@ class FpSearchParams(StrictModel):
                               "over the best other track")
     runner_up_weight: float = Field(1.0, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
                                     "other track's similarity (1: the plain difference)")
-    hub_weight: float = Field(1.0, ge=0, le=2, description="each pair's similarity is reduced by this much times "
+    hub_weight: float = Field(0.0, ge=0, le=2, description="each pair's similarity is reduced by this much times "
                               "the reference segment's hub score (its mean similarity to its nearest background "
                               "fingerprints: high for segments all music resembles); 0 = off")
     hub_neighbours: int = Field(10, ge=1, description="background neighbours a hub score averages")
