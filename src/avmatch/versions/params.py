@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
 
+_BPWR = re.compile(r"^bpwr-(\d+)$")
+
+
+def parse_reduction(name: str) -> tuple[str, int]:
+    """'min' -> ('min', 1); 'mean' -> ('mean', 0); 'bpwr-3' -> ('bpwr', 3). Raises ValueError otherwise."""
+    name = str(name).strip().lower()
+    if name in ("min", "mean"):
+        return name, 1 if name == "min" else 0
+    m = _BPWR.match(name)
+    if m and int(m.group(1)) >= 1:
+        return "bpwr", int(m.group(1))
+    raise ValueError(f"unknown reduction '{name}': use 'min', 'mean' or 'bpwr-k' with k >= 1 (e.g. bpwr-3)")
+
 
 def _check_reduction(cls, v: str) -> str:
     """A segment-pair reduction name: min | mean | bpwr-k."""
-    from avmatch.versions.segment_pairs import parse_reduction
-
     parse_reduction(v)
     return v
 

@@ -16,24 +16,12 @@ evaluation (numpy in, numpy out) so training optimises what retrieval measures.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
-_BPWR = re.compile(r"^bpwr-(\d+)$")
-
-
-def parse_reduction(name: str) -> tuple[str, int]:
-    """'min' -> ('min', 1); 'mean' -> ('mean', 0); 'bpwr-3' -> ('bpwr', 3). Raises ValueError otherwise."""
-    name = str(name).strip().lower()
-    if name in ("min", "mean"):
-        return name, 1 if name == "min" else 0
-    m = _BPWR.match(name)
-    if m and int(m.group(1)) >= 1:
-        return "bpwr", int(m.group(1))
-    raise ValueError(f"unknown reduction '{name}': use 'min', 'mean' or 'bpwr-k' with k >= 1 (e.g. bpwr-3)")
-
+# parsed where params.yaml is validated, which must not import torch (a stage that does not need it
+# would pay seconds of start-up for it)
+from avmatch.versions.params import parse_reduction  # noqa: F401  (re-exported)
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Euclidean distance between rows of L2-normalised embeddings ([..., n, d] x [..., m, d] -> [..., n, m]),
