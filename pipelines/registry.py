@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from avmatch.core.config import Params
+from avmatch.core.config import Params, read_yaml
 from avmatch.core.paths import project_root
 
 
@@ -77,7 +76,7 @@ def pipeline_spec(pipeline: str) -> PipelineSpec:
 def dvc_stages(root: Path | None = None) -> dict[str, dict]:
     """The `stages` mapping of the project's dvc.yaml."""
     path = (root or project_root()) / "dvc.yaml"
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    return (read_yaml(path.read_text()) or {}).get("stages", {})
 
 
 def stage_order(pipeline: str, root: Path | None = None) -> list[str]:

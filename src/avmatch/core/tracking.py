@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from avmatch.core.config import CommonParams
+from avmatch.core.config import CommonParams, read_yaml
 from avmatch.core.paths import origin_repo
 from avmatch.core.sqlite_store import retry_locked, store_setup_lock
 
@@ -78,23 +78,19 @@ def _md5_path(path: Path) -> str:
 
 def stage_deps(root: Path, dvc_stage: str) -> list[str] | None:
     """The stage's `deps` as dvc.yaml lists them; None without a dvc.yaml."""
-    import yaml
-
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.exists():
         return None
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    stages = (read_yaml(dvc_yaml.read_text()) or {}).get("stages", {})
     return list((stages.get(dvc_stage) or {}).get("deps", []))
 
 
 def dvc_lock_entry(root: Path, dvc_stage: str) -> dict | None:
     """The stage's record in dvc.lock (deps/params/outs with DVC's hashes), None if not locked yet."""
-    import yaml
-
     lock = root / "dvc.lock"
     if not lock.exists():
         return None
-    return ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get(dvc_stage)
+    return ((read_yaml(lock.read_text()) or {}).get("stages") or {}).get(dvc_stage)
 
 
 def dvc_lock_records_file(root: Path, entry: dict, file: Path, file_md5: str) -> bool:
