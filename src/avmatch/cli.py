@@ -202,6 +202,10 @@ from avmatch.versions import cli as versions_cli  # noqa: E402  (registers `avma
 
 app.add_typer(versions_cli.app, name="versions")
 
+from avmatch.voiceface import metrics_cli as voiceface_metrics_cli  # noqa: E402  (`avmatch metrics voiceface`)
+
+voiceface_metrics_cli.register_metrics(metrics_app)
+
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 
 app.add_typer(vmr_cli.app, name="vmr")
