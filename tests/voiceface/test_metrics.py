@@ -242,3 +242,14 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat_with_the_seed(rando
 def test_roc_curve_rejects_a_single_class():
     with pytest.raises(ValueError, match="both positive and negative"):
         roc_curve([1, 1], [0.2, 0.3])
+
+
+def test_one_to_n_galleries_of_unequal_length_and_shuffled_rows(random_case):
+    lists, voice, face = random_case
+    df = lists["test_matching_1N"]
+    short = df[(df["item"] % 3 == 0) & (df["position"] < 4)]          # every third item keeps 4 entries
+    mixed = pd.concat([df[df["item"] % 3 != 0], short]).sample(frac=1, random_state=0)
+    out = evaluate(voice, face, EvalLists({"test_matching_1N": mixed}))
+    for key, v2f in (("1N_v2f", True), ("1N_f2v", False)):
+        assert out[key] == pytest.approx(ref_1n(mixed, voice, face, v2f))
+    assert out["1N_v2f"] != evaluate(voice, face, EvalLists({"test_matching_1N": df}))["1N_v2f"]

@@ -154,28 +154,31 @@ def _matching(df, voice, face) -> tuple[np.ndarray, np.ndarray]:
     return v2f, f2v
 
 
-def _items(df) -> list:
-    return [g.sort_values("position", kind="stable") for _, g in df.groupby("item", sort=True)]
-
-
-def _one_to_n(items, voice, face, v2f: bool) -> list[dict[int, int]]:
-    out = []
-    for g in items:
-        if v2f:
-            probe, gallery = _stack(voice, g["voice"][:1]), _stack(face, g["face"])
-        else:
-            probe, gallery = _stack(face, g["face"][:1]), _stack(voice, g["voice"])
-        d = scipy.spatial.distance.cdist(probe, gallery, "cosine")[0]
-        out.append({n: int(np.argmin(d[:n]) == 0) for n in range(2, len(d) + 1)})
+def _one_to_n(df, voice, face, v2f: bool) -> np.ndarray:
+    """(items, N-1) array: 1 where the probe's true match wins among the first n = 2..N of its gallery,
+    NaN where an item's gallery is shorter than n."""
+    df = df.iloc[np.lexsort((df["position"].to_numpy(), df["item"].to_numpy()))]
+    items = df["item"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
+    ends = np.r_[starts[1:], len(df)]
+    probes = _stack(voice, df["voice"]) if v2f else _stack(face, df["face"])
+    gallery = _stack(face, df["face"]) if v2f else _stack(voice, df["voice"])
+    out = np.full((len(starts), int((ends - starts).max()) - 1), np.nan)
+    for row, (s, e) in enumerate(zip(starts, ends)):
+        d = scipy.spatial.distance.cdist(probes[s:s + 1], gallery[s:e], "cosine")[0]
+        for n in range(2, len(d) + 1):
+            out[row, n - 2] = float(np.argmin(d[:n]) == 0)
     return out
 
 
-def _mean_1n(rows: list[dict[int, int]]) -> dict[int, float]:
-    acc: dict[int, list[int]] = {}
-    for r in rows:
-        for n, ok in r.items():
-            acc.setdefault(n, []).append(ok)
-    return {n: float(np.mean(v)) for n, v in sorted(acc.items())}
+def _mean_1n(right: np.ndarray) -> dict[int, float]:
+    out = {}
+    for j in range(right.shape[1]):
+        col = right[:, j]
+        col = col[~np.isnan(col)]
+        if col.size:
+            out[j + 2] = float(np.mean(col))
+    return out
 
 
 def _retrieval(df, voice, face) -> tuple[np.ndarray, np.ndarray]:
@@ -240,18 +243,14 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
                 ci[metric] = _percentile_ci(lambda i, a=aps: float(np.mean(a[i])) * 100, len(aps), bootstrap, rng)
 
     if MATCHING_1N in lists:
-        items = _items(lists[MATCHING_1N])
         for metric, v2f in (("1N_v2f", True), ("1N_f2v", False)):
-            rows = _one_to_n(items, voice, face, v2f)
-            out[metric] = _mean_1n(rows)
+            right = _one_to_n(lists[MATCHING_1N], voice, face, v2f)
+            out[metric] = _mean_1n(right)
             if bootstrap:
-                ns = sorted(out[metric])
-                samples = {n: [] for n in ns}
+                samples: dict[int, list[float]] = {n: [] for n in out[metric]}
                 for _ in range(bootstrap):
-                    m = _mean_1n([rows[int(i)] for i in rng.integers(0, len(rows), size=len(rows))])
-                    for n in ns:
-                        if n in m:
-                            samples[n].append(m[n])
+                    for n, v in _mean_1n(right[rng.integers(0, len(right), size=len(right))]).items():
+                        samples[n].append(v)
                 ci[metric] = {n: [float(x) for x in np.percentile(v, [2.5, 97.5])] for n, v in samples.items() if v}
     if bootstrap:
         out["ci"] = ci
