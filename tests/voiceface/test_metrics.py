@@ -253,3 +253,9 @@ def test_one_to_n_galleries_of_unequal_length_and_shuffled_rows(random_case):
     for key, v2f in (("1N_v2f", True), ("1N_f2v", False)):
         assert out[key] == pytest.approx(ref_1n(mixed, voice, face, v2f))
     assert out["1N_v2f"] != evaluate(voice, face, EvalLists({"test_matching_1N": df}))["1N_v2f"]
+
+
+def test_a_zero_embedding_is_an_error_for_auc_not_a_silent_number():
+    lists = EvalLists({"test_verification": vlist([("v", "a", 1), ("v", "b", 0)])})
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate({"v": np.zeros(2)}, {"a": unit(1, 0), "b": unit(0, 1)}, lists)

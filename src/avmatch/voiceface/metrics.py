@@ -64,6 +64,8 @@ class MissingEmbeddings(KeyError):
 
 def _stack(emb: Mapping[str, np.ndarray], keys) -> np.ndarray:
     # like EFT: np.array of the per-track vectors, so the dtype is the embeddings' own
+    if hasattr(keys, "to_numpy"):  # iterating an Arrow-backed pandas column is slow
+        keys = keys.to_numpy(dtype=object)
     return np.array([np.asarray(emb[k]) for k in keys])
 
 
@@ -96,6 +98,8 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores)
     if y.size == 0 or y.min() == y.max():
         raise ValueError("AUC needs both positive and negative pairs")
+    if np.isnan(s).any():  # scikit-learn (so EFT) refuses NaN scores too
+        raise ValueError("verification scores contain NaN (a zero or non-finite embedding)")
     fps, tps = _binary_curve(y, s)
     if len(fps) > 2:
         keep = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
@@ -135,7 +139,7 @@ def _check(lists: EvalLists, name: str, voice: Mapping, face: Mapping) -> None:
     df = lists[name]
     for modality, emb in (("voice", voice), ("face", face)):
         cols = [c for c in df.columns if c.rstrip("12") == modality]
-        missing = sorted({t for c in cols for t in df[c] if t not in emb})
+        missing = sorted({t for c in cols for t in df[c].to_numpy(dtype=object) if t not in emb})
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise MissingEmbeddings(f"{modality} track {missing[0]!r}{more} named in list {name} "
@@ -166,8 +170,10 @@ def _one_to_n(df, voice, face, v2f: bool) -> np.ndarray:
     out = np.full((len(starts), int((ends - starts).max()) - 1), np.nan)
     for row, (s, e) in enumerate(zip(starts, ends)):
         d = scipy.spatial.distance.cdist(probes[s:s + 1], gallery[s:e], "cosine")[0]
-        for n in range(2, len(d) + 1):
-            out[row, n - 2] = float(np.argmin(d[:n]) == 0)
+        if np.isnan(d).any():  # argmin's NaN rule (the first NaN wins), prefix by prefix
+            out[row, :len(d) - 1] = [float(np.argmin(d[:n]) == 0) for n in range(2, len(d) + 1)]
+        else:  # argmin of d[:n] is 0 exactly when d[0] <= every d[1:n] (the first minimum wins a tie)
+            out[row, :len(d) - 1] = d[0] <= np.minimum.accumulate(d[1:])
     return out
 
 
