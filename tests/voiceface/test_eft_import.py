@@ -11,7 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from avmatch.cli import app
-from avmatch.voiceface.eft_import import EftLayoutError, features_dir, import_eft, voice_of
+from avmatch.voiceface.eft_import import (
+    EftLayoutError,
+    features_dir,
+    voice_of,
+)
 from avmatch.voiceface.evals import read_eval_lists
 from avmatch.voiceface.metrics import evaluate
 
@@ -105,7 +109,7 @@ def test_import_converts_the_layout_and_records_what_is_missing(eft, tmp_path):
 
     lists = read_eval_lists(out / "evals")
     assert lists.names() == ["test_verification", "test_matching_1N"]
-    assert list(lists["test_matching_1N"].query("item == 1")["voice"])[0] == voice_of(face_tracks("Ivy_I")[2])
+    assert lists["test_matching_1N"].query("item == 1")["voice"].iloc[0] == voice_of(face_tracks("Ivy_I")[2])
     m = evaluate(vectors(out / "experts" / "v_ecapa_192.parquet"), vectors(out / "experts" / "f_swin_512.parquet"),
                  lists)
     assert set(m) == {"auc", "1N_v2f", "1N_f2v"} and 0 <= m["auc"] <= 100

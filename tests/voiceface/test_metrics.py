@@ -11,7 +11,13 @@ import pytest
 from _vf_cohort import cohort, embeddings
 
 from avmatch.voiceface.evals import EvalLists, EvalSizes, make_eval_lists
-from avmatch.voiceface.metrics import MissingEmbeddings, auc_score, evaluate, roc_curve, roc_points
+from avmatch.voiceface.metrics import (
+    MissingEmbeddings,
+    auc_score,
+    evaluate,
+    roc_curve,
+    roc_points,
+)
 
 try:
     import sklearn.metrics as skm

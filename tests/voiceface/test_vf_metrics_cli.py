@@ -12,7 +12,12 @@ from _vf_cohort import cohort, embeddings
 from typer.testing import CliRunner
 
 from avmatch.cli import app
-from avmatch.voiceface.evals import EvalSizes, make_eval_lists, read_eval_lists, write_eval_lists
+from avmatch.voiceface.evals import (
+    EvalSizes,
+    make_eval_lists,
+    read_eval_lists,
+    write_eval_lists,
+)
 from avmatch.voiceface.metrics import evaluate
 
 runner = CliRunner()

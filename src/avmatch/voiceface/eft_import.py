@@ -34,7 +34,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avmatch.core.progress import progress
-from avmatch.voiceface.evals import EvalListError, load_eft_pickle, read_eval_lists, write_eval_lists
+from avmatch.voiceface.evals import (
+    EvalListError,
+    load_eft_pickle,
+    read_eval_lists,
+    write_eval_lists,
+)
 
 log = logging.getLogger(__name__)
 

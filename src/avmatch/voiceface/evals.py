@@ -36,9 +36,9 @@ import io
 import logging
 import pickle
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,7 @@ class EvalLists:
                     out.update(df[c].astype(str))
         return out
 
-    def merged(self, other: "EvalLists") -> "EvalLists":
+    def merged(self, other: EvalLists) -> EvalLists:
         """These lists plus `other`'s (other wins on a name clash): the valid and test lists are drawn apart."""
         return EvalLists({**self.frames, **other.frames}, {**self.sources, **other.sources})
 
@@ -132,7 +132,7 @@ class _Pool:
     """The identities of one split with their usable voice and face tracks, in a canonical order."""
 
     def __init__(self, identities: pd.DataFrame, tracks: pd.DataFrame, split: str,
-                 usable_voice: Optional[set[str]], usable_face: Optional[set[str]]):
+                 usable_voice: set[str] | None, usable_face: set[str] | None):
         for col in ("identity", "gender", "nationality", "split"):
             if col not in identities.columns:
                 raise ValueError(f"identities table lacks column {col!r}")
@@ -239,8 +239,8 @@ def _matching_1n(pool: _Pool, sizes: EvalSizes, rng: np.random.Generator) -> pd.
 
 
 def make_eval_lists(identities: pd.DataFrame, tracks: pd.DataFrame, split: str, seed: int, sizes: EvalSizes,
-                    *, usable_voice: Optional[Iterable[str]] = None,
-                    usable_face: Optional[Iterable[str]] = None) -> EvalLists:
+                    *, usable_voice: Iterable[str] | None = None,
+                    usable_face: Iterable[str] | None = None) -> EvalLists:
     """Draw the lists of one split: 'valid' gives valid_verification (EFT selects models on its AUC), 'test'
     gives all the test lists. Deterministic for a seed (see the module docstring for the rules)."""
     if split in ("val", "valid"):
@@ -315,7 +315,7 @@ class _EftUnpickler(pickle.Unpickler):
     } | {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
          ("numpy._core.numeric", "_frombuffer")}
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle protocol)
+    def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an EFT pickle")

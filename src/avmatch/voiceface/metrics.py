@@ -36,12 +36,18 @@ track, the list and its file — a partial score would silently differ from the 
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.spatial.distance
 
-from avmatch.voiceface.evals import MATCHING, MATCHING_1N, RETRIEVAL, VERIFICATION, EvalLists
+from avmatch.voiceface.evals import (
+    MATCHING,
+    MATCHING_1N,
+    RETRIEVAL,
+    VERIFICATION,
+    EvalLists,
+)
 
 METRIC_OF = {
     "valid_verification": "valid_auc",
@@ -74,7 +80,8 @@ def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = np.sum(a * b, axis=1)
     a_norm = np.sqrt(np.sum(a * a, axis=1))
     b_norm = np.sqrt(np.sum(b * b, axis=1))
-    return ab / (a_norm * b_norm)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero vector gives NaN, reported by the callers
+        return ab / (a_norm * b_norm)
 
 
 def verification_scores(voice: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -199,7 +206,7 @@ def _retrieval(df, voice, face) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------ evaluate
 
-def _percentile_ci(stat: Callable[[np.ndarray], Optional[float]], n: int, b: int,
+def _percentile_ci(stat: Callable[[np.ndarray], float | None], n: int, b: int,
                    rng: np.random.Generator) -> list[float]:
     vals = []
     tries = 0
@@ -231,7 +238,8 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
         out[METRIC_OF[name]] = auc_score(y, s) * 100
         if bootstrap:
             ci[METRIC_OF[name]] = _percentile_ci(
-                lambda i: None if y[i].min() == y[i].max() else auc_score(y[i], s[i]) * 100, len(y), bootstrap, rng)
+                lambda i, y=y, s=s: None if y[i].min() == y[i].max() else auc_score(y[i], s[i]) * 100,
+                len(y), bootstrap, rng)
 
     for name in MATCHING:
         if name not in lists:
