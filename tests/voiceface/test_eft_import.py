@@ -11,11 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avmatch.cli import app
-from avmatch.voiceface.eft_import import (
-    EftLayoutError,
-    features_dir,
-    voice_of,
-)
+from avmatch.voiceface.eft_import import EftLayoutError, features_dir, import_eft, voice_of
 from avmatch.voiceface.evals import read_eval_lists
 from avmatch.voiceface.metrics import evaluate
 
@@ -121,3 +117,11 @@ def test_not_an_eft_folder_is_a_clear_error(tmp_path):
     with pytest.raises(EftLayoutError, match="Name/1.6"):
         voice_of("Ann_A/ytA1/00001.wav")
     assert features_dir("Ann_A/ytA1/00013.wav") == features_dir("Ann_A/1.6/ytA1/13")
+
+
+def test_unreadable_features_everywhere_stop_the_import(eft, tmp_path):
+    src, _ = eft
+    for p in (src / "dataset" / "features").rglob("compact.pkl"):
+        p.write_bytes(b"junk")
+    with pytest.raises(EftLayoutError, match="no expert vector could be read"):
+        import_eft(src, tmp_path / "out")

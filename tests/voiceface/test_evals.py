@@ -212,3 +212,19 @@ def test_a_pickle_with_code_is_refused_even_when_allowed(tmp_path):
         pickle.dump({"list": [_Evil()]}, fh)
     with pytest.raises(EvalListError, match="refusing to load"):
         read_eval_lists(tmp_path, allow_pickle=True)
+
+
+def test_usable_tracks_drop_only_tracks_missing_every_expert_of_their_modality(data):
+    from avmatch.voiceface.evals import usable_tracks
+
+    _, tracks, test, _ = data
+    v = sorted(tracks.loc[tracks["modality"] == "voice", "track"])
+    f = sorted(tracks.loc[tracks["modality"] == "face", "track"])
+    missing = pd.DataFrame([(v[0], "v_a", "x"), (v[0], "v_b", "x"),      # no voice vector at all
+                            (v[1], "v_a", "x"),                           # still has v_b
+                            (f[0], "f_a", "x"), (f[0], "f_other", "x")],  # f_other is not used
+                           columns=["track", "expert", "reason"])
+    uv, uf = usable_tracks(tracks, missing, ["v_a", "v_b", "f_a"])
+    assert uv == set(v) - {v[0]} and uf == set(f) - {f[0]}
+    assert test.counts()["test_retrieval"] == SIZES.retrieval_groups
+    assert test.counts()["test_matching_1N"] == SIZES.matching_1n

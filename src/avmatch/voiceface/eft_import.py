@@ -231,6 +231,11 @@ def import_eft(source: Path | str, root: Path | str) -> dict:
                 present.setdefault(t, set()).add(name)
     for w in writers.values():
         w.close()
+    if clips and not writers:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        first = next(iter(failed.values()), "no v_* / f_* entries in any compact.pkl")
+        raise EftLayoutError(f"{ds / 'features'}: no expert vector could be read from {len(clips)} clips; "
+                             f"e.g. {first}")
 
     missing = []
     for r in tracks.itertuples():

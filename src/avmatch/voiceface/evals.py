@@ -121,12 +121,37 @@ class EvalLists:
                     out.update(df[c].astype(str))
         return out
 
+    def counts(self) -> dict[str, int]:
+        """Entries per list (rows; items for 1:N, groups for retrieval), for logs and reports."""
+        out = {}
+        for name in self.names():
+            df = self.frames[name]
+            out[name] = int(df["item"].nunique() if name == MATCHING_1N else
+                            df["group"].nunique() if name == RETRIEVAL else len(df))
+        return out
+
     def merged(self, other: EvalLists) -> EvalLists:
         """These lists plus `other`'s (other wins on a name clash): the valid and test lists are drawn apart."""
         return EvalLists({**self.frames, **other.frames}, {**self.sources, **other.sources})
 
 
 # ----------------------------------------------------------------------------------------------- sampling
+
+def usable_tracks(tracks: pd.DataFrame, missing: pd.DataFrame, experts: Iterable[str]) -> tuple[set[str], set[str]]:
+    """(voice, face) tracks that have a vector from at least one of `experts` of their modality, from the
+    corpus tables tracks.parquet and experts/missing.parquet: what `make_eval_lists` may use."""
+    experts = list(experts)
+    out = []
+    for modality, prefix in (("voice", "v_"), ("face", "f_")):
+        mine = [e for e in experts if e.startswith(prefix)]
+        ts = set(tracks.loc[tracks["modality"] == modality, "track"].astype(str))
+        if mine:
+            miss = missing[missing["expert"].astype(str).isin(mine)]
+            n_missing = miss.drop_duplicates(["track", "expert"]).groupby("track").size()
+            ts -= set(n_missing[n_missing >= len(mine)].index.astype(str))
+        out.append(ts)
+    return out[0], out[1]
+
 
 class _Pool:
     """The identities of one split with their usable voice and face tracks, in a canonical order."""
