@@ -11,7 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from avmatch.cli import app
-from avmatch.voiceface.eft_import import EftLayoutError, features_dir, import_eft, voice_of
+from avmatch.voiceface.eft_import import (
+    EftLayoutError,
+    features_dir,
+    import_eft,
+    voice_of,
+)
 from avmatch.voiceface.evals import read_eval_lists
 from avmatch.voiceface.metrics import evaluate
 
