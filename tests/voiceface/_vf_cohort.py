@@ -3,6 +3,8 @@ with an identity signal (so the metrics are neither chance nor perfect)."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 
@@ -36,3 +38,22 @@ def embeddings(tracks: pd.DataFrame, dim: int = 16, noise: float = 1.5, seed: in
         vec = (centre[r.identity] + noise * rng.normal(size=dim)).astype(dtype)
         (voice if r.modality == "voice" else face)[r.track] = vec
     return voice, face
+
+
+def eft_pickles(folder, lists) -> None:
+    """Write `lists` in the structure of EFT's released dataset/evals/*.pkl."""
+    def dump(name, obj):
+        obj["wav_set"] = set(lists.tracks("voice"))
+        obj["jpg_set"] = set(lists.tracks("face"))
+        with open(folder / f"{name}.pkl", "wb") as fh:
+            pickle.dump(obj, fh)
+    for name in lists.names():
+        df = lists[name]
+        if "label" in df:
+            dump(name, {"list": [(v, f, np.int64(y)) for v, f, y in df.itertuples(index=False)]})
+        elif name == "test_retrieval":
+            dump(name, {"retrieval_lists": [np.array(g[["voice", "face", "name"]]) for _, g in df.groupby("group")]})
+        elif name == "test_matching_1N":
+            dump(name, {"match_list": [(list(g["voice"]), list(g["face"])) for _, g in df.groupby("item")]})
+        else:
+            dump(name, {"match_list": [tuple(r) for r in df.itertuples(index=False)]})

@@ -7,15 +7,13 @@ import logging
 import os
 import pickle
 
-import numpy as np
 import pandas as pd
 import pytest
-from _vf_cohort import cohort, embeddings
+from _vf_cohort import cohort, eft_pickles, embeddings
 
 from avmatch.voiceface.evals import (
     COLUMNS,
     EvalListError,
-    EvalLists,
     EvalSizes,
     make_eval_lists,
     read_eval_lists,
@@ -165,25 +163,6 @@ def test_malformed_parquet_lists_name_the_file(tmp_path):
         read_eval_lists(tmp_path)
     with pytest.raises(FileNotFoundError):
         read_eval_lists(tmp_path / "nope")
-
-
-def eft_pickles(folder, lists: EvalLists) -> None:
-    """Write `lists` in the structure of EFT's released dataset/evals/*.pkl."""
-    def dump(name, obj):
-        obj["wav_set"] = set(lists.tracks("voice"))
-        obj["jpg_set"] = set(lists.tracks("face"))
-        with open(folder / f"{name}.pkl", "wb") as fh:
-            pickle.dump(obj, fh)
-    for name in lists.names():
-        df = lists[name]
-        if "label" in df:
-            dump(name, {"list": [(v, f, np.int64(y)) for v, f, y in df.itertuples(index=False)]})
-        elif name == "test_retrieval":
-            dump(name, {"retrieval_lists": [np.array(g[["voice", "face", "name"]]) for _, g in df.groupby("group")]})
-        elif name == "test_matching_1N":
-            dump(name, {"match_list": [(list(g["voice"]), list(g["face"])) for _, g in df.groupby("item")]})
-        else:
-            dump(name, {"match_list": [tuple(r) for r in df.itertuples(index=False)]})
 
 
 def test_eft_pickles_are_read_only_when_allowed(tmp_path, data, caplog):

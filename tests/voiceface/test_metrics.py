@@ -265,3 +265,9 @@ def test_a_zero_embedding_is_an_error_for_auc_not_a_silent_number():
     lists = EvalLists({"test_verification": vlist([("v", "a", 1), ("v", "b", 0)])})
     with pytest.raises(ValueError, match="NaN"):
         evaluate({"v": np.zeros(2)}, {"a": unit(1, 0), "b": unit(0, 1)}, lists)
+
+
+def test_voice_and_face_vectors_of_different_lengths_are_refused():
+    lists = EvalLists({"test_verification": vlist([("v", "a", 1), ("v", "b", 0)])})
+    with pytest.raises(ValueError, match=r"one length.*\(3,\).*voice track 'v'.*\(2,\)"):
+        evaluate({"v": np.ones(3)}, {"a": unit(1, 0), "b": unit(0, 1)}, lists)

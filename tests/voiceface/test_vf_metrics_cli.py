@@ -86,3 +86,17 @@ def test_vectors_keep_float32(files):
     back = read_embeddings(d / "voice.parquet")
     k = next(iter(voice))
     assert back[k].dtype == np.float32 and np.array_equal(back[k], voice[k])
+
+
+def test_eft_pickled_lists_need_allow_pickle(files, tmp_path):
+    from _vf_cohort import eft_pickles
+
+    d, voice, face = files
+    lists = read_eval_lists(d / "evals")
+    eft_pickles(tmp_path, lists)
+    args = ["--evals", tmp_path, "--voice", d / "voice.parquet", "--face", d / "face.parquet", "--json"]
+    refused = run(*args)
+    assert refused.exit_code == 2 and "--allow-pickle" in refused.output
+    res = run(*args, "--allow-pickle")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip())["auc"] == pytest.approx(evaluate(voice, face, lists)["auc"])

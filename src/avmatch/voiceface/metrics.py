@@ -153,6 +153,19 @@ def _check(lists: EvalLists, name: str, voice: Mapping, face: Mapping) -> None:
                                     f"({lists.source(name)}) has no embedding")
 
 
+def _check_dims(lists: EvalLists, voice: Mapping, face: Mapping) -> None:
+    """Every embedding the lists use is a vector of one common length (voices and faces share the space)."""
+    shapes: dict[tuple, str] = {}
+    for modality, emb in (("voice", voice), ("face", face)):
+        for t in sorted(lists.tracks(modality)):
+            shape = np.shape(emb[t])
+            if shape not in shapes:
+                shapes[shape] = f"{modality} track {t!r}"
+    if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
+        raise ValueError("embeddings must be vectors of one length shared by voices and faces; found "
+                         + ", ".join(f"{s} ({where})" for s, where in shapes.items()))
+
+
 def _verification(df, voice, face) -> tuple[np.ndarray, np.ndarray]:
     return df["label"].to_numpy(), verification_scores(_stack(voice, df["voice"]), _stack(face, df["face"]))
 
@@ -227,6 +240,7 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
     "ci": {metric: [lo, hi]} (for 1N_*: {metric: {n: [lo, hi]}})."""
     for name in lists.names():
         _check(lists, name, voice, face)
+    _check_dims(lists, voice, face)
     out: dict = {}
     ci: dict = {}
     rng = np.random.default_rng(seed)
