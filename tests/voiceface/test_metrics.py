@@ -271,3 +271,46 @@ def test_voice_and_face_vectors_of_different_lengths_are_refused():
     lists = EvalLists({"test_verification": vlist([("v", "a", 1), ("v", "b", 0)])})
     with pytest.raises(ValueError, match=r"one length.*\(3,\).*voice track 'v'.*\(2,\)"):
         evaluate({"v": np.ones(3)}, {"a": unit(1, 0), "b": unit(0, 1)}, lists)
+
+
+def test_exactly_equal_to_eft_style_numpy_with_tied_duplicates(random_case):
+    """Bit-for-bit against the numpy/scipy operations EFT runs (cdist, argsort, argmin, float accumulation),
+    on lists where duplicated tracks make exact distance ties."""
+    import scipy.spatial.distance as ssd
+
+    lists, voice, face = random_case
+    one_n = lists["test_matching_1N"].copy()
+    first_face = one_n[one_n["position"] == 0].set_index("item")["face"]
+    dup = one_n["position"] == 3
+    one_n.loc[dup, "face"] = one_n.loc[dup, "item"].map(first_face)   # the true face again at position 3
+    ret = lists["test_retrieval"]
+    ret = pd.concat([ret, ret[ret["group"] == 0].iloc[:3]], ignore_index=True)  # duplicates in group 0
+    out = evaluate(voice, face, EvalLists({"test_matching_1N": one_n, "test_retrieval": ret}))
+
+    right: dict[int, list[int]] = {}
+    for _, g in one_n.groupby("item"):
+        d = ssd.cdist(np.array([voice[g["voice"].iloc[0]]]), np.array([face[t] for t in g["face"]]), "cosine")
+        d = d.squeeze()
+        for n in range(2, len(d) + 1):
+            right.setdefault(n, []).append(int(np.argmin(d[:n]) == 0))
+    assert out["1N_v2f"] == {n: np.mean(v) for n, v in right.items()}
+    assert out["1N_v2f"][10] <= out["1N_v2f"][3]
+
+    def eft_style_map(dist, labels):
+        order = dist.argsort()
+        res = []
+        for i in range(dist.shape[0]):
+            p, r = 0.0, 0.0
+            for j in range(dist.shape[0]):
+                if labels[i] == labels[order[i][j]]:
+                    r += 1
+                    p += r / (j + 1)
+            res.append(p / r if r > 0 else 0)
+        return np.mean(res)
+
+    per_group = []
+    for _, g in ret.groupby("group"):
+        d = ssd.cdist(np.array([voice[t] for t in g["voice"]]), np.array([face[t] for t in g["face"]]), "cosine")
+        per_group.append((eft_style_map(d, list(g["name"])), eft_style_map(d.T, list(g["name"]))))
+    assert out["map_v2f"] == np.mean([a for a, _ in per_group]) * 100
+    assert out["map_f2v"] == np.mean([b for _, b in per_group]) * 100
