@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.spatial.distance
+from numpy.typing import ArrayLike
 
 from avmatch.voiceface.evals import (
     MATCHING,
@@ -99,7 +100,7 @@ def _binary_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return fps, tps
 
 
-def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def roc_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) from (0, 0) to (1, 1), collinear points dropped as scikit-learn's roc_curve does."""
     y = np.asarray(labels).astype(np.int64)
     s = np.asarray(scores)
@@ -115,13 +116,13 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return fps / fps[-1], tps / tps[-1]
 
 
-def auc_score(labels, scores) -> float:
+def auc_score(labels: ArrayLike, scores: ArrayLike) -> float:
     """ROC AUC as a fraction (trapezoid under `roc_curve`); equals sklearn.metrics.roc_auc_score."""
     fpr, tpr = roc_curve(labels, scores)
     return float(np.trapezoid(tpr, fpr))
 
 
-def group_map(dist: np.ndarray, names) -> float:
+def group_map(dist: np.ndarray, names: ArrayLike) -> float:
     """EFT's fx_calc_map_label_v2: mean over rows of the AP of the row's ranking (see the module docstring)."""
     order = dist.argsort()
     labels = np.asarray(names)
