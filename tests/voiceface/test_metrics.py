@@ -243,6 +243,8 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat_with_the_seed(rando
     for n, (lo, hi) in ci["1N_v2f"].items():
         assert lo <= out["1N_v2f"][n] <= hi
     assert "ci" not in evaluate(voice, face, lists)
+    alone = evaluate(voice, face, EvalLists({"test_matching": lists["test_matching"]}), bootstrap=200, seed=4)
+    assert alone["ci"]["ms_v2f"] == ci["ms_v2f"]     # one resampling stream per metric
 
 
 def test_roc_curve_rejects_a_single_class():

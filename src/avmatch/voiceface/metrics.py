@@ -244,7 +244,8 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
     _check_dims(lists, voice, face)
     out: dict = {}
     ci: dict = {}
-    rng = np.random.default_rng(seed)
+    def rng(metric: str) -> np.random.Generator:  # one stream per metric: adding a list moves no other CI
+        return np.random.default_rng([int(seed), zlib.crc32(metric.encode())])
 
     for name in VERIFICATION:
         if name not in lists:
@@ -254,7 +255,7 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
         if bootstrap:
             ci[METRIC_OF[name]] = _percentile_ci(
                 lambda i, y=y, s=s: None if y[i].min() == y[i].max() else auc_score(y[i], s[i]) * 100,
-                len(y), bootstrap, rng)
+                len(y), bootstrap, rng(METRIC_OF[name]))
 
     for name in MATCHING:
         if name not in lists:
@@ -263,13 +264,15 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
         for metric, res in zip(MATCHING_OF[name], results):
             out[metric] = float(np.mean(res)) * 100
             if bootstrap:
-                ci[metric] = _percentile_ci(lambda i, r=res: float(np.mean(r[i])) * 100, len(res), bootstrap, rng)
+                ci[metric] = _percentile_ci(lambda i, r=res: float(np.mean(r[i])) * 100, len(res), bootstrap,
+                                            rng(metric))
 
     if RETRIEVAL in lists:
         for metric, aps in zip(("map_v2f", "map_f2v"), _retrieval(lists[RETRIEVAL], voice, face)):
             out[metric] = float(np.mean(aps)) * 100
             if bootstrap:
-                ci[metric] = _percentile_ci(lambda i, a=aps: float(np.mean(a[i])) * 100, len(aps), bootstrap, rng)
+                ci[metric] = _percentile_ci(lambda i, a=aps: float(np.mean(a[i])) * 100, len(aps), bootstrap,
+                                            rng(metric))
 
     if MATCHING_1N in lists:
         for metric, v2f in (("1N_v2f", True), ("1N_f2v", False)):
@@ -277,8 +280,9 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
             out[metric] = _mean_1n(right)
             if bootstrap:
                 samples: dict[int, list[float]] = {n: [] for n in out[metric]}
+                gen = rng(metric)
                 for _ in range(bootstrap):
-                    for n, v in _mean_1n(right[rng.integers(0, len(right), size=len(right))]).items():
+                    for n, v in _mean_1n(right[gen.integers(0, len(right), size=len(right))]).items():
                         samples[n].append(v)
                 ci[metric] = {n: [float(x) for x in np.percentile(v, [2.5, 97.5])] for n, v in samples.items() if v}
     if bootstrap:
