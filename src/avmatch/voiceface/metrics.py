@@ -36,6 +36,7 @@ track, the list and its file — a partial score would silently differ from the 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
