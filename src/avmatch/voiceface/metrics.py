@@ -28,7 +28,7 @@ reimplementation and hand-worked cases. What EFT does, quirks included:
 
 Bootstrap (``bootstrap=B > 0``): percentile 95 % intervals under ``"ci"``, resampling the entries of each
 list with replacement (pairs, triplets, 1:N items; whole groups for retrieval); a verification resample
-with a single class is drawn again.
+with a single class is drawn again; each metric has its own random stream from (seed, metric name).
 
 Missing embeddings: a track a list names without an embedding is an error (MissingEmbeddings) naming the
 track, the list and its file — a partial score would silently differ from the paper's protocol.
