@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,9 +63,15 @@ def available_cores() -> int:
 
 
 def set_threads(n: int = 0) -> int:
-    """Set torch's intra-op threads; 0 = all cores available to this process. Returns the count used."""
-    import torch
+    """Set torch's intra-op threads; 0 = all cores available to this process. Returns the count used.
 
+    Before torch is imported this only sets OMP_NUM_THREADS, which torch reads when it loads: importing
+    torch takes seconds, and a stage that never needs it (a corpus or ingest stage) should not pay them.
+    """
     n = available_cores() if n <= 0 else int(n)
-    torch.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
     return n
