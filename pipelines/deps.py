@@ -34,6 +34,12 @@ CODE_PREFIXES = ("src/", "pipelines/")
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:
     """The project file (relative to root) of a dotted module name, or None for a third-party module."""
+    return _module_file(module, Path(root))
+
+
+@functools.lru_cache(maxsize=None)
+def _module_file(module: str, root: Path) -> Path | None:
+    # cached per process: a check asks for the same few hundred names ~15,000 times
     top, _, rest = module.partition(".")
     if top not in PACKAGE_DIRS:
         return None
@@ -64,14 +70,23 @@ def imported_modules(module: str, root: Path = ROOT) -> set[str]:
     file = module_file(module, root)
     if file is None:
         return set()
-    tree = _tree(root / file)
+    path = (root / file).resolve()
+    found = _names_imported(path, path.stat().st_mtime_ns, _package_of(module, file))
+    return {m for m in found if module_file(m, root) is not None}
+
+
+@functools.lru_cache(maxsize=None)
+def _names_imported(path: Path, mtime_ns: int, package: str) -> frozenset[str]:
+    """Every dotted name a source file imports (once per file and modification time: a check walks each
+    module's tree once for every stage that imports it otherwise)."""
+    tree = _parse_at(path, mtime_ns)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                parts = _package_of(module, file).split(".")
+                parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1])
                 mod = f"{base}.{node.module}" if node.module else base
             else:
@@ -81,7 +96,7 @@ def imported_modules(module: str, root: Path = ROOT) -> set[str]:
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             found.add(node.args[0].value)
-    return {m for m in found if module_file(m, root) is not None}
+    return frozenset(found)
 
 
 def import_closure(seeds: list[str], root: Path = ROOT) -> set[Path]:
