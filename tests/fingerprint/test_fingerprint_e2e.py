@@ -240,7 +240,8 @@ def test_deployment_run_with_override_through_the_api(repo, prefect_server):
         with pytest.raises(Exception, match="top_kk"):   # the server checks the typed form: fails at once
             run_deployment("fingerprint/avmatch", parameters={"fingerprint": {"search": {"top_kk": 7}}}, timeout=0)
         run = run_deployment("fingerprint/avmatch", timeout=600,
-                             parameters={"fingerprint": {"search": {"top_k": 7}}, "stages": ["index", "evaluate"],
+                             parameters={"fingerprint": {"search": {"top_k": 7}, "evaluate": {"compare_untrained": False}},
+                                         "stages": ["index", "evaluate"],
                                          "root": str(repo)})
     assert run.state.is_completed(), run.state
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
@@ -336,8 +337,10 @@ def test_distributed_extraction_equals_single_process(repo, prefect_server, monk
 
     # the partitioned index build (train once, add per partition, merge) answers like the one-pass one
     with _api(prefect_server):
-        one = fingerprint_flow(overrides={"fingerprint.search.top_k": 7}, stages=["index", "evaluate"], root=str(repo))
-        parts = fingerprint_flow(overrides={"fingerprint.search.top_k": 7, "fingerprint.index.partitions": 3},
+        # (no untrained-encoder comparison: it is the same in both and costs seconds each)
+        same = {"fingerprint.search.top_k": 7, "fingerprint.evaluate.compare_untrained": False}
+        one = fingerprint_flow(overrides=same, stages=["index", "evaluate"], root=str(repo))
+        parts = fingerprint_flow(overrides={**same, "fingerprint.index.partitions": 3},
                                  stages=["index", "evaluate"], root=str(repo))
     assert parts["index"]["partitions"] == 3 and parts["index"]["segments"] == one["index"]["segments"]
     for k in ("track_hit_rate_3s", "track_hit_rate_5s", "false_match_rate"):
