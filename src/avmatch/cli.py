@@ -61,7 +61,8 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 
 @corpus_app.command("import")
 def corpus_import(
-    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair)"),
+    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair) | "
+                                            "voiceface (EFT's released VoxCeleb1 features and lists)"),
     source: Path = typer.Argument(..., help="folder of your files"),
     root: Optional[Path] = typer.Option(None, help="corpus folder to write (default: params.yaml)"),
 ) -> None:
@@ -70,8 +71,23 @@ def corpus_import(
     from avmatch.core.config import load_params
     from avmatch.core.paths import project_root
 
+    if system == "voiceface":
+        from avmatch.voiceface.eft_import import EftLayoutError, import_eft
+
+        if root is None:
+            try:
+                root = project_root() / load_params(project_root() / "params.yaml",
+                                                     systems=["voiceface"]).voiceface.corpus.root
+            except (ConfigError, AttributeError, KeyError) as exc:
+                _fail(f"pass --root (no voiceface.corpus.root in params.yaml: {exc})")
+        try:
+            info = import_eft(source, root)
+        except (EftLayoutError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        typer.echo(json.dumps(info, indent=2))
+        return
     if system != "vmr":
-        _fail(f"unknown import '{system}'; available: vmr")
+        _fail(f"unknown import '{system}'; available: vmr, voiceface")
     from avmatch.vmr.importer import import_music_videos
 
     if root is None:
@@ -201,6 +217,10 @@ copydetect_cli.register_metrics(metrics_app)
 from avmatch.versions import cli as versions_cli  # noqa: E402  (registers `avmatch versions ...`)
 
 app.add_typer(versions_cli.app, name="versions")
+
+from avmatch.voiceface import metrics_cli as voiceface_metrics_cli  # noqa: E402  (`avmatch metrics voiceface`)
+
+voiceface_metrics_cli.register_metrics(metrics_app)
 
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 
