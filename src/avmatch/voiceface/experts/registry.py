@@ -4,8 +4,9 @@ Adding an expert = one module with a class that has `name`, `modality`, `dim` an
 one line in `EXPERTS` below (and, when it takes options, an entry under params.yaml
 `voiceface.experts.options`). Options are the class's keyword arguments:
 
-- v_resemblyzer: min_speech_s (1.0), max_seconds (120), weights (path; default: the wheel's pretrained.pt)
-- v_mfcc: n_mfcc (40), n_mels (64), min_speech_s (1.0), max_seconds (120), vad_mode (3)
+- v_resemblyzer: min_speech_s (1.0), max_seconds (120), min_energy_std_db (1.0), weights (path; default:
+  the wheel's pretrained.pt)
+- v_mfcc: n_mfcc (40), n_mels (64), min_speech_s (1.0), max_seconds (120), vad_mode (3), min_energy_std_db (1.0)
 - f_dlib: fps (1.0), max_frames (30), max_side (640), upsample (1), model_dir (default:
   face_recognition_models' models/), jitter (0)
 - f_landmarks: fps, max_frames, max_side, upsample, model_dir as f_dlib

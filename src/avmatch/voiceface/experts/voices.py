@@ -49,6 +49,23 @@ def vad_flags(wav: np.ndarray, mode: int = 3) -> np.ndarray:
                      for i in range(n)], dtype=bool)
 
 
+def speech_check(wav: np.ndarray, min_speech_s: float, vad_mode: int = 3, min_energy_std_db: float = 1.0) -> np.ndarray:
+    """WebRTC VAD flags of the (loudness-normalised) track, after checking it holds speech: at least
+    `min_speech_s` of voiced windows, and a voiced level that moves (the standard deviation of the
+    windows' energy at least `min_energy_std_db` dB: speech rises and falls with its syllables, while a
+    steady tone or hum, which WebRTC's VAD lets through, stays within a fraction of a dB)."""
+    flags = vad_flags(wav, vad_mode)
+    voiced_s = float(flags.sum() * VAD_WINDOW / SAMPLE_RATE)
+    if voiced_s < min_speech_s:
+        raise ExpertUnavailable(f"no speech: {voiced_s:.2f} s voiced < {min_speech_s:g} s")
+    windows = wav[: len(flags) * VAD_WINDOW].reshape(-1, VAD_WINDOW)[flags].astype(np.float64)
+    spread = float(np.std(10 * np.log10(np.mean(windows ** 2, axis=1) + 1e-10)))
+    if spread < min_energy_std_db:
+        raise ExpertUnavailable(f"no speech: a steady sound (level varies {spread:.2f} dB < {min_energy_std_db:g} dB), "
+                                f"not a voice")
+    return flags
+
+
 class ResemblyzerVoice:
     """v_resemblyzer: Resemblyzer's GE2E speaker encoder (3-layer LSTM on 40 log-mel bands, 256-d unit
     vector; the weights ship inside the pip wheel). Its own preprocessing (volume normalisation and
@@ -57,8 +74,10 @@ class ResemblyzerVoice:
 
     name, modality, dim = "v_resemblyzer", "voice", 256
 
-    def __init__(self, min_speech_s: float = 1.0, max_seconds: float | None = 120.0, weights: str | None = None):
+    def __init__(self, min_speech_s: float = 1.0, max_seconds: float | None = 120.0, weights: str | None = None,
+                 min_energy_std_db: float = 1.0):
         self.min_speech_s, self.max_seconds = float(min_speech_s), max_seconds
+        self.min_energy_std_db = float(min_energy_std_db)
         try:
             resemblyzer = _quiet_import_resemblyzer()
         except ImportError as exc:
@@ -79,6 +98,7 @@ class ResemblyzerVoice:
 
     def embed(self, path: Path) -> np.ndarray:
         wav = _loudness_normalised(load_speech(path, self.max_seconds), Path(path), self.min_speech_s)
+        speech_check(wav, self.min_speech_s, 3, self.min_energy_std_db)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wav = self._preprocess(wav, source_sr=None)
@@ -97,23 +117,21 @@ class MfccVoice:
     name, modality = "v_mfcc", "voice"
 
     def __init__(self, n_mfcc: int = 40, n_mels: int = 64, min_speech_s: float = 1.0,
-                 max_seconds: float | None = 120.0, vad_mode: int = 3):
+                 max_seconds: float | None = 120.0, vad_mode: int = 3, min_energy_std_db: float = 1.0):
         try:
             import librosa  # noqa: F401
         except ImportError as exc:
             raise ExpertLoadError(self.name, f"the package librosa cannot be imported ({exc})") from None
         self.n_mfcc, self.n_mels, self.vad_mode = int(n_mfcc), int(n_mels), int(vad_mode)
         self.min_speech_s, self.max_seconds = float(min_speech_s), max_seconds
+        self.min_energy_std_db = float(min_energy_std_db)
         self.dim = 4 * self.n_mfcc
 
     def embed(self, path: Path) -> np.ndarray:
         import librosa
 
         wav = _loudness_normalised(load_speech(path, self.max_seconds), Path(path), self.min_speech_s)
-        flags = vad_flags(wav, self.vad_mode)
-        voiced_s = float(flags.sum() * VAD_WINDOW / SAMPLE_RATE)
-        if voiced_s < self.min_speech_s:
-            raise ExpertUnavailable(f"no speech: {voiced_s:.2f} s voiced < {self.min_speech_s:g} s")
+        flags = speech_check(wav, self.min_speech_s, self.vad_mode, self.min_energy_std_db)
         mfcc = librosa.feature.mfcc(y=wav, sr=SAMPLE_RATE, n_mfcc=self.n_mfcc + 1, n_fft=512, win_length=400,
                                     hop_length=160, n_mels=self.n_mels, center=False)[1:]
         delta = librosa.feature.delta(mfcc, width=9, mode="nearest")
