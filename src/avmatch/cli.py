@@ -205,3 +205,7 @@ app.add_typer(versions_cli.app, name="versions")
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 
 app.add_typer(vmr_cli.app, name="vmr")
+
+from avmatch.voiceface import cli as voiceface_cli  # noqa: E402  (registers `avmatch voiceface ...`)
+
+app.add_typer(voiceface_cli.app, name="voiceface")
