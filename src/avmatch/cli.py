@@ -225,3 +225,7 @@ voiceface_metrics_cli.register_metrics(metrics_app)
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 
 app.add_typer(vmr_cli.app, name="vmr")
+
+from avmatch.voiceface import cli as voiceface_cli  # noqa: E402  (registers `avmatch voiceface ...`)
+
+app.add_typer(voiceface_cli.app, name="voiceface")
