@@ -12,8 +12,10 @@ from pipelines.voiceface.paths import VoicefacePaths
 
 
 def experts(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dict:
-    """The expert vectors of every track: copied and checked from the simulated cohort, or computed from the
-    media with the real experts (avmatch.voiceface.experts; resumable, every failure recorded in missing.parquet)."""
+    """The expert vectors of every track: copied and checked when the corpus folder already holds them (the
+    simulated cohort, or EFT's released features imported with `avmatch corpus import voiceface`), else computed
+    from the media with the real experts (avmatch.voiceface.experts; resumable, every failure recorded in
+    missing.parquet)."""
     from avmatch.voiceface.vectors import MISSING_FILE, read_vectors, write_frame
 
     vp = params.voiceface
@@ -22,7 +24,12 @@ def experts(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dic
     out = paths.experts
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
-    if vp.corpus.source == "simulated":
+    given = [e for e in wanted if (paths.corpus_experts / f"{e}.parquet").exists()]
+    if given and len(given) != len(wanted):
+        raise FileNotFoundError(f"{paths.corpus_experts}: holds vectors of {given} but not of "
+                                f"{sorted(set(wanted) - set(given))}; use the experts it has (voiceface.experts) or "
+                                "remove its experts/ folder to compute every expert from the media")
+    if vp.corpus.source == "simulated" or given:
         for f in out.glob("*.parquet"):
             if f.stem not in wanted and f.name != MISSING_FILE:
                 f.unlink()
@@ -30,7 +37,7 @@ def experts(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dic
         for e in wanted:
             src = paths.corpus_experts / f"{e}.parquet"
             if not src.exists():
-                raise FileNotFoundError(f"{src}: the simulated cohort has no expert {e}")
+                raise FileNotFoundError(f"{src}: the corpus has no vectors of expert {e}")
             names, mat = read_vectors(src)
             modality = "voice" if e.startswith("v_") else "face"
             stray = set(names) - known[modality]
@@ -39,7 +46,9 @@ def experts(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dic
             shutil.copyfile(src, out / f"{e}.parquet")
             summary[f"{e}_vectors"] = len(names)
             summary[f"{e}_dim"] = int(mat.shape[1])
-        missing = pd.read_parquet(paths.corpus_experts / MISSING_FILE)
+        missing_file = paths.corpus_experts / MISSING_FILE
+        missing = (pd.read_parquet(missing_file) if missing_file.exists()
+                   else pd.DataFrame({"track": [], "expert": [], "reason": []}, dtype=str))
         write_frame(missing[missing["expert"].isin(wanted)].reset_index(drop=True), out / MISSING_FILE)
     else:
         from avmatch.voiceface.experts import extract_experts

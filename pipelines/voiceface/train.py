@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import pandas as pd
@@ -17,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def variants(params: Params) -> list[dict]:
-    """The models this stage trains: name, kind, experts, batch construction. The first is the configured one."""
+    """The models this stage trains besides the single-expert ones (`single_pairs`): name, kind, experts, batch
+    construction. The first is the configured one."""
     vp = params.voiceface
     tp = vp.train
     kind = vp.model.kind
@@ -29,19 +29,25 @@ def variants(params: Params) -> list[dict]:
         out.append({"name": f"main_sbc_{other}", "kind": kind, "voice": voice, "face": face, "sbc": other})
     if "concat" in tp.baselines and kind != "concat":
         out.append({"name": "concat", "kind": "concat", "voice": voice, "face": face, "sbc": tp.sbc.mode})
-    if "single" in tp.baselines:
-        for v, f in itertools.product(voice, face):
-            if kind == "single" and (v, f) == (voice[0], face[0]):
-                continue
-            out.append({"name": f"single:{v}+{f}", "kind": "single", "voice": [v], "face": [f], "sbc": tp.sbc.mode})
     return out
+
+
+def single_pairs(voice: list[str], face: list[str], trained: dict[tuple[str, str], float]) -> list[tuple[str, str]]:
+    """The next single-expert pairs to train, by coordinate search: first every voice expert with the first face
+    expert, then the best of those voice experts with every other face expert ((|V| + |F| - 1) models instead of
+    |V| x |F|). `trained`: validation AUC of the pairs trained so far. Empty when the search is done."""
+    first = [(v, face[0]) for v in voice]
+    if not all(p in trained for p in first):
+        return [p for p in first if p not in trained]
+    best_voice = max(first, key=lambda p: trained[p])[0]
+    return [(best_voice, f) for f in face[1:] if (best_voice, f) not in trained]
 
 
 def train(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dict:
     """Train the configured model and, with the same training, what it is compared with: the same model with the
     other batch construction (SBC ablation), the concatenation baseline, and one single-expert model per (voice
-    expert, face expert) pair of which the best on the validation list is kept (single.pt). Each model is the
-    step of its best validation AUC (EFT's model selection)."""
+    expert, face expert) pair found by `single_pairs`, of which the best on the validation list is kept (single.pt).
+    Each model is the step of its best validation AUC (EFT's model selection)."""
     from avmatch.core.device import resolve_device, set_threads
     from avmatch.voiceface.evals import read_eval_lists
     from avmatch.voiceface.model import save_pair
@@ -66,7 +72,10 @@ def train(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dict:
         old.unlink()
     history, table = [], {}
     best_single: tuple[float, str, object] | None = None
-    for var in variants(params):
+    todo = variants(params)
+    singles: dict[tuple[str, str], float] = {}
+    while todo:
+        var = todo.pop(0)
         name = var["name"]
         cfg = model_configs(var["voice"], var["face"], dims, vp.model, var["kind"])
         ckpt = paths.checkpoints / f"{name.replace(':', '_').replace('+', '__')}.ckpt"
@@ -82,12 +91,16 @@ def train(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> dict:
                        "steps": res.steps, "seconds": round(res.seconds, 1), **res.batch_stats,
                        "resumed_from_step": -1 if res.resumed_from_step is None else res.resumed_from_step}
         if var["kind"] == "single" and name != "main":
+            singles[(var["voice"][0], var["face"][0])] = res.best_valid_auc
             if best_single is None or res.best_valid_auc > best_single[0]:
                 best_single = (res.best_valid_auc, name, res.pair.cpu())
-            continue
-        file = "main" if name == "main" else name
-        save_pair(paths.model_file(file), res.pair.cpu())
-        table[name]["file"] = f"{file}.pt"
+        else:
+            file = "main" if name == "main" else name
+            save_pair(paths.model_file(file), res.pair.cpu())
+            table[name]["file"] = f"{file}.pt"
+        if not todo and "single" in tp.baselines:
+            todo = [{"name": f"single:{v}+{f}", "kind": "single", "voice": [v], "face": [f], "sbc": tp.sbc.mode}
+                    for v, f in single_pairs(voice, face, singles)]
     if best_single is not None:
         auc, name, pair = best_single
         pair.meta["variant"] = "single"
