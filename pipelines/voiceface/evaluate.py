@@ -57,7 +57,7 @@ def _labels(paths: VoicefacePaths) -> dict[str, str]:
         elif name.startswith("main_sbc_"):
             out[stem] = f"{row['kind']}_sbc_{row['sbc']}"
         elif name.startswith("single:"):
-            out[stem] = "single"
+            out[stem] = "single_best" if table["main"]["kind"] == "single" else "single"
         else:
             out[stem] = name
     return out
