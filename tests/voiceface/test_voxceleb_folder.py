@@ -70,3 +70,19 @@ def test_folder_becomes_a_corpus_and_clips_give_both_modalities(folder, tmp_path
     ids2 = pd.read_parquet(tmp_path / "seeded" / "identities.parquet")
     assert again["identities"] == 3 and sorted(ids2.split) == ["test", "train", "valid"]
     assert set(ids2.gender) == {""}
+
+
+def test_corpus_import_voiceface_command(folder, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from avmatch.cli import app
+
+    r = CliRunner().invoke(app, ["corpus", "import", "voiceface", str(folder), "--root", str(tmp_path / "c"),
+                                 "--meta", str(folder / "vox1_meta.csv")])
+    assert r.exit_code == 1, r.output                     # the empty wav and the notes file are named
+    assert "file is empty" in r.stderr and "notes.txt" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["identities"] == 3 and out["tracks"] == {"voice": 3, "face": 3} and out["bad_files"] == 2
+    assert (tmp_path / "c" / "tracks.parquet").exists()

@@ -65,7 +65,7 @@ def _read(path: Path) -> pa.Table | None:
     return pq.read_table(path) if path.exists() else None
 
 
-def _consolidate(out_dir: Path, name: str, drop_not_loaded: bool = False) -> pa.Table | None:
+def _consolidate(out_dir: Path, name: str, drop_not_loaded: tuple[str, ...] = ()) -> pa.Table | None:
     """Merge `name`'s part files into `<name>.parquet` (first row per track -- or per (track, expert)
     for missing -- wins) and delete the parts."""
     final = out_dir / f"{name}.parquet"
@@ -79,7 +79,7 @@ def _consolidate(out_dir: Path, name: str, drop_not_loaded: bool = False) -> pa.
         if "input" not in df:
             df["input"] = ""
         if drop_not_loaded:
-            df = df[~df["reason"].str.startswith(NOT_LOADED)]
+            df = df[~(df["reason"].str.startswith(NOT_LOADED) & df["expert"].isin(drop_not_loaded))]
     df = df.drop_duplicates(keys, keep="first").reset_index(drop=True)
     table = (_missing_table(df.to_dict("records")) if name == MISSING
              else _vector_table(df["track"].tolist(), list(df["vector"])))
@@ -126,7 +126,7 @@ def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Pat
         except ExpertLoadError as exc:
             load_errors[name] = exc.reason
             log.warning("expert %s not run: %s (the other experts run)", name, exc.reason)
-    old_missing = _consolidate(out_dir, MISSING, drop_not_loaded=True)
+    old_missing = _consolidate(out_dir, MISSING, drop_not_loaded=tuple(experts))
     done: dict[str, set[str]] = {}
     for name in experts:
         table = _consolidate(out_dir, name)
@@ -156,7 +156,7 @@ def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Pat
             work.append((row, todo))
     try:
         for i, (row, todo) in enumerate(progress(work, desc, len(work), "track")):
-            path = Path(row.path) if row.path else None
+            path = Path(row.path) if isinstance(row.path, str) and row.path else None
             if path is not None and base is not None and not path.is_absolute():
                 path = base / path
             for name in todo:
