@@ -44,6 +44,21 @@ def test_each_expert_has_the_interface_and_embeds_real_media(photos, voices):
         load_expert("f_nope")
 
 
+def test_a_folder_of_frames_is_one_face_track(tmp_path, photos):
+    import shutil
+
+    frames = tmp_path / "Barack_Obama" / "yt" / "1.6"
+    frames.mkdir(parents=True)
+    for i, name in enumerate(("obama", "obama2")):
+        shutil.copy(photos[name], frames / f"{i:04d}{photos[name].suffix}")
+    e = load_expert("f_dlib")
+    both = e.embed(frames)
+    singles = [e.embed(photos[n]) for n in ("obama", "obama2")]
+    mean = np.mean(singles, axis=0)          # of unit vectors; the expert averages raw descriptors
+    assert float(both @ mean / np.linalg.norm(mean)) > 0.999
+    assert float(singles[0] @ singles[1]) < 0.99            # two different photos, so the mean is a mean
+
+
 def test_bad_inputs_are_named_with_a_reason_and_the_rest_is_processed(tmp_path, photos, voices):
     from PIL import Image
 
