@@ -130,3 +130,17 @@ def test_packaged_media_check_numbers():
         assert r[name]["same_pairs"] == 9 and r[name]["diff_pairs"] == 27
         assert r[name]["same_closer"] > 0.7, (name, r[name])
         assert r[name]["same_mean"] > r[name]["diff_mean"]
+
+
+@pytest.mark.slow        # two spawned workers each import the experts' libraries (~20-30 s on 2 busy cores)
+def test_workers_give_the_same_vectors_as_one_process(tmp_path, photos, voices):
+    files = [p for s in ("allison", "june") for p in voices[s][:2]]
+    tracks = pd.DataFrame({"track": [f"t{i}" for i in range(len(files))] + ["bad"], "modality": "voice",
+                           "path": [str(p) for p in files] + [str(tmp_path / "nothing.wav")]})
+    one = extract_experts(tracks, ["v_mfcc"], tmp_path / "one")
+    two = extract_experts(tracks, ["v_mfcc"], tmp_path / "two", workers=2)
+    assert one["experts"]["v_mfcc"]["computed"] == two["experts"]["v_mfcc"]["computed"] == 4
+    a, b = read_expert_vectors(tmp_path / "one", "v_mfcc"), read_expert_vectors(tmp_path / "two", "v_mfcc")
+    assert list(a) == list(b) and all(np.array_equal(a[t], b[t]) for t in a)
+    m = pq.read_table(tmp_path / "two" / "missing.parquet").to_pandas()
+    assert m.track.tolist() == ["bad"] and "does not exist" in m.reason.iloc[0]
