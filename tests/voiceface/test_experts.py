@@ -144,3 +144,19 @@ def test_workers_give_the_same_vectors_as_one_process(tmp_path, photos, voices):
     assert list(a) == list(b) and all(np.array_equal(a[t], b[t]) for t in a)
     m = pq.read_table(tmp_path / "two" / "missing.parquet").to_pandas()
     assert m.track.tolist() == ["bad"] and "does not exist" in m.reason.iloc[0]
+
+
+def test_a_killed_run_leaves_whole_parts_that_the_next_run_keeps(tmp_path, voices):
+    from avmatch.voiceface.experts.extract import _Buffer
+
+    files = voices["allison"][:2]
+    tracks = pd.DataFrame({"track": ["t0", "t1"], "modality": "voice", "path": [str(p) for p in files]})
+    vec = load_expert("v_mfcc").embed(files[0])
+    part = _Buffer(tmp_path, "v_mfcc")             # what a run killed after its first flush left behind
+    part.add(("t0", vec))
+    part.flush()
+    (tmp_path / ".parts" / "v_mfcc" / ".part-x.parquet.tmp-1").write_bytes(b"half a file")   # killed mid-write
+    r = extract_experts(tracks, ["v_mfcc"], tmp_path)
+    assert r["experts"]["v_mfcc"]["already"] == 1 and r["experts"]["v_mfcc"]["computed"] == 1
+    got = read_expert_vectors(tmp_path, "v_mfcc")
+    assert sorted(got) == ["t0", "t1"] and np.array_equal(got["t0"], vec)
