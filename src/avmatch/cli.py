@@ -61,8 +61,9 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 
 @corpus_app.command("import")
 def corpus_import(
-    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair) "
-                                         "| voiceface (a VoxCeleb-style folder: identity/video/clip.mp4|wav|jpg)"),
+    system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair) | "
+                                            "voiceface (EFT's released VoxCeleb1 features and lists, or a "
+                                            "VoxCeleb-style folder of media: identity/video/clip.mp4|wav|jpg)"),
     source: Path = typer.Argument(..., help="folder of your files"),
     root: Optional[Path] = typer.Option(None, help="corpus folder to write (default: params.yaml)"),
     meta: Optional[Path] = typer.Option(None, help="voiceface: identities table like VoxCeleb's vox1_meta.csv "
@@ -75,17 +76,27 @@ def corpus_import(
     from avmatch.core.paths import project_root
 
     if system == "voiceface":
+        from avmatch.voiceface.eft_import import EftLayoutError, import_eft
         from avmatch.voiceface.voxceleb_folder import import_voxceleb_folder
 
         if root is None:
             try:
                 root = project_root() / load_params(project_root() / "params.yaml",
                                                     systems=["voiceface"]).voiceface.corpus.root
-            except ConfigError as exc:
+            except (ConfigError, AttributeError, KeyError) as exc:
+                _fail(f"pass --root (no voiceface.corpus.root in params.yaml: {exc})")
+        if (source / "dataset" / "info").is_dir() or (source / "info").is_dir():     # EFT's released data
+            try:
+                info = import_eft(source, root)
+            except (EftLayoutError, FileNotFoundError) as exc:
                 _fail(str(exc))
-        try:
+            typer.echo(json.dumps(info, indent=2))
+            return
+        try:                                                                          # your own media
             r = import_voxceleb_folder(source, root, meta, seed=seed)
-        except (FileNotFoundError, ValueError) as exc:
+        except FileNotFoundError as exc:
+            _fail(f"{exc}; and no EFT dataset here either (expected {source}/dataset/info/ or {source}/info/)")
+        except ValueError as exc:
             _fail(str(exc))
         for f, reason in r["skipped"]:
             typer.secho(f"skipped {f}: {reason}", fg=typer.colors.YELLOW, err=True)
@@ -223,6 +234,10 @@ copydetect_cli.register_metrics(metrics_app)
 from avmatch.versions import cli as versions_cli  # noqa: E402  (registers `avmatch versions ...`)
 
 app.add_typer(versions_cli.app, name="versions")
+
+from avmatch.voiceface import metrics_cli as voiceface_metrics_cli  # noqa: E402  (`avmatch metrics voiceface`)
+
+voiceface_metrics_cli.register_metrics(metrics_app)
 
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import string
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,10 @@ class Cohort:
     vectors: dict[str, tuple[list[str], np.ndarray]]
     missing: pd.DataFrame
     info: dict[str, Any]
+    # modality -> (track ids, [n, latent_dim] track latents before the experts, latent slice both modalities
+    # share): what an oracle would see (tests, tuning); never written
+    latents: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)
+    shared_slice: slice = field(default_factory=lambda: slice(0))
 
 
 def exact_counts(fractions: dict[str, float], n: int) -> dict[str, int]:
@@ -251,7 +255,8 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         "male_fraction": float((ids["gender"] == "m").mean()),
         "experts": experts,
     }
-    return Cohort(ids, tracks, vectors, missing, info)
+    latents_out = {m: ([str(t) for t in tracks["track"].to_numpy()[sel]], z) for m, (sel, z) in z_tracks.items()}
+    return Cohort(ids, tracks, vectors, missing, info, latents_out, slice(0, a + s))
 
 
 def write_cohort(cohort: Cohort, root: Path) -> dict[str, Any]:

@@ -41,9 +41,9 @@ class VfSimulatorParams(StrictModel):
     attribute_dim: int = Field(16, ge=2, description="latent dimensions carrying gender and nationality")
     shared_dim: int = Field(32, ge=1, description="identity dimensions voice and face both show")
     private_dim: int = Field(32, ge=0, description="identity dimensions only one modality shows (per modality)")
-    gender_scale: float = Field(1.6, ge=0, description="length of the gender direction in the latent")
-    nationality_scale: float = Field(1.0, ge=0, description="length of a nationality's direction")
-    shared_scale: float = Field(1.0, ge=0, description="per-dimension std of the shared identity part")
+    gender_scale: float = Field(6.0, ge=0, description="length of the gender direction in the latent")
+    nationality_scale: float = Field(3.0, ge=0, description="length of a nationality's direction")
+    shared_scale: float = Field(0.5, ge=0, description="per-dimension std of the shared identity part")
     private_scale: float = Field(1.0, ge=0, description="per-dimension std of the modality-private part")
     video_nuisance: float = Field(0.6, ge=0, description="per-dimension std of a per-video, per-modality offset "
                                   "(session, camera, microphone)")
