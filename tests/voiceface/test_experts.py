@@ -160,3 +160,12 @@ def test_a_killed_run_leaves_whole_parts_that_the_next_run_keeps(tmp_path, voice
     assert r["experts"]["v_mfcc"]["already"] == 1 and r["experts"]["v_mfcc"]["computed"] == 1
     got = read_expert_vectors(tmp_path, "v_mfcc")
     assert sorted(got) == ["t0", "t1"] and np.array_equal(got["t0"], vec)
+
+
+def test_every_expert_and_missing_have_a_file_even_when_empty(tmp_path, voices):
+    tracks = pd.DataFrame({"track": ["t0"], "modality": "voice", "path": [str(voices["allison"][0])]})
+    extract_experts(tracks, ["v_mfcc", "f_dlib"], tmp_path)       # no face track: f_dlib has nothing to do
+    assert pq.read_table(tmp_path / "f_dlib.parquet").num_rows == 0
+    assert pq.read_table(tmp_path / "missing.parquet").column_names == ["track", "expert", "reason", "input"]
+    assert pq.read_table(tmp_path / "missing.parquet").num_rows == 0
+    assert list(read_expert_vectors(tmp_path, "v_mfcc")) == ["t0"]

@@ -229,8 +229,10 @@ def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Pat
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     for name in experts:
-        _consolidate(out_dir, name)
-    _consolidate(out_dir, MISSING)
+        if _consolidate(out_dir, name) is None:          # an expert with no vector yet: an empty file
+            _write_atomic(_vector_table([], []), out_dir / f"{name}.parquet")
+    if _consolidate(out_dir, MISSING) is None:            # nothing missing: say so with an empty table
+        _write_atomic(_missing_table([]), out_dir / f"{MISSING}.parquet")
     for name, s in stats.items():
         if s["missing"]:
             log.info("expert %s: %d track(s) without a vector (reasons in %s)", name, s["missing"],
