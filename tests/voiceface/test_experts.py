@@ -119,28 +119,35 @@ def test_packaged_media_check_numbers():
     from avmatch.voiceface.media_check import run_media_check
 
     r = run_media_check(per_speaker=3, speakers=["allison", "june", "armelle"],
-                        photos=["obama", "obama2", "biden", "astronaut", "coffee", "chelsea"])
-    if r.get("face_photos", 0) < 4:
+                        photos=["obama", "obama2", "biden", "coffee"])
+    if r.get("face_photos", 0) < 3:
         pytest.skip(f"packaged photos unavailable: {r['notes']}")
     assert r["faces_found"] == r["face_photos"]           # every photo with a face: found
-    assert r["false_faces"] == []                           # no face on a coffee cup or a cat
+    assert r["false_faces"] == []                           # no face on a coffee cup
     assert r["f_dlib_cos_crop90_min"] > 0.9 and r["f_dlib_cos_jpeg30_min"] > 0.9
-    assert r["f_dlib_identity"]["same_closer"] > 0.9        # Obama's photos closer than Obama-Biden/Collins
+    assert r["f_dlib_identity"]["same_closer"] > 0.9        # Obama's two photos closer than Obama-Biden
     for name in ("v_resemblyzer", "v_mfcc"):
         assert r[name]["same_pairs"] == 9 and r[name]["diff_pairs"] == 27
         assert r[name]["same_closer"] > 0.7, (name, r[name])
         assert r[name]["same_mean"] > r[name]["diff_mean"]
 
 
-@pytest.mark.slow        # two spawned workers each import the experts' libraries (~20-30 s on 2 busy cores)
-def test_workers_give_the_same_vectors_as_one_process(tmp_path, photos, voices):
-    files = [p for s in ("allison", "june") for p in voices[s][:2]]
-    tracks = pd.DataFrame({"track": [f"t{i}" for i in range(len(files))] + ["bad"], "modality": "voice",
-                           "path": [str(p) for p in files] + [str(tmp_path / "nothing.wav")]})
-    one = extract_experts(tracks, ["v_mfcc"], tmp_path / "one")
-    two = extract_experts(tracks, ["v_mfcc"], tmp_path / "two", workers=2)
-    assert one["experts"]["v_mfcc"]["computed"] == two["experts"]["v_mfcc"]["computed"] == 4
-    a, b = read_expert_vectors(tmp_path / "one", "v_mfcc"), read_expert_vectors(tmp_path / "two", "v_mfcc")
+@pytest.mark.slow        # two spawned workers each import the experts' libraries
+def test_workers_give_the_same_vectors_as_one_process(tmp_path, photos):
+    from PIL import Image
+
+    paths = []
+    for name in ("obama", "obama2", "biden"):
+        im = Image.open(photos[name]).convert("RGB")
+        im.thumbnail((320, 320))                    # small photos: the test is about the workers
+        im.save(tmp_path / f"{name}.png")
+        paths.append(str(tmp_path / f"{name}.png"))
+    tracks = pd.DataFrame({"track": ["t0", "t1", "t2", "bad"], "modality": "face",
+                           "path": paths + [str(tmp_path / "nothing.jpg")]})
+    one = extract_experts(tracks, ["f_dlib"], tmp_path / "one")
+    two = extract_experts(tracks, ["f_dlib"], tmp_path / "two", workers=2)
+    assert one["experts"]["f_dlib"]["computed"] == two["experts"]["f_dlib"]["computed"] == 3
+    a, b = read_expert_vectors(tmp_path / "one", "f_dlib"), read_expert_vectors(tmp_path / "two", "f_dlib")
     assert list(a) == list(b) and all(np.array_equal(a[t], b[t]) for t in a)
     m = pq.read_table(tmp_path / "two" / "missing.parquet").to_pandas()
     assert m.track.tolist() == ["bad"] and "does not exist" in m.reason.iloc[0]
