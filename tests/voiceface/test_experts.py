@@ -44,6 +44,21 @@ def test_each_expert_has_the_interface_and_embeds_real_media(photos, voices):
         load_expert("f_nope")
 
 
+def test_a_folder_of_frames_is_one_face_track(tmp_path, photos):
+    import shutil
+
+    frames = tmp_path / "Barack_Obama" / "yt" / "1.6"
+    frames.mkdir(parents=True)
+    for i, name in enumerate(("obama", "obama2")):
+        shutil.copy(photos[name], frames / f"{i:04d}{photos[name].suffix}")
+    e = load_expert("f_dlib")
+    both = e.embed(frames)
+    singles = [e.embed(photos[n]) for n in ("obama", "obama2")]
+    mean = np.mean(singles, axis=0)          # of unit vectors; the expert averages raw descriptors
+    assert float(both @ mean / np.linalg.norm(mean)) > 0.999
+    assert float(singles[0] @ singles[1]) < 0.99            # two different photos, so the mean is a mean
+
+
 def test_bad_inputs_are_named_with_a_reason_and_the_rest_is_processed(tmp_path, photos, voices):
     from PIL import Image
 
@@ -104,14 +119,60 @@ def test_packaged_media_check_numbers():
     from avmatch.voiceface.media_check import run_media_check
 
     r = run_media_check(per_speaker=3, speakers=["allison", "june", "armelle"],
-                        photos=["obama", "obama2", "biden", "astronaut", "coffee", "chelsea"])
-    if r.get("face_photos", 0) < 4:
+                        photos=["obama", "obama2", "biden", "coffee"])
+    if r.get("face_photos", 0) < 3:
         pytest.skip(f"packaged photos unavailable: {r['notes']}")
     assert r["faces_found"] == r["face_photos"]           # every photo with a face: found
-    assert r["false_faces"] == []                           # no face on a coffee cup or a cat
+    assert r["false_faces"] == []                           # no face on a coffee cup
     assert r["f_dlib_cos_crop90_min"] > 0.9 and r["f_dlib_cos_jpeg30_min"] > 0.9
-    assert r["f_dlib_identity"]["same_closer"] > 0.9        # Obama's photos closer than Obama-Biden/Collins
+    assert r["f_dlib_identity"]["same_closer"] > 0.9        # Obama's two photos closer than Obama-Biden
     for name in ("v_resemblyzer", "v_mfcc"):
         assert r[name]["same_pairs"] == 9 and r[name]["diff_pairs"] == 27
         assert r[name]["same_closer"] > 0.7, (name, r[name])
         assert r[name]["same_mean"] > r[name]["diff_mean"]
+
+
+@pytest.mark.slow        # two spawned workers each import the experts' libraries
+def test_workers_give_the_same_vectors_as_one_process(tmp_path, photos):
+    from PIL import Image
+
+    paths = []
+    for name in ("obama", "obama2", "biden"):
+        im = Image.open(photos[name]).convert("RGB")
+        im.thumbnail((320, 320))                    # small photos: the test is about the workers
+        im.save(tmp_path / f"{name}.png")
+        paths.append(str(tmp_path / f"{name}.png"))
+    tracks = pd.DataFrame({"track": ["t0", "t1", "t2", "bad"], "modality": "face",
+                           "path": paths + [str(tmp_path / "nothing.jpg")]})
+    one = extract_experts(tracks, ["f_dlib"], tmp_path / "one")
+    two = extract_experts(tracks, ["f_dlib"], tmp_path / "two", workers=2)
+    assert one["experts"]["f_dlib"]["computed"] == two["experts"]["f_dlib"]["computed"] == 3
+    a, b = read_expert_vectors(tmp_path / "one", "f_dlib"), read_expert_vectors(tmp_path / "two", "f_dlib")
+    assert list(a) == list(b) and all(np.array_equal(a[t], b[t]) for t in a)
+    m = pq.read_table(tmp_path / "two" / "missing.parquet").to_pandas()
+    assert m.track.tolist() == ["bad"] and "does not exist" in m.reason.iloc[0]
+
+
+def test_a_killed_run_leaves_whole_parts_that_the_next_run_keeps(tmp_path, voices):
+    from avmatch.voiceface.experts.extract import _Buffer
+
+    files = voices["allison"][:2]
+    tracks = pd.DataFrame({"track": ["t0", "t1"], "modality": "voice", "path": [str(p) for p in files]})
+    vec = load_expert("v_mfcc").embed(files[0])
+    part = _Buffer(tmp_path, "v_mfcc")             # what a run killed after its first flush left behind
+    part.add(("t0", vec))
+    part.flush()
+    (tmp_path / ".parts" / "v_mfcc" / ".part-x.parquet.tmp-1").write_bytes(b"half a file")   # killed mid-write
+    r = extract_experts(tracks, ["v_mfcc"], tmp_path)
+    assert r["experts"]["v_mfcc"]["already"] == 1 and r["experts"]["v_mfcc"]["computed"] == 1
+    got = read_expert_vectors(tmp_path, "v_mfcc")
+    assert sorted(got) == ["t0", "t1"] and np.array_equal(got["t0"], vec)
+
+
+def test_every_expert_and_missing_have_a_file_even_when_empty(tmp_path, voices):
+    tracks = pd.DataFrame({"track": ["t0"], "modality": "voice", "path": [str(voices["allison"][0])]})
+    extract_experts(tracks, ["v_mfcc", "f_dlib"], tmp_path)       # no face track: f_dlib has nothing to do
+    assert pq.read_table(tmp_path / "f_dlib.parquet").num_rows == 0
+    assert pq.read_table(tmp_path / "missing.parquet").column_names == ["track", "expert", "reason", "input"]
+    assert pq.read_table(tmp_path / "missing.parquet").num_rows == 0
+    assert list(read_expert_vectors(tmp_path, "v_mfcc")) == ["t0"]

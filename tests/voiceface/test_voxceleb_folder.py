@@ -33,6 +33,10 @@ def folder(tmp_path_factory):
         img.thumbnail((480, 480))
         audio = decode_audio(voices[speaker][0], 16000)
         write_clip(src / person / "yt1" / "00001.mp4", np.asarray(img), len(audio) / 16000, audio, 16000, fps=2)
+    frames = src / "Eileen_Collins" / "yt1" / "1.6"          # VoxCeleb1's face track: a folder of frames
+    frames.mkdir()
+    for i in range(2):
+        Image.open(photos["astronaut"]).convert("RGB").resize((224, 224)).save(frames / f"{i:04d}.jpg")
     (src / "Joe_Biden" / "yt2").mkdir()
     (src / "Joe_Biden" / "yt2" / "00001.wav").write_bytes(b"")                 # empty: skipped, named
     (src / "Joe_Biden" / "yt2" / "notes.txt").write_text("not media")
@@ -55,13 +59,14 @@ def test_folder_becomes_a_corpus_and_clips_give_both_modalities(folder, tmp_path
     assert dict(zip(ids.identity, ids.gender)) == {"Barack_Obama": "m", "Joe_Biden": "m", "Eileen_Collins": "f"}
     split = dict(zip(ids.identity, ids.split))
     assert split["Eileen_Collins"] == "test" and set(split.values()) <= {"train", "valid", "test"}
-    assert r["tracks"] == {"voice": 3, "face": 3}
+    assert r["tracks"] == {"voice": 3, "face": 4}
+    assert "Eileen_Collins/yt1/1.6" in set(tracks.loc[tracks.modality == "face", "track"])
     assert sorted(s[1] for s in r["skipped"]) == ["file is empty (0 bytes)", "not a media file (.txt)"]
     assert set(tracks.loc[tracks.identity == "Joe_Biden", "video"]) == {"Joe_Biden/yt1"}
 
     out = tmp_path / "experts"
     res = extract_experts(tracks, ["v_mfcc", "f_dlib"], out)
-    assert res["experts"]["v_mfcc"]["computed"] == 3 and res["experts"]["f_dlib"]["computed"] == 3
+    assert res["experts"]["v_mfcc"]["computed"] == 3 and res["experts"]["f_dlib"]["computed"] == 4
     faces = read_expert_vectors(out, "f_dlib")
     v = np.stack([faces[f"{p}/yt1/00001.mp4"] for p in ("Barack_Obama", "Joe_Biden", "Eileen_Collins")])
     assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4) and (v @ v.T)[0, 1] < 0.95
@@ -70,3 +75,19 @@ def test_folder_becomes_a_corpus_and_clips_give_both_modalities(folder, tmp_path
     ids2 = pd.read_parquet(tmp_path / "seeded" / "identities.parquet")
     assert again["identities"] == 3 and sorted(ids2.split) == ["test", "train", "valid"]
     assert set(ids2.gender) == {""}
+
+
+def test_corpus_import_voiceface_command(folder, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from avmatch.cli import app
+
+    r = CliRunner().invoke(app, ["corpus", "import", "voiceface", str(folder), "--root", str(tmp_path / "c"),
+                                 "--meta", str(folder / "vox1_meta.csv")])
+    assert r.exit_code == 1, r.output                     # the empty wav and the notes file are named
+    assert "file is empty" in r.stderr and "notes.txt" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["identities"] == 3 and out["tracks"] == {"voice": 3, "face": 4} and out["bad_files"] == 2
+    assert (tmp_path / "c" / "tracks.parquet").exists()

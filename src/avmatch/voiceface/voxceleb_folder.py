@@ -3,8 +3,9 @@
 Layout read: `SOURCE/<identity>/<video>/<clip>.<ext>` as VoxCeleb ships it (`id10001/1zcIwhmdeo4/
 00001.wav`, or the VGGFace1 names EFT uses, `A.J._Buckley/1zcIwhmdeo4/00001.wav`). A clip that is a
 video gives one voice track (its soundtrack) and one face track (its frames); an audio file gives a
-voice track; an image gives a face track. Track ids are the paths relative to SOURCE (unique within a
-modality, as EFT's ids are).
+voice track; an image gives a face track, and a folder of images one level deeper
+(`<identity>/<video>/<track>/<frame>.jpg`, VoxCeleb1's face-track frames) is one face track. Track ids
+are the paths relative to SOURCE (unique within a modality, as EFT's ids are).
 
 Identity facts come from an optional meta table like VoxCeleb's vox1_meta.csv (tab- or
 comma-separated; columns `VoxCeleb1 ID`, `VGGFace1 ID`, `Gender`, `Nationality`, `Set`); a folder is
@@ -60,7 +61,7 @@ def _seeded_split(ids: list[str], seed: int, fractions: tuple[float, float]) -> 
 def scan_voxceleb_folder(source: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """tracks (track, modality, identity, video, path, noisy) and [(file, why it was skipped)]."""
     source = Path(source)
-    rows, skipped = [], []
+    rows, skipped, frame_folders = [], [], set()
     for f in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")):
         rel = f.relative_to(source)
         ext = f.suffix.lower()
@@ -75,6 +76,13 @@ def scan_voxceleb_folder(source: str | Path) -> tuple[pd.DataFrame, list[tuple[s
             continue
         if f.stat().st_size == 0:
             skipped.append((str(f), "file is empty (0 bytes)"))
+            continue
+        if kinds == ["face"] and len(rel.parts) >= 4:       # a frame of a face track folder
+            if f.parent not in frame_folders:
+                frame_folders.add(f.parent)
+                folder = rel.parent
+                rows.append({"track": folder.as_posix(), "modality": "face", "identity": rel.parts[0],
+                             "video": "/".join(rel.parts[:2]), "path": str(f.parent.resolve()), "noisy": False})
             continue
         for modality in kinds:
             rows.append({"track": rel.as_posix(), "modality": modality, "identity": rel.parts[0],

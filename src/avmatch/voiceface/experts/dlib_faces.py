@@ -70,7 +70,9 @@ def largest_faces(path: Path, fps: float, max_frames: int, max_side: int, upsamp
     """[(frame, dlib.rectangle)] for the frames where a face was found (the largest one), and the number
     of frames looked at. Raises ExpertUnavailable when no frame has a face."""
     frames = load_frames(path, fps, max_frames, max_side)
-    key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns, fps, max_frames, max_side, upsample)
+    from avmatch.voiceface.experts.media import _file_key
+
+    key = (*_file_key(Path(path)), fps, max_frames, max_side, upsample)
     if key not in _DETECTIONS:
         detector = dlib_model("dlib", "detector", "")
         found = []

@@ -65,7 +65,7 @@ def _read(path: Path) -> pa.Table | None:
     return pq.read_table(path) if path.exists() else None
 
 
-def _consolidate(out_dir: Path, name: str, drop_not_loaded: bool = False) -> pa.Table | None:
+def _consolidate(out_dir: Path, name: str, drop_not_loaded: tuple[str, ...] = ()) -> pa.Table | None:
     """Merge `name`'s part files into `<name>.parquet` (first row per track -- or per (track, expert)
     for missing -- wins) and delete the parts."""
     final = out_dir / f"{name}.parquet"
@@ -79,7 +79,7 @@ def _consolidate(out_dir: Path, name: str, drop_not_loaded: bool = False) -> pa.
         if "input" not in df:
             df["input"] = ""
         if drop_not_loaded:
-            df = df[~df["reason"].str.startswith(NOT_LOADED)]
+            df = df[~(df["reason"].str.startswith(NOT_LOADED) & df["expert"].isin(drop_not_loaded))]
     df = df.drop_duplicates(keys, keep="first").reset_index(drop=True)
     table = (_missing_table(df.to_dict("records")) if name == MISSING
              else _vector_table(df["track"].tolist(), list(df["vector"])))
@@ -88,6 +88,49 @@ def _consolidate(out_dir: Path, name: str, drop_not_loaded: bool = False) -> pa.
         for p in parts:
             p.unlink(missing_ok=True)
     return table
+
+
+def _track_path(path: object, base: Path | None) -> Path | None:
+    if not isinstance(path, str) or not path:
+        return None                         # a simulated track has no media
+    p = Path(path)
+    return base / p if base is not None and not p.is_absolute() else p
+
+
+def _embed_track(loaded: dict, track: str, path: Path | None, todo: list[str]) -> tuple:
+    """(track, {expert: vector}, {expert: (reason, input)}, {expert: seconds}) for one track."""
+    vecs, fails, seconds = {}, {}, {}
+    for name in todo:
+        t0 = time.perf_counter()
+        try:
+            if path is None:
+                raise ExpertUnavailable("no media file (a simulated track)")
+            vecs[name] = loaded[name].embed(path)
+        except TRACK_ERRORS as exc:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            fails[name] = (reason, failing_input(exc, str(path or "")))
+        seconds[name] = time.perf_counter() - t0
+    return track, vecs, fails, seconds
+
+
+_WORKER_EXPERTS: dict = {}
+
+
+def _init_worker(options: dict[str, dict]) -> None:
+    import os as _os
+
+    _os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)            # one core per worker: the workers are the parallelism
+    except ImportError:
+        pass
+    _WORKER_EXPERTS.update({n: load_expert(n, o) for n, o in options.items()})
+
+
+def _worker_track(job: tuple) -> tuple:
+    return _embed_track(_WORKER_EXPERTS, *job)
 
 
 class _Buffer:
@@ -109,13 +152,14 @@ class _Buffer:
 
 def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Path, *,
                     options: dict[str, dict] | None = None, root: str | Path | None = None,
-                    flush_every: int = 64, desc: str = "experts") -> dict:
+                    flush_every: int = 64, desc: str = "experts", workers: int = 1) -> dict:
     """Compute each expert of `experts` for every track of its modality in `tracks` (columns track,
     modality, path; relative paths are under `root`) into `out_dir`.
 
     Returns {"tracks": n, "load_errors": {expert: reason}, "experts": {expert: {"computed", "already",
     "missing", "seconds"}}}: computed this run, found from an earlier run, without vector (this run),
-    and the time spent embedding."""
+    and the time spent embedding (summed over workers). `workers` > 1 embeds in that many processes
+    (each loads the experts once); the results are written by this process, in track order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or {}
@@ -126,7 +170,7 @@ def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Pat
         except ExpertLoadError as exc:
             load_errors[name] = exc.reason
             log.warning("expert %s not run: %s (the other experts run)", name, exc.reason)
-    old_missing = _consolidate(out_dir, MISSING, drop_not_loaded=True)
+    old_missing = _consolidate(out_dir, MISSING, drop_not_loaded=tuple(experts))
     done: dict[str, set[str]] = {}
     for name in experts:
         table = _consolidate(out_dir, name)
@@ -154,34 +198,41 @@ def extract_experts(tracks: pd.DataFrame, experts: list[str], out_dir: str | Pat
                 todo.append(name)
         if todo:
             work.append((row, todo))
+    jobs = [(row.track, _track_path(row.path, base), todo) for row, todo in work]
+    pool = None
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: torch and dlib in a forked child of a threaded parent can hang
+        pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=({n: options.get(n, {}) for n in loaded},))
+        results = pool.map(_worker_track, jobs, chunksize=4)
+    else:
+        results = (_embed_track(loaded, *job) for job in jobs)
     try:
-        for i, (row, todo) in enumerate(progress(work, desc, len(work), "track")):
-            path = Path(row.path) if row.path else None
-            if path is not None and base is not None and not path.is_absolute():
-                path = base / path
-            for name in todo:
-                t0 = time.perf_counter()
-                try:
-                    if path is None:
-                        raise ExpertUnavailable("no media file (a simulated track)")
-                    vec = loaded[name].embed(path)
-                    buffers[name].add((row.track, vec))
-                    stats[name]["computed"] += 1
-                except TRACK_ERRORS as exc:
-                    reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-                    buffers[MISSING].add({"track": row.track, "expert": name, "reason": reason,
-                                          "input": failing_input(exc, str(path or ""))})
-                    stats[name]["missing"] += 1
-                stats[name]["seconds"] += time.perf_counter() - t0
+        for i, (track, vecs, fails, seconds) in enumerate(progress(results, desc, len(jobs), "track")):
+            for name, vec in vecs.items():
+                buffers[name].add((track, vec))
+                stats[name]["computed"] += 1
+            for name, (reason, where) in fails.items():
+                buffers[MISSING].add({"track": track, "expert": name, "reason": reason, "input": where})
+                stats[name]["missing"] += 1
+            for name, sec in seconds.items():
+                stats[name]["seconds"] += sec
             if (i + 1) % flush_every == 0:
                 for b in buffers.values():
                     b.flush()
     finally:
         for b in buffers.values():
             b.flush()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     for name in experts:
-        _consolidate(out_dir, name)
-    _consolidate(out_dir, MISSING)
+        if _consolidate(out_dir, name) is None:          # an expert with no vector yet: an empty file
+            _write_atomic(_vector_table([], []), out_dir / f"{name}.parquet")
+    if _consolidate(out_dir, MISSING) is None:            # nothing missing: say so with an empty table
+        _write_atomic(_missing_table([]), out_dir / f"{MISSING}.parquet")
     for name, s in stats.items():
         if s["missing"]:
             log.info("expert %s: %d track(s) without a vector (reasons in %s)", name, s["missing"],

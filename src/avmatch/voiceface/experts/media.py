@@ -3,7 +3,8 @@
 A track is decoded once per process even when several experts read it (`extract_experts` runs every
 expert of a modality on one track before the next track), through a tiny cache keyed by the file's
 path, size and modification time. Voice tracks may be audio files or videos (their soundtrack); face
-tracks may be images (the image itself) or videos (frames at `fps`, at most `max_frames`).
+tracks may be images (the image itself), folders of frame images (VoxCeleb's face tracks: at most
+`max_frames` of them, evenly spread) or videos (frames at `fps`, at most `max_frames`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _cached(key: tuple, make: Callable[[], T]) -> T:
 def _file_key(path: Path) -> tuple:
     try:
         st = path.stat()
+        if path.is_dir():      # a folder of frames: its listing and newest change
+            kids = sorted(path.iterdir())
+            return (str(path.resolve()), len(kids), max([p.stat().st_mtime_ns for p in kids], default=0))
     except FileNotFoundError:
         raise MediaError(path, "file does not exist") from None
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -79,11 +83,17 @@ def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
 
 def load_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int = 30,
                 max_side: int = 640) -> list[np.ndarray]:
-    """The face track's pictures: an image file as one frame, a video as frames at `fps` (at most
-    `max_frames`, aspect kept, longer side at most `max_side`)."""
+    """The face track's pictures: an image file as one frame, a folder of images as at most `max_frames`
+    of them, a video as frames at `fps` (at most `max_frames`, aspect kept, longer side at most `max_side`)."""
     path = Path(path)
 
     def make() -> list[np.ndarray]:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.is_file() and is_image(p))
+            if not images:
+                raise MediaError(path, "a folder without image files")
+            pick = np.unique(np.linspace(0, len(images) - 1, min(max_frames, len(images))).round().astype(int))
+            return [read_image(images[i], max(max_side, 1024)) for i in pick]
         if is_image(path):
             return [read_image(path, max(max_side, 1024))]
         from avmatch.core.video import decode_frames, probe_video
