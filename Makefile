@@ -6,7 +6,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_DATABASE_TIMEOUT ?= 60
 export MPLBACKEND := Agg
 
-.PHONY: help setup demo demo-copydetect demo-versions demo-vmr demo-all test test-fast bench lint clean-demo ui
+.PHONY: help setup demo demo-copydetect demo-versions demo-vmr demo-voiceface demo-all test test-fast bench lint clean-demo ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ demo-versions: setup  ## version identification on its demo corpus, with the Ess
 demo-vmr: setup  ## video-to-music retrieval on its demo corpus
 	dvc repro vmr_evaluate
 	@python -c "import json; print(json.dumps(json.load(open('metrics/vmr.json')), indent=1))"
+
+demo-voiceface: setup  ## voice-face association (EFT) on a SIMULATED cohort of expert embeddings (not real data)
+	dvc repro voiceface_evaluate
+	@python -c "import json; m=json.load(open('metrics/voiceface.json')); print(m['corpus']); print(json.dumps({k: m['variants'][k] for k in m['variants']}, indent=1))"
 
 demo-all: setup  ## every pipeline (dvc repro of the whole graph, ~55 min on 2 cores)
 	dvc repro

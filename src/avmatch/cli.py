@@ -62,9 +62,13 @@ def params_show(path: Path = typer.Argument(Path("params.yaml"))) -> None:
 @corpus_app.command("import")
 def corpus_import(
     system: str = typer.Argument(..., help="which corpus: vmr (your music videos: each soundtrack becomes its pair) | "
-                                            "voiceface (EFT's released VoxCeleb1 features and lists)"),
+                                            "voiceface (EFT's released VoxCeleb1 features and lists, or a "
+                                            "VoxCeleb-style folder of media: identity/video/clip.mp4|wav|jpg)"),
     source: Path = typer.Argument(..., help="folder of your files"),
     root: Optional[Path] = typer.Option(None, help="corpus folder to write (default: params.yaml)"),
+    meta: Optional[Path] = typer.Option(None, help="voiceface: identities table like VoxCeleb's vox1_meta.csv "
+                                                   "(VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set)"),
+    seed: int = typer.Option(0, help="voiceface: seed of the identity split when the table gives none"),
 ) -> None:
     """Turn a folder of your own media into a corpus the pipeline reads; bad files are reported (exit 1)."""
     setup_logging()
@@ -73,19 +77,32 @@ def corpus_import(
 
     if system == "voiceface":
         from avmatch.voiceface.eft_import import EftLayoutError, import_eft
+        from avmatch.voiceface.voxceleb_folder import import_voxceleb_folder
 
         if root is None:
             try:
                 root = project_root() / load_params(project_root() / "params.yaml",
-                                                     systems=["voiceface"]).voiceface.corpus.root
+                                                    systems=["voiceface"]).voiceface.corpus.root
             except (ConfigError, AttributeError, KeyError) as exc:
                 _fail(f"pass --root (no voiceface.corpus.root in params.yaml: {exc})")
-        try:
-            info = import_eft(source, root)
-        except (EftLayoutError, FileNotFoundError) as exc:
+        if (source / "dataset" / "info").is_dir() or (source / "info").is_dir():     # EFT's released data
+            try:
+                info = import_eft(source, root)
+            except (EftLayoutError, FileNotFoundError) as exc:
+                _fail(str(exc))
+            typer.echo(json.dumps(info, indent=2))
+            return
+        try:                                                                          # your own media
+            r = import_voxceleb_folder(source, root, meta, seed=seed)
+        except FileNotFoundError as exc:
+            _fail(f"{exc}; and no EFT dataset here either (expected {source}/dataset/info/ or {source}/info/)")
+        except ValueError as exc:
             _fail(str(exc))
-        typer.echo(json.dumps(info, indent=2))
-        return
+        for f, reason in r["skipped"]:
+            typer.secho(f"skipped {f}: {reason}", fg=typer.colors.YELLOW, err=True)
+        typer.echo(json.dumps({**{k: v for k, v in r.items() if k != "skipped"}, "bad_files": len(r["skipped"]),
+                               "root": str(root)}, indent=2))
+        raise typer.Exit(1 if r["skipped"] else 0)
     if system != "vmr":
         _fail(f"unknown import '{system}'; available: vmr, voiceface")
     from avmatch.vmr.importer import import_music_videos
@@ -225,3 +242,7 @@ voiceface_metrics_cli.register_metrics(metrics_app)
 from avmatch.vmr import cli as vmr_cli  # noqa: E402  (registers `avmatch vmr ...`)
 
 app.add_typer(vmr_cli.app, name="vmr")
+
+from avmatch.voiceface import cli as voiceface_cli  # noqa: E402  (registers `avmatch voiceface ...`)
+
+app.add_typer(voiceface_cli.app, name="voiceface")

@@ -1,0 +1,1 @@
+"""Voice-face association pipeline (EFT): corpus -> ingest -> experts -> train -> extract -> evaluate."""

@@ -1,0 +1,125 @@
+"""The simulated cohort: VoxCeleb1 proportions, disjoint splits, determinism, noisy tracks, missing experts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avmatch.core.config import ConfigError, validate_params
+from avmatch.voiceface.cohort import MALE_FRACTION, NATIONALITIES, build_cohort, exact_counts, simulate_cohort
+from avmatch.voiceface.params import COHORT_SIZES, VfCorpusParams, VfSimulatorParams
+from avmatch.voiceface.vectors import read_vectors
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return simulate_cohort(VfCorpusParams(size="tiny", seed=3))
+
+
+def test_exact_counts_sum_and_rounding():
+    c = exact_counts(NATIONALITIES, 1251)
+    assert sum(c.values()) == 1251
+    for k, v in c.items():
+        assert abs(v - 1251 * NATIONALITIES[k] / sum(NATIONALITIES.values())) < 1
+
+
+def test_attribute_proportions_follow_voxceleb1():
+    c = simulate_cohort(VfCorpusParams(size="demo", seed=1))
+    ids = c.identities
+    assert len(ids) == sum(COHORT_SIZES["demo"])
+    assert abs((ids["gender"] == "m").mean() - MALE_FRACTION) < 0.01
+    share = ids["nationality"].value_counts(normalize=True)
+    assert share.index[0] == "USA" and share.index[1] == "UK"
+    for nat in ("USA", "UK", "Canada"):
+        assert abs(share[nat] - NATIONALITIES[nat]) < 0.01, (nat, share[nat])
+    # attributes are independent of the split: every split has both genders and mostly US identities
+    for _, g in ids.groupby("split"):
+        assert set(g["gender"]) == {"m", "f"}
+        assert (g["nationality"] == "USA").mean() > 0.4
+
+
+def test_splits_are_disjoint_and_sized(tiny):
+    ids, tracks = tiny.identities, tiny.tracks
+    sizes = ids["split"].value_counts().to_dict()
+    assert (sizes["train"], sizes["valid"], sizes["test"]) == COHORT_SIZES["tiny"]
+    assert ids["identity"].is_unique and tracks["track"].is_unique
+    split_of = ids.set_index("identity")["split"]
+    # every video belongs to one identity, hence to one split
+    assert (tracks.groupby("video")["identity"].nunique() == 1).all()
+    assert set(tracks["identity"]) <= set(split_of.index)
+    # one voice and one face track per clip
+    counts = tracks.groupby(["video", "modality"]).size().unstack()
+    assert (counts["voice"] == counts["face"]).all()
+
+
+def test_deterministic_by_seed(tmp_path):
+    cp = VfCorpusParams(size="tiny", seed=7)
+    a = build_cohort(cp, tmp_path / "a")
+    b = build_cohort(cp, tmp_path / "b")
+    assert a == b
+    for f in ("identities.parquet", "tracks.parquet", "experts/f_sim_swin.parquet", "experts/missing.parquet"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    other = simulate_cohort(VfCorpusParams(size="tiny", seed=8))
+    assert not other.identities.equals(pd.read_parquet(tmp_path / "a" / "identities.parquet"))
+
+
+def test_noisy_fraction_and_noisy_tracks_show_another_identity(tiny):
+    t = tiny.tracks
+    face = t[t["modality"] == "face"]
+    assert abs(face["noisy"].mean() - 0.1) < 0.01
+    assert not t.loc[t["modality"] == "voice", "noisy"].any()   # default: only face tracks are noisy
+    # a noisy face track's latent is another identity's: it is farther from its own identity's mean
+    names, z = tiny.latents["face"]
+    z = z[:, tiny.shared_slice]
+    ident = t.set_index("track").loc[names, "identity"].to_numpy()
+    noisy = t.set_index("track").loc[names, "noisy"].to_numpy()
+    clean_mean = {k: z[(ident == k) & ~noisy].mean(0) for k in set(ident)}
+    d = np.array([np.linalg.norm(z[i] - clean_mean[ident[i]]) for i in range(len(names))])
+    assert d[noisy].mean() > 1.5 * d[~noisy].mean()
+
+
+def test_noise_free_cohort_has_no_noisy_tracks():
+    c = simulate_cohort(VfCorpusParams(size="tiny", simulator=VfSimulatorParams(noisy_fraction=0.0)))
+    assert not c.tracks["noisy"].any()
+
+
+def test_missing_experts_are_listed_and_absent(tmp_path, tiny):
+    info = build_cohort(VfCorpusParams(size="tiny", seed=3), tmp_path)
+    missing = pd.read_parquet(tmp_path / "experts" / "missing.parquet")
+    assert info["missing_vectors"] == len(missing) > 0
+    assert set(missing.columns) >= {"track", "expert", "reason"}
+    t = tiny.tracks
+    n_tracks = {"v": (t["modality"] == "voice").sum(), "f": (t["modality"] == "face").sum()}
+    for e, dim in VfSimulatorParams().experts.items():
+        names, mat = read_vectors(tmp_path / "experts" / f"{e}.parquet")
+        assert mat.shape[1] == dim
+        gone = set(missing.loc[missing["expert"] == e, "track"])
+        assert not gone & set(names)
+        assert len(names) + len(gone) == n_tracks[e[0]]
+        assert abs(len(gone) / n_tracks[e[0]] - 0.05) < 0.03
+    # a track keeps at least one expert of its modality
+    per_track = missing.groupby("track")["expert"].nunique()
+    n_experts = {"v": 2, "f": 4}
+    for track, n in per_track.items():
+        modality = "v" if track.endswith(".wav") else "f"
+        assert n < n_experts[modality]
+
+
+def test_experts_are_different_views():
+    c = simulate_cohort(VfCorpusParams(size="tiny"))
+    a = c.vectors["f_sim_r2plus1d"][1][:50]
+    b = c.vectors["f_sim_inception"][1][:50]
+    assert a.shape == b.shape
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.5
+
+
+def test_params_errors_name_the_key():
+    with pytest.raises(ConfigError, match="voiceface.corpus.size"):
+        validate_params({"voiceface": {"corpus": {"size": "huge"}}}, systems=["voiceface"])
+    with pytest.raises(ConfigError, match="unknown key 'voiceface.train.max_step'"):
+        validate_params({"voiceface": {"train": {"max_step": 3}}}, systems=["voiceface"])
+    with pytest.raises(ConfigError, match="not simulated"):
+        validate_params({"voiceface": {"experts": {"voice": ["v_resemblyzer"]}}}, systems=["voiceface"])
+    with pytest.raises(ConfigError, match="big_batch"):
+        validate_params({"voiceface": {"train": {"batch_size": 64, "big_batch": 32}}}, systems=["voiceface"])
