@@ -50,3 +50,12 @@ def test_every_system_package_has_its_params_and_its_pipeline():
         assert (LIB / name / "params.py").exists()
         assert (ROOT / "pipelines" / name / "spec.py").exists(), f"pipelines/{name}/spec.py"
         assert (ROOT / "flows" / f"{name}.py").exists(), f"flows/{name}.py"
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are not packages, so pytest imports each test file by its bare name: two files
+    named alike (tests/vmr/test_x.py and tests/voiceface/test_x.py) break collection of the whole suite."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert [n for n, k in names.items() if k > 1] == []

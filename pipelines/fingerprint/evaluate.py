@@ -94,8 +94,12 @@ def _hub_penalty(params: Params, paths: FingerprintPaths, model, device):
         return None
     background = getattr(model, "background", None)
     if background is None:
-        background = embed_background(model, _training_music(paths, "train"), _training_music(paths, "noise_train"),
-                                      params.fingerprint, params.common.seed, device)
+        fp = params.fingerprint
+        background = embed_background(
+            model, _training_music(paths, "train"), _training_music(paths, "noise_train"),
+            excerpts=fp.train.background_excerpts, length_s=fp.train.background_length_s, audio=fp.audio,
+            max_speed_change=fp.corpus.max_speed_change, batch_size=fp.extract.batch_size, seed=params.common.seed,
+            device=device)
     return penalty_for(background, sp.hub_neighbours, sp.hub_weight)
 
 

@@ -45,7 +45,10 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
         val_audio=val_audio or None)
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     model = result.model.eval()
-    background = embed_background(model, audio, noise, fp, params.common.seed, next(model.parameters()).device)
+    background = embed_background(
+        model, audio, noise, excerpts=fp.train.background_excerpts, length_s=fp.train.background_length_s,
+        audio=fp.audio, max_speed_change=fp.corpus.max_speed_change, batch_size=fp.extract.batch_size,
+        seed=params.common.seed, device=next(model.parameters()).device)
     save_encoder(model, paths.encoder, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
                                         "audio": fp.audio.model_dump()}, background=background)
     history = pd.DataFrame(result.history)

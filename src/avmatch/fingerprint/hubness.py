@@ -27,7 +27,7 @@ import numpy as np
 from avmatch.fingerprint.calibration import null_excerpts
 
 if TYPE_CHECKING:
-    from avmatch.fingerprint.params import FingerprintParams
+    from avmatch.fingerprint.params import FpAudioParams
 
 # the background's excerpts are cut with this seed offset, never the null queries' own excerpts
 BACKGROUND_SEED_OFFSET = 7919
@@ -93,15 +93,15 @@ def background_excerpts(tracks: Sequence[np.ndarray], noises: Sequence[np.ndarra
     return [x for _, x in cut]
 
 
-def embed_background(model, tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], fp: "FingerprintParams",
-                     seed: int, device) -> np.ndarray | None:
-    """The background fingerprints of an encoder (`fp.train.background_excerpts` excerpts of `tracks`,
-    music that is not in the database), or None when none are asked for."""
+def embed_background(model, tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], *, excerpts: int,
+                     length_s: float, audio: "FpAudioParams", max_speed_change: float, batch_size: int, seed: int,
+                     device) -> np.ndarray | None:
+    """The background fingerprints of an encoder (`excerpts` excerpts of `tracks`, music that is not in the
+    database), or None when none are asked for. The settings come one by one, not as the whole params
+    section, so that the train stage's dvc.yaml entry lists just the parameters it reads."""
     from avmatch.fingerprint.embedding import embed_many
 
-    n = fp.train.background_excerpts
-    if n == 0 or not tracks:
+    if excerpts == 0 or not tracks:
         return None
-    clips = background_excerpts(tracks, noises, n, fp.train.background_length_s, fp.audio.sample_rate, seed,
-                                fp.corpus.max_speed_change)
-    return np.concatenate(embed_many(model, clips, fp.audio, device, fp.extract.batch_size)).astype(np.float32)
+    clips = background_excerpts(tracks, noises, excerpts, length_s, audio.sample_rate, seed, max_speed_change)
+    return np.concatenate(embed_many(model, clips, audio, device, batch_size)).astype(np.float32)
