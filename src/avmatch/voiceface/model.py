@@ -30,18 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from avmatch.voiceface.vectors import modality_of  # noqa: F401  (re-exported: part of this module's API)
+
 FORMAT = "avmatch-voiceface-pair-v1"
 KINDS = ("fusion", "single", "concat")
 MODALITIES = ("voice", "face")
-
-
-def modality_of(expert: str) -> str:
-    """`v_...` -> voice, `f_...` -> face (EFT's naming); anything else is an error, not a guess."""
-    if expert.startswith("v_"):
-        return "voice"
-    if expert.startswith("f_"):
-        return "face"
-    raise ValueError(f"expert name {expert!r} must start with 'v_' (voice) or 'f_' (face)")
 
 
 class _Standardise(nn.Module):

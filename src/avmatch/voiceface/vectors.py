@@ -63,3 +63,12 @@ def expert_matrix(path: Path, tracks: list[str]) -> tuple[np.ndarray, np.ndarray
     out = np.zeros((len(tracks), mat.shape[1] if mat.size else 0), np.float32)
     out[present] = mat[rows[present]]
     return out, present
+
+
+def modality_of(expert: str) -> str:
+    """`v_...` -> voice, `f_...` -> face (EFT's naming); anything else is an error, not a guess."""
+    if expert.startswith("v_"):
+        return "voice"
+    if expert.startswith("f_"):
+        return "face"
+    raise ValueError(f"expert name {expert!r} must start with 'v_' (voice) or 'f_' (face)")

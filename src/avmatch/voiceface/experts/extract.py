@@ -28,6 +28,7 @@ from avmatch.core.failures import failing_input
 from avmatch.core.progress import progress
 from avmatch.voiceface.experts.base import ExpertLoadError, ExpertUnavailable
 from avmatch.voiceface.experts.registry import load_expert
+from avmatch.voiceface.vectors import modality_of
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,6 @@ MISSING = "missing"
 NOT_LOADED = "expert not loaded: "
 PARTS = ".parts"
 TRACK_ERRORS = (ExpertUnavailable, MediaError, OSError, ValueError, RuntimeError)
-
-
-def modality_of(expert: str) -> str:
-    if expert.startswith("v_"):
-        return "voice"
-    if expert.startswith("f_"):
-        return "face"
-    raise ValueError(f"expert name {expert!r} must start with 'v_' (voice) or 'f_' (face)")
 
 
 def _vector_table(tracks: list[str], vectors: list[np.ndarray]) -> pa.Table:
