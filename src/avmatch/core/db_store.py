@@ -118,6 +118,18 @@ def read_json(path: Path, repair: str) -> dict:
     return data
 
 
+def read_table(path: Path, read: Callable[[Path], T], repair: str) -> T:
+    """A table file of the database (Parquet, CSV) read by `read`; a missing or unreadable one is
+    `DamagedDatabase` naming it. Arrow, pandas and the caller's own checks each raise their own error
+    type on a damaged file, so any error counts: a half-read table would give answers that look real."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise DamagedDatabase(path, "is missing", repair) from None
+    except Exception as exc:
+        raise DamagedDatabase(path, f"cannot be read ({type(exc).__name__}: {exc})", repair) from None
+
+
 def _write_json(path: Path, data: dict) -> None:
     """Write under a temporary name, flush to disk, rename: the file is the old one or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

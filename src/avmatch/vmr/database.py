@@ -35,6 +35,7 @@ from avmatch.core.db_store import (
     SnapshotStore,
     fault_point,
     read_json,
+    read_table,
     write_json_atomic,
     writer_lock,
 )
@@ -58,6 +59,14 @@ def settings_of_encoder(encoder: Path) -> dict:
     extra = torch.load(encoder, map_location="cpu", weights_only=True).get("extra", {})
     return {"sample_rate": extra.get("audio", {}).get("sample_rate", 16000), "hop": extra.get("hop", 256),
             "fps": extra.get("frames", {}).get("fps", 8.0), "frame_size": extra.get("frames", {}).get("size", 64)}
+
+
+def _read_tracks(path: Path) -> pd.DataFrame:
+    """tracks.csv with exactly the columns a published version writes (anything else is damage)."""
+    tracks = pd.read_csv(path, dtype={"track_id": str, "path": str})
+    if list(tracks.columns) != TRACK_COLUMNS:
+        raise ValueError(f"columns {list(tracks.columns)}")
+    return tracks
 
 
 @dataclass
@@ -109,14 +118,7 @@ class MusicDB:
         assert snap is not None
         repair = repair_command(root)
         settings = read_json(snap.path("settings.json"), repair)
-        try:
-            tracks = pd.read_csv(snap.path("tracks.csv"), dtype={"track_id": str, "path": str})
-            if list(tracks.columns) != TRACK_COLUMNS:
-                raise ValueError(f"columns {list(tracks.columns)}")
-        except FileNotFoundError:
-            raise DamagedDatabase(snap.path("tracks.csv"), "is missing", repair) from None
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DamagedDatabase(snap.path("tracks.csv"), f"cannot be read ({exc})", repair) from None
+        tracks = read_table(snap.path("tracks.csv"), _read_tracks, repair)
         tracks["path"] = tracks["path"].fillna("")
         try:
             index = SegmentIndex.load(snap.path("index"), mmap=False)

@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from avmatch.core.audio import MediaError
-from avmatch.core.db_store import DamagedDatabase, Snapshot, SnapshotStore, read_json, write_json_atomic, writer_lock
+from avmatch.core.db_store import (
+    DamagedDatabase,
+    Snapshot,
+    SnapshotStore,
+    read_json,
+    read_table,
+    write_json_atomic,
+    writer_lock,
+)
 
 MODALITIES = ("voice", "face")
 ITEM_COLUMNS = ["item", "modality", "path", "vector", "experts"]
@@ -128,12 +136,7 @@ class VoiceFaceDB:
         assert snap is not None
         repair = repair_command(root)
         settings = read_json(snap.path("settings.json"), repair)
-        try:
-            items = pd.read_parquet(snap.path("items.parquet"))
-        except FileNotFoundError:
-            raise DamagedDatabase(snap.path("items.parquet"), "is missing", repair) from None
-        except Exception as exc:      # Arrow raises its own on a damaged file
-            raise DamagedDatabase(snap.path("items.parquet"), f"cannot be read ({type(exc).__name__})", repair) from None
+        items = read_table(snap.path("items.parquet"), pd.read_parquet, repair)
         pair = check_model(snap.path("model.pt"), settings["experts"])
         return cls(root, pair, items, settings, snap.path("model.pt"))
 
