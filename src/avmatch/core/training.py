@@ -14,13 +14,17 @@ that would hand a half-trained model to the next stage.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["warmup_cosine", "step_rng", "step_seed", "SafetyTimer", "TimeLimitReached"]
+log = logging.getLogger(__name__)
+
+__all__ = ["warmup_cosine", "step_rng", "step_seed", "SafetyTimer", "TimeLimitReached", "Checkpoint"]
 
 
 def warmup_cosine(step: int, max_steps: int, warmup_steps: int) -> float:
@@ -90,3 +94,41 @@ class TimeLimitReached(RuntimeError):
             f"{system} training reached its safety time limit {key}={max_minutes:g} min after {steps} of the "
             f"configured max_steps={max_steps} steps; the model is not finished and no encoder was written. "
             f"{resume}raise {key} or set it to null (no limit) so one run trains all {max_steps} steps.")
+
+
+class Checkpoint:
+    """A trainer's resumable state in one file, tied to what produced it.
+
+    A checkpoint is resumed only when its format and `config_hash` (the trainer's digest of params,
+    seed and data) are the ones asked for: resuming another configuration's weights would give a model
+    that no params describe. A file that cannot be read is never fatal (training starts fresh and says
+    so), and saving writes a temporary file and renames it, so a kill mid-save leaves the previous one.
+    """
+
+    def __init__(self, path: str | Path, fmt: str, config_hash: str):
+        self.path, self.fmt, self.config_hash = Path(path), fmt, config_hash
+
+    def load(self, weights_only: bool = True) -> dict | None:
+        """The saved state when it belongs to this configuration, else None (the reason is logged)."""
+        import torch
+
+        if not self.path.exists():
+            return None
+        try:
+            ck = torch.load(self.path, map_location="cpu", weights_only=weights_only)
+        except Exception as exc:  # a corrupt or truncated checkpoint: start fresh, never fail the run
+            log.warning("checkpoint %s unreadable (%s): starting fresh", self.path, exc)
+            return None
+        if not isinstance(ck, dict) or ck.get("format") != self.fmt or ck.get("config_hash") != self.config_hash:
+            log.info("checkpoint %s made with other parameters or data: starting fresh", self.path)
+            return None
+        return ck
+
+    def save(self, state: dict) -> None:
+        """Write `state` (tensors, numbers, strings) with the format and config hash, atomically."""
+        import torch
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save({**state, "format": self.fmt, "config_hash": self.config_hash}, tmp)
+        os.replace(tmp, self.path)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from avmatch.core.device import seed_everything
-from avmatch.core.training import SafetyTimer, TimeLimitReached, step_rng, warmup_cosine
+from avmatch.core.training import Checkpoint, SafetyTimer, TimeLimitReached, step_rng, warmup_cosine
 from avmatch.vmr.losses import infonce, soft_intra_structure, vmnet_hinge
 from avmatch.vmr.model import VmrEncoder, embed_items, fit_window
 
@@ -83,22 +83,17 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
     model = VmrEncoder(videos[0].shape[1], music[0].shape[1], window, mp, *families)
     model.set_normalisation(np.concatenate(videos), np.concatenate(music))
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    ckpt_dir = Path(checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = ckpt_dir / "last.pt"
-    want = config_hash(tp, mp, window, seed, videos, music, families)
+    ckpt = Checkpoint(Path(checkpoint_dir) / "last.pt", CKPT_FORMAT,
+                      config_hash(tp, mp, window, seed, videos, music, families))
+    ckpt_path = ckpt.path
     step, prev_elapsed, history, resumed = 0, 0.0, [], None
-    if ckpt_path.exists():
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ck.get("format") == CKPT_FORMAT and ck.get("config_hash") == want:
-                model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["opt"])
-                step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
-                resumed = step
-                log.info("resuming training from step %d", step)
-        except Exception as exc:  # a corrupt checkpoint is never fatal
-            log.warning("checkpoint %s unreadable (%s): starting fresh", ckpt_path, exc)
+    ck = ckpt.load()
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+        resumed = step
+        log.info("resuming training from step %d", step)
     lengths = np.array([min(len(v), len(m)) for v, m in zip(videos, music)])
     batch = min(tp.batch_size, len(videos))
     warmup = max(1, min(100, tp.max_steps // 10))
@@ -107,10 +102,8 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
         return prev_elapsed + timer.elapsed_s()
 
     def save() -> None:
-        tmp = ckpt_path.with_name(f"last.pt.{os.getpid()}.tmp")
-        torch.save({"format": CKPT_FORMAT, "config_hash": want, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "elapsed": elapsed(), "history": json.dumps(history)}, tmp)
-        os.replace(tmp, ckpt_path)
+        ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed(),
+                   "history": json.dumps(history)})
 
     def val_recall() -> dict:
         if not val or len(val[0]) < 2:

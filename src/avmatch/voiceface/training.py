@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,11 +40,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from avmatch.core.training import SafetyTimer, TimeLimitReached, step_rng, step_seed
+from avmatch.core.training import Checkpoint, SafetyTimer, TimeLimitReached, step_rng, step_seed
 from avmatch.voiceface.model import VoiceFacePair
 from avmatch.voiceface.vectors import expert_matrix
 
 log = logging.getLogger(__name__)
+CKPT_FORMAT = "avmatch-vf-ckpt-v1"
 
 
 @dataclass
@@ -218,14 +218,14 @@ def train_pair(config: dict[str, Any], train: SplitData, tp: Any, *, valid: tupl
     history: list[dict] = []
     stats = {"kept": 0.0, "dup_before": 0.0, "dup_after": 0.0, "steps": 0}
     resumed = None
-    if checkpoint is not None and Path(checkpoint).exists():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") == fp:
-            pair.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            step, best, history, stats = ck["step"], ck["best"], ck["history"], ck["stats"]
-            resumed = step
-            log.info("%s: resumed from step %d (%s)", name, step, checkpoint)
+    ckpt = Checkpoint(checkpoint, CKPT_FORMAT, fp) if checkpoint is not None else None
+    ck = ckpt.load(weights_only=False) if ckpt is not None else None   # "best" holds a state dict
+    if ck is not None:
+        pair.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, best, history, stats = ck["step"], ck["best"], ck["history"], ck["stats"]
+        resumed = step
+        log.info("%s: resumed from step %d (%s)", name, step, checkpoint)
     timer = SafetyTimer(tp.max_minutes)
     t0 = time.monotonic()
 
@@ -240,13 +240,9 @@ def train_pair(config: dict[str, Any], train: SplitData, tp: Any, *, valid: tupl
             best.update(auc=auc, step=at, state={k: v.detach().cpu().clone() for k, v in pair.state_dict().items()})
 
     def save_checkpoint() -> None:
-        if checkpoint is None:
-            return
-        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(checkpoint).with_name(f".{Path(checkpoint).name}.{os.getpid()}.tmp")
-        torch.save({"fingerprint": fp, "model": pair.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "best": best, "history": history, "stats": stats}, tmp)
-        os.replace(tmp, checkpoint)
+        if ckpt is not None:
+            ckpt.save({"model": pair.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                       "history": history, "stats": stats})
 
     pair.train()
     while step < tp.max_steps:
