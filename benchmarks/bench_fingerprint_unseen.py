@@ -95,8 +95,8 @@ def split_tracks(files: list[Path], work: Path, fraction: float, seed: int, max_
     are what the ground truth names), the held-out rest are out-of-database sources."""
     import numpy as np
 
-    from avmatch.core.audio import MediaError, decode_audio
-    from avmatch.fingerprint.corpus import QUERY_SR, Track, _write_wav
+    from avmatch.core.audio import MediaError, decode_audio, write_wav
+    from avmatch.fingerprint.corpus import QUERY_SR, Track
 
     rng = np.random.default_rng([seed, 907])
     order = [files[i] for i in rng.permutation(len(files))]
@@ -113,7 +113,7 @@ def split_tracks(files: list[Path], work: Path, fraction: float, seed: int, max_
         stem = f.stem.replace(" ", "_")
         if j < n_db:
             path = work / "refs" / f"{stem}.wav"
-            _write_wav(path, x, QUERY_SR)
+            write_wav(path, x, QUERY_SR)
             refs.append(Track(f"refs/{stem}", path, "ref", "unseen", stem, len(x) / QUERY_SR))
         else:
             oov.append(Track("", f, "oov", "unseen", stem, len(x) / QUERY_SR))

@@ -106,3 +106,14 @@ def decode_audio(path: str | os.PathLike, sample_rate: int, max_seconds: float |
     if not np.all(np.isfinite(audio)):
         raise MediaError(path, "audio contains NaN or infinite samples")
     return audio
+
+
+def write_wav(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -> Path:
+    """Mono float audio, clipped to [-1, 1], as a 16-bit PCM WAV (folders made as needed): the format
+    of the corpora's queries and of the benchmarks' generated audio, which any decoder reads."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.clip(x, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return path

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import signal
 
 from avmatch.core import debian
-from avmatch.core.audio import MediaError, decode_audio
+from avmatch.core.audio import MediaError, decode_audio, write_wav
 from avmatch.core.corpus_build import stage_timer, swap_in
 from avmatch.core.device import available_cores
 from avmatch.core.music21_render import (
@@ -107,13 +107,6 @@ SIZES: dict[str, SizeSpec] = {
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
-
-
-def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.clip(x, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -310,7 +303,7 @@ def _build_noise(tmp: Path, seed: int, spec: SizeSpec, cache: Path | None, progr
             continue
         if len(x) < sr:  # noise recordings of at least 1 s
             continue
-        _write_wav(target, x, sr)
+        write_wav(target, x, sr)
         out[split].append(target)
     return out, sources
 
@@ -461,7 +454,7 @@ def _make_queries_for_source(root: Path, src: Track, plans: list[QueryPlan], noi
             qpath.parent.mkdir(parents=True, exist_ok=True)
             degrade.write_codec(qpath, out, info["sample_rate"], codec, info["bitrate"])
         else:
-            _write_wav(qpath, out, sr)
+            write_wav(qpath, out, sr)
         offset_s = start / sr
         gt = {"query_id": q.query_id, "query_path": qpath.relative_to(root).as_posix(),
               "ref_id": src.id if q.in_db else "", "ref_path": src.rel(root) if q.in_db else "",
