@@ -45,7 +45,8 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     ref_paths = dict(zip(refs["id"], refs["path"]))
     seg_index = SegmentIndex.load(paths.index)
     model, device = _trained_encoder(params, paths)
-    result = evaluate_queries(seg_index, gt, qvecs, fp, ref_paths, _null_vectors(params, paths, model, device),
+    result = evaluate_queries(seg_index, gt, qvecs, fp.search, fp.evaluate, fp.audio, fp.corpus.query_lengths_s,
+                              ref_paths, _null_vectors(params, paths, model, device),
                               _hub_penalty(params, paths, model, device))
 
     paths.results.mkdir(parents=True, exist_ok=True)
@@ -159,8 +160,9 @@ def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, 
                        for k, (v, s, _) in refs.items()], ignore_index=True)
     seg_index = SegmentIndex.build(vecs, idmap, "flat")
     queries = embed_set("queries")
-    result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp, ref_paths,
-                              _null_vectors(params, paths, model, device), _hub_penalty(params, paths, model, device))
+    result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp.search, fp.evaluate,
+                              fp.audio, fp.corpus.query_lengths_s, ref_paths, _null_vectors(params, paths, model, device),
+                              _hub_penalty(params, paths, model, device))
     return result.metrics
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from avmatch.core.index import SegmentIndex
 from avmatch.fingerprint.calibration import Thresholds, calibrate
 from avmatch.fingerprint.metrics import build_analysis, evaluate, length_key
-from avmatch.fingerprint.params import FingerprintParams
+from avmatch.fingerprint.params import FpAudioParams, FpEvaluateParams, FpSearchParams
 from avmatch.fingerprint.search import (
     NO_CANDIDATE,
     Match,
@@ -49,55 +49,56 @@ class EvaluationResult:
 
 
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
-                     fp: FingerprintParams, ref_paths: dict[str, str] | None = None,
+                     search: FpSearchParams, settings: FpEvaluateParams, audio: FpAudioParams,
+                     query_lengths_s: list[float], ref_paths: dict[str, str] | None = None,
                      null_vectors: list[tuple[float, np.ndarray]] | None = None,
                      penalty: Penalty | None = None) -> EvaluationResult:
     """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
     in the database) and the validation out-of-database queries; metrics on the test queries.
 
     A false match is an out-of-database query answered with any track: each length's threshold keeps
-    the share of such answers at or below `fingerprint.evaluate.target_false_match_rate`. `penalty`
+    the share of such answers at or below `settings.target_false_match_rate` (fingerprint.evaluate). `penalty`
     (the encoder's hub penalty) applies to every search alike: queries and null queries.
     """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
-    found = search_with(index, [query_vectors[i] for i in have], fp.search, penalty)
+    found = search_with(index, [query_vectors[i] for i in have], search, penalty)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
-    raw.update({i: decision_score(m, fp.search.score, fp.search.runner_up_weight) for i, m in zip(have, found)})
-    val = np.array([is_validation(q, fp.evaluate.validation_fraction) for q in gt["query_id"]])
+    raw.update({i: decision_score(m, search.score, search.runner_up_weight) for i, m in zip(have, found)})
+    val = np.array([is_validation(q, settings.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
     lengths = gt["length_s"].to_numpy(np.float64)
 
     null_scores: dict[float, list[float]] = {}
     for i, v, is_val in zip(ids, lengths, val & ~in_db):
         if is_val:
-            null_scores.setdefault(_calibrated_length(float(v), fp), []).append(_score(raw[i]))
+            null_scores.setdefault(_calibrated_length(float(v), query_lengths_s), []).append(_score(raw[i]))
     null_vectors = [(v, x) for v, x in (null_vectors or []) if len(x)]
     if null_vectors:
-        null_found = search_with(index, [x for _, x in null_vectors], fp.search, penalty)
+        null_found = search_with(index, [x for _, x in null_vectors], search, penalty)
         for (v, _), m in zip(null_vectors, null_found):
-            null_scores.setdefault(_calibrated_length(v, fp), []).append(_score(decision_score(m, fp.search.score, fp.search.runner_up_weight)))
-    target = fp.evaluate.target_false_match_rate
+            null_scores.setdefault(_calibrated_length(v, query_lengths_s), []).append(_score(decision_score(m, search.score, search.runner_up_weight)))
+    target = settings.target_false_match_rate
     thresholds = calibrate(null_scores, target) if null_scores else Thresholds(0.0)
 
     test = gt[~val].reset_index(drop=True)
-    au = fp.audio
+    au = audio
     preds = {q: apply_threshold(raw[i], thresholds.for_segments(len(query_vectors.get(i, ())), au.segment_s, au.hop_s))
              for q, i in zip(test["query_id"], test["item_id"])}
     seq_lens = {q: len(query_vectors.get(i, ())) for q, i in zip(test["query_id"], test["item_id"])}
-    analysis = build_analysis(test, preds, fp.audio.hop_s, segment_s=fp.audio.segment_s, ref_paths=ref_paths,
+    analysis = build_analysis(test, preds, audio.hop_s, segment_s=audio.segment_s, ref_paths=ref_paths,
                               query_seq_lens=seq_lens)
-    metrics = evaluate(test, preds, fp.audio.hop_s, fp.corpus.query_lengths_s, segment_s=fp.audio.segment_s,
+    metrics = evaluate(test, preds, audio.hop_s, query_lengths_s, segment_s=audio.segment_s,
                        ref_paths=ref_paths)
     top1 = {q: raw[i] for q, i in zip(test["query_id"], test["item_id"])}
-    top1_metrics = evaluate(test, top1, fp.audio.hop_s, fp.corpus.query_lengths_s, segment_s=fp.audio.segment_s,
+    top1_metrics = evaluate(test, top1, audio.hop_s, query_lengths_s, segment_s=audio.segment_s,
                             ref_paths=ref_paths)
     metrics.update(
         target_false_match_rate=target,
         **thresholds.to_json(),
-        false_match_rate_by_length=_oov_rate_by_length(analysis, fp.corpus.query_lengths_s),
+        false_match_rate_by_length=_oov_rate_by_length(analysis, query_lengths_s),
         top1_hit_rate_without_threshold=top1_metrics["track_hit_rate"],
-        speed_changed_hit_rate=_speed_changed(analysis, fp.corpus.query_lengths_s),
+        speed_changed_hit_rate=_speed_changed(analysis, query_lengths_s),
         n_null_queries={length_key(v): len(s) for v, s in sorted(null_scores.items())},
         n_validation_queries=int(val.sum()), n_test_queries=int((~val).sum()),
         n_queries_without_vectors=len(ids) - len(have))
@@ -109,9 +110,9 @@ def _score(match: Match) -> float:
     return float(match.score) if match.item_id is not None else float("-inf")
 
 
-def _calibrated_length(length_s: float, fp: FingerprintParams) -> float:
+def _calibrated_length(length_s: float, query_lengths_s: list[float]) -> float:
     """The evaluation length a query's score calibrates (the nearest in log-length)."""
-    lengths = np.asarray(fp.corpus.query_lengths_s, np.float64)
+    lengths = np.asarray(query_lengths_s, np.float64)
     return float(lengths[np.argmin(np.abs(np.log(lengths) - np.log(max(length_s, 1e-3))))])
 
 
