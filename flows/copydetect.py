@@ -1,4 +1,4 @@
-"""Prefect flow for the copy detection (VSC22) pipeline: the same stage functions `dvc repro` runs, in order.
+"""Prefect flow for the copy detection (VSC22) pipeline: the stages of dvc.yaml, in DVC's order.
 
     python -m flows.copydetect                      # whole pipeline with params.yaml
     python -m flows.copydetect -S copydetect.candidates.beta=0.5 --stages candidates localise evaluate
@@ -6,8 +6,9 @@
 From the Prefect UI (deployment `copydetect/avmatch`, served by `python -m flows.serve`) the
 `copydetect` parameter is a form of the params.yaml section: fill in only what to change. Values are
 validated before any stage starts (a wrong key or type fails the run at once, naming the key).
-Stages whose inputs did not change are NOT skipped here (`dvc repro` does that); each stage's own
-caches (metadata, decoded frames, shards, checkpoints) still make reruns cheap.
+A run without overrides goes through DVC (flows/dvc_run.py): stale stages run and dvc.lock is updated as
+`dvc repro` would, up-to-date ones end as Cached. A run with overrides still calls the stage functions in
+this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """What every pipeline flow shares: validate parameters, run the chosen stages in order, parse `-S`.
 
+A plain run (no overrides) goes through DVC (`flows.dvc_run`): stale stages run and `dvc.lock` is
+updated, up-to-date ones are skipped. A run with overrides still calls the stage functions itself,
+in the workspace, every named stage, leaving dvc.lock alone (issue 13 moves these to DVC experiments).
+
 Each pipeline has a thin flow module (`flows/<pipeline>.py`) so it gets its own Prefect flow
 name, deployment and UI form; the work itself is here and in `pipelines.runner`. A stage that
 the pipeline can split (extraction) runs its partitions as tasks on a Dask task runner when
@@ -23,6 +27,7 @@ from avmatch.core.config import (
     parse_overrides,
 )
 from avmatch.core.paths import project_root
+from flows.dvc_run import run_through_dvc
 from pipelines.registry import stage_order
 from pipelines.runner import load_run_params
 from tasks.stages import stage_task
@@ -44,6 +49,8 @@ def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages:
     root_s = str(root or project_root())
     overrides = dict(overrides or {})
     params = load_run_params(project_root(root_s), overrides=overrides, systems=[pipeline])
+    if not overrides:
+        return _plain_run(pipeline, params, root_s, stages)
     order = stage_order(pipeline, project_root(root_s))
     wanted = stages or list(order)
     unknown = sorted(set(wanted) - set(order))
@@ -59,6 +66,16 @@ def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages:
         else:
             results[stage] = run(f"{pipeline}.{stage}", overrides, None, root_s)
     return results
+
+
+def _plain_run(pipeline: str, params: Params, root: str, stages: list[str] | None) -> dict[str, dict]:
+    """No overrides: the workspace's params.yaml as it is, so DVC runs what is stale and updates dvc.lock."""
+    before = {}
+    n = _num_partitions(params, pipeline, PARTITIONED_STAGE)
+    if n > 1:
+        before[PARTITIONED_STAGE] = lambda: run_partitions(f"{pipeline}.{PARTITIONED_STAGE}", {}, n, root,
+                                                           params.orchestration.dask, params.orchestration.retries)
+    return run_through_dvc(pipeline, root, stages, before)
 
 
 def _num_partitions(params: Params, pipeline: str, stage: str) -> int:

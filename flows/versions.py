@@ -1,10 +1,12 @@
-"""Prefect flow for the versions pipeline: the same stage functions `dvc repro` runs, in order.
+"""Prefect flow for the versions pipeline: the stages of dvc.yaml, in DVC's order.
 
     python -m flows.versions                                   # whole pipeline with params.yaml
     python -m flows.versions -S versions.evaluate.reduction=min --stages evaluate
 
-Overrides are validated before any stage starts. Stages are not skipped here when their inputs did
-not change (use `dvc repro` for that); the PCM / CQT caches and shards still make reruns cheap.
+Overrides are validated before any stage starts. A run without overrides goes through DVC
+(flows/dvc_run.py): stale stages run and dvc.lock is updated as `dvc repro` would, up-to-date ones end
+as Cached. A run with overrides still calls the stage functions in
+this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
 
 From the Prefect UI (deployment `versions/avmatch`, served by `python -m flows.serve`) the `versions`
 parameter is a form of the params.yaml section: fill in only what to change.

@@ -1,11 +1,12 @@
-"""Prefect flow for the video-to-music retrieval pipeline: the same stage functions `dvc repro` runs, in order.
+"""Prefect flow for the video-to-music retrieval pipeline: the stages of dvc.yaml, in DVC's order.
 
     python -m flows.vmr                               # whole pipeline with params.yaml
     python -m flows.vmr -S vmr.train.loss=hinge --stages train extract index evaluate
 
 From the Prefect UI the `vmr` parameter is a form of the params.yaml section: fill in only what to
-change. Values are validated before any stage starts. Stages whose inputs did not change are NOT skipped
-here (`dvc repro` does that); each stage's own caches (metadata, frames, PCM, checkpoints) keep reruns cheap.
+change. Values are validated before any stage starts. A run without overrides goes through DVC (flows/dvc_run.py): stale stages run and dvc.lock is updated as
+`dvc repro` would, up-to-date ones end as Cached. A run with overrides still calls the stage functions in
+this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ order. The demo corpus is a SIMULATED cohort of expert embeddings (not real data
     python -m flows.voiceface -S voiceface.train.sbc.mode=off --stages train extract evaluate
 
 From the Prefect UI the `voiceface` parameter is a form of the params.yaml section: fill in only what to
-change. Values are validated before any stage starts. Stages whose inputs did not change are NOT skipped
-here (`dvc repro` does that); each stage's own caches (checkpoints) keep reruns cheap.
+change. Values are validated before any stage starts. A run without overrides goes through DVC (flows/dvc_run.py): stale stages run and dvc.lock is updated as
+`dvc repro` would, up-to-date ones end as Cached. A run with overrides still calls the stage functions in
+this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
 """
 
 from __future__ import annotations

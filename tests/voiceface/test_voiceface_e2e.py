@@ -86,3 +86,43 @@ def test_flow_is_reachable(repo):
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.splitlines()[0] == "voiceface"
     assert "train" in p.stdout and "corpus" in p.stdout
+
+
+def test_prefect_plain_run_goes_through_dvc(repo, prefect_api, monkeypatch):
+    """A Prefect run without overrides is DVC's: up-to-date stages are skipped (Cached), a changed param
+    re-runs only the stages that read it, dvc.lock is updated, and the encoder it registers says so."""
+    import time
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from flows.voiceface import voiceface_flow
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", _env(repo)["PATH"])     # DVC runs each stage's `python -m pipelines ...`
+    for key in ("MLFLOW_TRACKING_URI", "AVMATCH_ROOT", "AVMATCH_ORCHESTRATOR"):
+        monkeypatch.delenv(key, raising=False)
+    t0 = time.monotonic()
+    skipped = voiceface_flow(root=str(repo))
+    took = time.monotonic() - t0
+    assert {"corpus", "ingest", "experts", "train", "extract", "evaluate"} <= set(skipped), skipped
+    assert not [s for s, r in skipped.items() if r["ran"]], skipped
+    assert took < 60, f"an up-to-date plain run took {took:.0f} s"
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["voiceface"]["evaluate"]["bootstrap"] = 40            # read by the evaluate stage only
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = voiceface_flow(root=str(repo))
+    assert [s for s, r in rerun.items() if r["ran"]] == ["evaluate"], rerun
+    status = _run([str(BIN / "dvc"), "status", "voiceface_evaluate"], repo).stdout
+    assert "up to date" in status.lower(), status             # dvc.lock was updated as `dvc repro` would
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["voiceface_evaluate"]
+    assert lock["params"]["params.yaml"]["voiceface.evaluate.bootstrap"] == 40
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("avmatch-voiceface")
+    ev = client.search_runs([exp.experiment_id], "tags.stage = 'evaluate'", order_by=["attributes.start_time DESC"])[0]
+    assert ev.data.tags["orchestrator"] == "prefect" and ev.data.params["voiceface.evaluate.bootstrap"] == "40"
+    versions = client.search_model_versions("name='avmatch-voiceface-encoder'")
+    newest = max(versions, key=lambda v: int(v.version))
+    assert newest.run_id == ev.info.run_id and newest.tags["dvc_lock_matches"] == "True", newest.tags
