@@ -94,11 +94,18 @@ def test_every_stage_logged_to_mlflow_with_tags(repo):
 
 
 def test_dvc_exp_run_with_override(repo):
-    _run([str(BIN / "dvc"), "exp", "run", "fingerprint_evaluate", "-S", "fingerprint.search.top_k=5"], repo)
+    from mlflow.tracking import MlflowClient
+
+    _run([str(BIN / "dvc"), "exp", "run", "fingerprint_evaluate", "-n", "topk5", "-S", "fingerprint.search.top_k=5"], repo)
     shown = _run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout
-    assert "top_k" in shown
+    assert "top_k" in shown and "topk5" in shown
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["fingerprint"]["search"]["top_k"] == 5
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")   # the stage's MLflow run carries the experiment's name
+    exp = client.get_experiment_by_name("avmatch-fingerprint")
+    runs = client.search_runs([exp.experiment_id], "tags.dvc_experiment = 'topk5'")
+    assert {r.data.tags["stage"] for r in runs} == {"evaluate"}, [r.data.tags for r in runs]
+    assert runs[0].data.params["fingerprint.search.top_k"] == "5"
 
 
 def test_bad_parameters_fail_fast_naming_the_key(repo):

@@ -245,6 +245,8 @@ def stage_run(common: CommonParams, root: Path, pipeline: str, stage: str, param
         "dvc_stage": dvc_stage or "",
         "inputs_md5": stage_inputs_hash(root, dvc_stage) if dvc_stage else "",
         "orchestrator": orchestrator or os.environ.get("AVMATCH_ORCHESTRATOR", "cli"),
+        # `dvc exp run` names the experiment in the stage's environment: the run is found by that name
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
     }
     run = retry_locked(lambda: mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags), what=stage)
     with run:
