@@ -13,9 +13,12 @@ mean over queries):
   AP = Σ P(i)·ΔR(i) over the score groups. Predictions for pairs that are not in the ground truth add
   predicted length (lower precision) and nothing else.
 * **Matching track, pairwise µAP** and **descriptor track µAP**: average precision of (query, ref)
-  pairs ranked by score, with precision taken at each distinct score (ties form one step, as
-  scikit-learn's `average_precision_score` does) and recall relative to *all* ground-truth pairs,
-  so pairs never predicted count as missed. Matching predictions become pairs by their max score
+  pairs ranked by score: the sum over hits of the precision at the hit's rank, divided by the number
+  of ground-truth pairs, so pairs never predicted count as missed. Tied pairs are *not* pooled (the
+  official `average_precision` sorts stably and scores each rank; scikit-learn's
+  `average_precision_score` would pool them): they keep the order in which the pairs first appear,
+  in the submission's rows for matching and in (similarity, query frame, ref frame) order for
+  descriptors, as the official code builds its pair lists. Matching predictions become pairs by their max score
   *floored at 0*, as the official `CandidatePair.from_matches` does (its running maximum starts from
   `defaultdict(float)`'s 0.0): every pair whose matches all score below 0 ties at 0. Descriptor-track
   pairs keep their raw maximum similarity (the official `MaxScoreAggregation` has no floor).
@@ -236,24 +239,27 @@ def pair_scores(matches: Iterable[Match]) -> dict[tuple[str, str], float]:
 
 
 def pairwise_ap(gt_pairs: Iterable[tuple[str, str]], predictions: Mapping[tuple[str, str], float]) -> APResult:
-    """µAP of ranked pairs: Σ over distinct scores (descending) of precision × Δrecall, recall over all
-    ground-truth pairs (the challenge's "adjusted" AP)."""
+    """µAP of ranked pairs, the official `average_precision`: pairs sorted by score, highest first, with
+    tied pairs kept in the order `predictions` lists them (a stable sort); AP = Σ over the hits of the
+    precision at the hit's rank / number of ground-truth pairs (pairs never predicted count as missed).
+
+    Ties are not pooled (scikit-learn pools them, the challenge does not): a hit tied with a miss
+    scores precision 1 when it is listed first and 1/2 when it is listed second. Matching submissions
+    list their pairs in the order each pair first appears in the CSV (`pair_scores`), descriptor
+    candidates in order of similarity, then query frame, then reference frame (`descriptor_candidates`),
+    as the official code builds them."""
     positives = set(gt_pairs)
     if not positives or not predictions:
         return APResult(0.0)
-    items = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)
+    items = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)  # stable: ties keep their order
     scores = np.array([s for _, s in items], dtype=np.float64)
     if not np.isfinite(scores).all():
         raise VscFormatError("scores must be finite")
-    correct = np.array([k in positives for k, _ in items], dtype=np.float64)
-    # one step per distinct score: the last index of each run of equal scores
-    last = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
-    tp = np.cumsum(correct)[last]
-    precision = tp / (last + 1)
-    recall = tp / len(positives)
-    d_recall = np.diff(np.r_[0.0, recall])
-    step = d_recall > 0
-    return APResult(float(np.sum(precision * d_recall)), precision[step], recall[step], scores[last][step])
+    correct = np.array([k in positives for k, _ in items], dtype=bool)
+    precision = np.cumsum(correct) / np.arange(1, len(items) + 1)
+    recall = np.cumsum(correct) / len(positives)
+    return APResult(float(np.sum(precision[correct]) / len(positives)), precision[correct], recall[correct],
+                    scores[correct])
 
 
 def matching_metrics(gts: Sequence[Match], predictions: Sequence[Match]) -> dict[str, APResult]:
