@@ -35,6 +35,7 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
     m = json.loads((repo / "metrics/copydetect.json").read_text())
     # the tiny corpus has a noise set and β > 0: normalisation ran, and the metrics say so
     assert m.pop("score_normalisation").startswith("on: beta"), m
+    assert m.pop("noise_videos") > 0 and m.pop("noise_frames") >= 1
     assert m.pop("descriptor_dim") == 128 + 1   # the normalisation's extra dimension is part of the export
     assert set(m) == {"descriptor_uap", "matching_uap", "pairwise_uap"}
     assert all(0.0 <= v <= 1.0 for v in m.values())
