@@ -111,3 +111,9 @@ def test_add_without_an_encoder_says_where_it_looked(world, tmp_path):
     assert r.exit_code == 2 and "no trained copy detection encoder" in r.stderr
     assert str(lonely / "models/copydetect/encoder.pt") in r.stderr
     assert not (tmp_path / "db").exists()      # a failed creation leaves no folder behind
+
+
+def test_repair_of_a_missing_folder_is_an_error_and_creates_nothing(tmp_path):
+    r = run(["copydetect", "repair", "--db", str(tmp_path / "nowhere")], tmp_path, {})
+    assert r.exit_code == 2 and "no such database folder" in r.stderr
+    assert not (tmp_path / "nowhere").exists()

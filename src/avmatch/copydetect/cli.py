@@ -198,7 +198,8 @@ def _echo_row(values: list) -> None:
 
 
 @app.command("repair")
-def repair(db: Path = typer.Option(Path("data/copydetect/db"), "--db", help="reference database folder"),
+def repair(db: Optional[Path] = typer.Option(None, "--db", help="database folder (default: the pipeline's "
+                                             "data/copydetect/db of the avmatch project around, or $AVMATCH_ROOT)"),
            wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS",
                                                 help="wait at most this long for another writer (default: until it "
                                                      "finishes)")) -> None:
@@ -206,7 +207,10 @@ def repair(db: Path = typer.Option(Path("data/copydetect/db"), "--db", help="ref
     The pipeline's latest database comes back with `dvc checkout data/copydetect/db` or `dvc repro`."""
     from avmatch.copydetect.database import repair_database
     from avmatch.core.db_store import DatabaseBusy
+    from avmatch.core.paths import project_root
 
+    if db is None:   # never a folder relative to wherever the command happens to run
+        db = project_root() / "data" / "copydetect" / "db"
     try:
         version, changed = repair_database(db, wait, lambda m: typer.secho(f"note: {m}", err=True))
     except (FileNotFoundError, DatabaseBusy) as exc:

@@ -141,6 +141,8 @@ def repair_database(root: str | Path, wait: float | None = None, say=None) -> tu
     There are no shards to rebuild from here: the descriptors are the pipeline's outputs, so the
     versions kept are the copies (and `dvc checkout` restores the pipeline's own)."""
     root = Path(root)
+    if not root.is_dir():   # taking the writer lock would create the folder
+        raise FileNotFoundError(f"{root}: no such database folder")
     store = snapshots(root)
     with writer_lock(root, wait, say):
         try:
