@@ -157,6 +157,24 @@ def _official_pairwise_ap(gt_pairs: set, matches: list) -> float:
     return total / len(gt_pairs)
 
 
+def test_descriptor_top_k_keeps_the_first_tied_frame_pairs_in_query_then_ref_order():
+    from avmatch.copydetect.metrics import global_topk
+
+    queries = [_vf("Q1", [[1.0, 0.0], [1.0, 0.0]]), _vf("Q2", [[1.0, 0.0]])]
+    refs = [_vf(f"R{i}", [[1.0, 0.0]]) for i in range(1, 5)]          # every frame pair ties at 1.0
+    for block in (1 << 20, 4 * 4 * 2):                                 # one block, and one query row per block
+        qi, ri, s = global_topk(queries, refs, 5, block_bytes=block)
+        assert list(zip(qi.tolist(), ri.tolist())) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+        assert s.tolist() == [1.0] * 5
+    # a cut through a tie: similarities 1, 1, 1, 3, 2, 3 and k = 5 keep R0 and R1 of the three at 1 (an
+    # arbitrary partition of the tie kept R0 and R2)
+    sims = [1.0, 1.0, 1.0, 3.0, 2.0, 3.0]
+    qi, ri, s = global_topk([_vf("Q", [[1.0, 0.0]])], [_vf(f"R{i}", [[v, 0.0]]) for i, v in enumerate(sims)], 5)
+    assert ri.tolist() == [3, 5, 4, 0, 1] and s.tolist() == [3.0, 3.0, 2.0, 1.0, 1.0]
+    # 2 frame pairs per query video -> k = 6: Q1's first frame with R1..R4, its second frame with R1, R2
+    assert list(descriptor_candidates(queries, refs, retrieval_per_query=2)) == [("Q1", f"R{i}") for i in range(1, 5)]
+
+
 def test_pairwise_ap_equals_the_challenge_formula_on_random_submissions():
     rng = np.random.default_rng(0)
     for _ in range(300):

@@ -285,9 +285,10 @@ def global_topk(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],
                 block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k largest inner products over all (query descriptor, ref descriptor) pairs.
 
-    Returns (query rows, ref rows, similarities) in descending similarity. Exact: computed block-wise
-    so memory stays ~`block_bytes` whatever the collection size (the challenge's range search returns
-    the same set up to ties at the k-th value).
+    Returns (query rows, ref rows, similarities) in descending similarity, ties in (query row, ref row)
+    order; among pairs tied at the k-th similarity the first in that order are kept, as the challenge's
+    sorted range search keeps them. Exact: computed block-wise so memory stays ~`block_bytes` whatever
+    the collection size.
     """
     q = np.concatenate([v.features for v in queries]).astype(np.float32) if queries else np.zeros((0, 1), np.float32)
     r = np.concatenate([v.features for v in refs]).astype(np.float32) if refs else np.zeros((0, 1), np.float32)
@@ -297,19 +298,25 @@ def global_topk(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],
     best_s = np.zeros(0, np.float32)
     best_q = np.zeros(0, np.int64)
     best_r = np.zeros(0, np.int64)
+
+    def first_k(s: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(s) > k:   # only the part at or above the k-th value needs the full (score, query, ref) order
+            keep = np.flatnonzero(s >= s[np.argpartition(-s, k - 1)[k - 1]])
+            s, qi, ri = s[keep], qi[keep], ri[keep]
+        order = np.lexsort((ri, qi, -s))[:k]
+        return s[order], qi[order], ri[order]
+
     for start in range(0, len(q), rows):
-        sims = q[start:start + rows] @ r.T
-        flat = sims.reshape(-1)
-        take = min(k, len(flat))
-        idx = np.argpartition(-flat, take - 1)[:take] if take < len(flat) else np.arange(len(flat))
-        best_s = np.concatenate([best_s, flat[idx]])
-        best_q = np.concatenate([best_q, start + idx // len(r)])
-        best_r = np.concatenate([best_r, idx % len(r)])
-        if len(best_s) > k:
-            keep = np.argpartition(-best_s, k - 1)[:k]
-            best_s, best_q, best_r = best_s[keep], best_q[keep], best_r[keep]
-    order = np.lexsort((best_r, best_q, -best_s))
-    return best_q[order], best_r[order], best_s[order]
+        flat = (q[start:start + rows] @ r.T).reshape(-1)
+        if k < len(flat):   # everything at or above the k-th value: ties at the cut stay candidates
+            kth = flat[np.argpartition(-flat, k - 1)[k - 1]]
+            idx = np.flatnonzero(flat >= kth)
+        else:
+            idx = np.arange(len(flat))
+        best_s, best_q, best_r = first_k(np.concatenate([best_s, flat[idx]]),
+                                         np.concatenate([best_q, start + idx // len(r)]),
+                                         np.concatenate([best_r, idx % len(r)]))
+    return best_q, best_r, best_s
 
 
 def descriptor_candidates(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],
