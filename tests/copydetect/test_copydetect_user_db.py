@@ -86,6 +86,12 @@ def test_add_then_query_from_another_folder(world):
              "--noise", str(world["noise"])], world["elsewhere"], env)
     assert r.exit_code == 0, r.output
     assert "0 video(s) added, 2 unchanged" in r.stdout and "OFF" not in r.stderr
+    # a changed file with a known id replaces that reference, and says so
+    changed = world["elsewhere"] / "R3.mp4"
+    encode_video(changed, _clip(7, 5), FPS)
+    r = run(["copydetect", "add", str(changed), "--db", db], world["elsewhere"], env)
+    assert r.exit_code == 0 and "1 video(s) added" in r.stdout and "R3: replaced" in r.stderr, r.output
+    assert "3 reference video(s)" in r.stdout
     out = world["elsewhere"] / "matches.csv"
     r = run(["copydetect", "query", str(world["queries"] / "Q1.mp4"), str(world["queries"] / "Q2.mp4"), "--db", db,
              "--out", "matches.csv"], world["elsewhere"], {})

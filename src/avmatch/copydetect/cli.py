@@ -131,6 +131,8 @@ def add(
         _fail(str(exc))
     for note in report.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    for vid in report.replaced:
+        typer.secho(f"note: {vid}: replaced the descriptors of the earlier file with this id", err=True)
     typer.echo(f"{len(report.added)} video(s) added, {len(report.unchanged)} unchanged, {len(report.errors)} "
                f"unusable; the database holds {report.refs} reference video(s), {report.ref_seconds / 60:.1f} min")
     if report.errors:

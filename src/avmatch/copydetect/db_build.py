@@ -42,6 +42,7 @@ class AddReport:
     """What one `add` did: ids embedded, ids unchanged, (input, reason) errors, the database's size."""
 
     added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)     # added ids that replaced another file's descriptors
     unchanged: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     refs: int = 0
@@ -212,6 +213,8 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
             noise = [v for v, _ in embed_videos(((p.stem, p) for p in noise_files), encoder, settings, error,
                                                 "copydetect add: noise")]
         for vf, digest in embed_videos(todo, encoder, settings, error, "copydetect add: references"):
+            if vf.video_id in refs:
+                report.replaced.append(vf.video_id)
             refs[vf.video_id] = vf
             sources[vf.video_id] = {"path": str(files[vf.video_id]), "hash": digest}
             report.added.append(vf.video_id)
