@@ -4,27 +4,22 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from avmatch.fingerprint.cli import (
+from avmatch.core.cli_io import (
     EXIT_SOME_FAILED,
     WAIT_HELP,
-    _report,
-    _waiting,
+    fail,
     paragraphs,
+    report_error,
+    waiting,
 )
 
 app = typer.Typer(help="Video copy detection: which parts of a video copy which parts of reference videos.",
                   no_args_is_help=True)
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def vsc_matching(
@@ -42,7 +37,7 @@ def vsc_matching(
     try:
         m = matching_metrics(read_matches(gt, is_gt=True), read_matches(pred))
     except (VscFormatError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out = {"segment_uap": m["segment"].ap, "pairwise_uap": m["pairwise"].ap}
     typer.echo(json.dumps(out) if as_json else "\n".join(f"{k:14s} {v:.4f}" for k, v in out.items()))
 
@@ -60,7 +55,7 @@ def vsc_descriptor(
     try:
         ap = descriptor_ap(read_matches(gt, is_gt=True), read_vsc_npz(query), read_vsc_npz(ref)).ap
     except (VscFormatError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"descriptor_uap": ap}) if as_json else f"descriptor_uap {ap:.4f}")
 
 
@@ -78,7 +73,7 @@ def build_corpus(size: Optional[str], seed: Optional[int], root: Optional[Path])
     try:
         cp = load_params(project_root() / "params.yaml", overrides).copydetect.corpus
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     info = build_copydetect_corpus(cp, Path(root) if root else project_root() / cp.root)
     return {k: v for k, v in info.items() if k != "sources"}
 
@@ -126,9 +121,9 @@ def add(
     from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
 
     try:
-        report = add_references(db, videos, model, noise, wait, _waiting, _report)
+        report = add_references(db, videos, model, noise, wait, waiting, report_error)
     except (EncoderNotFound, DamagedDatabase, DatabaseBusy, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for note in report.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
     for vid in report.replaced:
@@ -149,54 +144,46 @@ def query(
     min_score: Optional[float] = typer.Option(None, help="hide matches below this score (default: the db's)"),
 ) -> None:
     from avmatch.copydetect.database import CopyDB
-    from avmatch.copydetect.metrics import MATCH_COLUMNS, write_matches
+    from avmatch.copydetect.metrics import MATCH_COLUMNS
+    from avmatch.core.cli_io import CsvRows
     from avmatch.core.db_store import DamagedDatabase
     from avmatch.core.progress import progress
+    from avmatch.core.query_inputs import expand_queries
     from avmatch.core.video import MediaError
-    from avmatch.fingerprint.db_inputs import expand_queries
 
     try:
         cdb = CopyDB.load(db)
     except (FileNotFoundError, DamagedDatabase) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if cdb.settings.get("beta", 0) > 0 and len(cdb.noise) == 0:
-        _waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
+        waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
     queries = list(expand_queries(videos))
-    _echo_row(MATCH_COLUMNS)
-    rows, failed = [], 0
-    for path, reason in progress(queries, desc="copydetect query", unit="video"):
-        if not reason:
-            try:
-                matches = cdb.query(path, min_score=min_score)
-            except MediaError as exc:
-                reason = exc.reason
-        if reason:
-            failed += 1
-            _report(path, reason)
-            continue
-        rows += matches
-        for m in matches:
-            _echo_row([m.query_id, m.ref_id, f"{m.query_start:.2f}", f"{m.query_end:.2f}", f"{m.ref_start:.2f}",
-                       f"{m.ref_end:.2f}", f"{m.score:.4f}"])
-    if out is not None:
-        write_matches(out, rows)
-    typer.echo(f"{len(queries) - failed} query video(s) answered, {len(rows)} copied segment(s)"
+    try:
+        out_rows = CsvRows(MATCH_COLUMNS, out)
+    except OSError as exc:
+        fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+    found, failed = 0, 0
+    try:
+        for path, reason in progress(queries, desc="copydetect query", unit="video"):
+            if not reason:
+                try:
+                    matches = cdb.query(path, min_score=min_score)
+                except MediaError as exc:
+                    reason = exc.reason
+            if reason:
+                failed += 1
+                report_error(path, reason)
+                continue
+            found += len(matches)
+            for m in matches:
+                out_rows.write([m.query_id, m.ref_id, m.query_start, m.query_end, m.ref_start, m.ref_end, m.score])
+    finally:
+        out_rows.close()
+    typer.echo(f"{len(queries) - failed} query video(s) answered, {found} copied segment(s)"
                + (f", written to {out}" if out is not None else ""), err=True)
     if failed:
         typer.secho(f"{failed} query video(s) could not be read (see the errors above)", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def _echo_row(values: list) -> None:
-    """One CSV line on stdout, printed around a running progress bar rather than into it."""
-    import csv
-    import io
-
-    from tqdm.auto import tqdm
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(values)
-    tqdm.write(buf.getvalue(), file=sys.stdout)
 
 
 @app.command("repair")
@@ -216,6 +203,6 @@ def repair(db: Optional[Path] = typer.Option(None, "--db", help="database folder
     try:
         version, changed = repair_database(db, wait, lambda m: typer.secho(f"note: {m}", err=True))
     except (FileNotFoundError, DatabaseBusy) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{db}: version {version} " + ("published again (the damaged one is no longer read)" if changed
                                              else "is intact; nothing to repair"))

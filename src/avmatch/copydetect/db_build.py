@@ -11,8 +11,8 @@ error for the second, not a silent overwrite. A file that cannot be decoded is r
 reason and the others are still added.
 
 A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`
-(found as `avmatch fingerprint add` finds its encoder: `$AVMATCH_ROOT`, else the project around the
-working directory, else the checkout avmatch runs from). Its settings (1 fps frames, k, β, localisation)
+(found by `avmatch.core.model_lookup` as the other systems' `add` commands find theirs: `$AVMATCH_ROOT`,
+else the project around the working directory, else the checkout avmatch runs from). Its settings (1 fps frames, k, β, localisation)
 and its noise set come from the project's pipeline database when that was built with the same encoder
 (so user queries are answered as the evaluated ones were), else from the project's params.yaml, with
 the noise set from `--noise DIR`; without a noise set, normalisation is off and the command says so.
@@ -28,13 +28,19 @@ from avmatch.copydetect.database import CopyDB, settings_from
 from avmatch.copydetect.metrics import VideoFeatures
 from avmatch.core.db_store import DamagedDatabase
 from avmatch.core.hashing import file_hash
+from avmatch.core.model_lookup import (
+    ModelNotFound,
+    find_project_model,
+    given_model,
+    not_found_message,
+    project_of,
+)
 
 ENCODER_REL = Path("models") / "copydetect" / "encoder.pt"
 PIPELINE_DB_REL = Path("data") / "copydetect" / "db"
 
 
-class EncoderNotFound(RuntimeError):
-    """No encoder for a new database; the message says where we looked and what to do."""
+EncoderNotFound = ModelNotFound   # no encoder for a new database, or another one than the database's
 
 
 @dataclass
@@ -52,21 +58,13 @@ class AddReport:
 
 def locate_default_encoder(model: Path | None = None) -> Path:
     """`model` when given, else the project's trained encoder; EncoderNotFound says what to do otherwise."""
-    from avmatch.fingerprint.encoder_lookup import candidate_projects
-
     if model is not None:
-        path = Path(model).expanduser().resolve()
-        if not path.is_file():
-            raise EncoderNotFound(f"{model}: no such encoder file (resolved to {path})")
-        return path
-    looked = [root / ENCODER_REL for root in candidate_projects()]
-    found = next((p for p in looked if p.exists()), None)
+        return given_model(model, ENCODER_REL)
+    found, looked = find_project_model(ENCODER_REL)
     if found is None:
-        where = "\n".join(f"  - {p}" for p in looked) or "  - (no avmatch project here or above: no params.yaml)"
-        raise EncoderNotFound("no trained copy detection encoder found. Looked for:\n" + where + "\n"
-                              "Train one with `dvc repro copydetect_evaluate` (or `make demo-copydetect`) in the "
-                              "avmatch project, point at it with AVMATCH_ROOT=/path/to/avmatch, or pass --model "
-                              "/path/to/encoder.pt")
+        raise EncoderNotFound(not_found_message("copy detection encoder", looked,
+                                                "`dvc repro copydetect_evaluate` (or `make demo-copydetect`)",
+                                                "avmatch copydetect add"))
     return found
 
 
@@ -94,8 +92,6 @@ def _project_settings(project: Path | None) -> dict:
 def new_database_setup(encoder: Path) -> tuple[dict, list[VideoFeatures], str]:
     """(settings, noise descriptors, where they came from) for a new database built with `encoder`: the
     project's pipeline database when it holds the same encoder, else the project's params.yaml, no noise."""
-    from avmatch.fingerprint.encoder_lookup import project_of
-
     project = project_of(encoder)
     if project is not None and (project / PIPELINE_DB_REL).exists():
         try:
@@ -139,7 +135,7 @@ def add_references(db: Path, inputs: Iterable[str], model: Path | None = None, n
     """Add (or update) reference videos in the database at `db`, creating it when new; see the module
     docstring. `noise_dir` (re)places the noise set; errors go to `on_error` as they happen."""
     from avmatch.copydetect.database import snapshots
-    from avmatch.fingerprint.db_inputs import expand
+    from avmatch.core.query_inputs import expand
 
     report = AddReport()
 
@@ -181,7 +177,7 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
     """Read the database, embed what is new and publish, all under the writer lock."""
     from avmatch.copydetect.database import snapshots
     from avmatch.core.db_store import writer_lock
-    from avmatch.fingerprint.db_inputs import expand
+    from avmatch.core.query_inputs import expand
 
     with writer_lock(db, wait, say):
         new = snapshots(db).current() is None
