@@ -95,7 +95,8 @@ found from `$AVMATCH_ROOT` (when set), else from the avmatch project around the 
 checkout avmatch runs from. Its settings (1 fps frames, k, β, localisation) and noise set are those
 of the project's pipeline database (`data/copydetect/db`) when it was built with the same encoder,
 else the project's params.yaml and `--noise DIR`. Without a noise set, score normalisation is off and
-the command says so. The database keeps its encoder and settings, so `query` needs neither."""
+the command says so. The database keeps its encoder and settings, so `query` needs neither. Give `--db`
+a folder of your own: the pipeline's `data/copydetect/db` is a DVC output that `dvc repro` rewrites."""
 
 QUERY_HELP = f"""Find the parts of each query video that copy parts of the database's reference videos.
 Prints the VSC22 matching CSV on stdout (and writes it to `--out`), best first per query, with a
