@@ -27,5 +27,9 @@ def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) ->
     t0 = time.perf_counter()
     c = find_candidates(index, queries, noise, cc.beta, cc.k, cc.max_pairs_per_query, cc.shortlist)
     write_csv(paths.results / "candidates.csv", c.pairs)
+    # the index actually built (a small reference set shrinks IVF-PQ's nlist / pq_m, or falls back to flat, with a
+    # warning): recorded, so a recall number is never read as the configured index's when it is not
+    used = {f"index_{k}": v for k, v in index.params.items() if k in ("nlist", "pq_m", "pq_nbits") and v is not None}
     return {"ref_frames": index.ntotal, "query_frames": int(sum(len(q) for q in queries)),
-            "recall_seconds": time.perf_counter() - t0, "pairs": len(c.pairs)}
+            "recall_seconds": time.perf_counter() - t0, "pairs": len(c.pairs),
+            "index_is_flat": int(index.kind == "flat"), **used}

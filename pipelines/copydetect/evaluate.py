@@ -100,14 +100,15 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     pHash baseline and the untrained encoder through the same recall and localisation."""
     from avmatch.copydetect.metrics import plot_pr_curves, read_matches
     from avmatch.copydetect.model import FrameEncoder
-    from avmatch.copydetect.noise_set import warn_if_off
+    from avmatch.copydetect.noise_set import normalisation_record
     from avmatch.copydetect.phash import phash_descriptors
     from avmatch.copydetect.vsc_npz import read_vsc_npz
 
     cd = params.copydetect
     gt = read_matches(paths.ground_truth, is_gt=True)
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
-    noise = noise_matrix(stored_features(paths, "noise"), cd.model.dim)
+    noise_videos = stored_features(paths, "noise")
+    noise = noise_matrix(noise_videos, cd.model.dim)
     # "main": the pipeline's settings (its stored matches); "raw" / "normalised": β = 0 / evaluate.normalised_beta
     betas = {"main": cd.candidates.beta, "raw": 0.0, "normalised": cd.evaluate.normalised_beta}
     stored = {"main": read_matches(paths.results / "matches.csv")}
@@ -138,7 +139,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
 
     main = compare["trained"]["main"]
     main["descriptor_dim"] = int(submitted["main"][0][0].features.shape[1]) if submitted["main"][0] else 0
-    main["score_normalisation"] = warn_if_off(cd.candidates.beta, paths.set_dir("noise"), len(noise), paths.root)
+    main.update(normalisation_record(cd.candidates.beta, paths.set_dir("noise"), len(noise_videos), len(noise),
+                                     paths.root))
     write_json(paths.metrics / "copydetect.json", main)
     write_json(paths.metrics / "copydetect_compare.json", compare)
     if "phash" in compare:

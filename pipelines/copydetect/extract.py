@@ -19,7 +19,7 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     later stages), the descriptor-track submission (export/: what the reported descriptor µAP is computed on)
     and the query db."""
     from avmatch.copydetect.candidates import descriptor_submission
-    from avmatch.copydetect.database import CopyDB
+    from avmatch.copydetect.database import CopyDB, settings_from
     from avmatch.copydetect.model import embed_frames, load_frame_encoder
     from avmatch.copydetect.vsc_npz import write_vsc_npz
     from avmatch.core.device import resolve_device
@@ -64,8 +64,8 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     write_vsc_npz(paths.export("queries"), queries)
     write_vsc_npz(paths.export("refs"), refs)
     summary["export_dim"] = int(queries[0].features.shape[1]) if queries else 0
-    settings = {"fps": cd.frames.fps, "frame_size": cd.frames.size, "beta": cd.candidates.beta, "k": cd.candidates.k,
-                "max_pairs_per_query": cd.candidates.max_pairs_per_query, "localise": cd.localise.model_dump(),
-                "min_score": 0.0}
-    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"], settings)
+    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"],
+                  settings_from(fps=cd.frames.fps, frame_size=cd.frames.size, beta=cd.candidates.beta,
+                                k=cd.candidates.k, max_pairs_per_query=cd.candidates.max_pairs_per_query,
+                                localise=cd.localise.model_dump()))
     return summary

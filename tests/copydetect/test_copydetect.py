@@ -129,7 +129,7 @@ def test_descriptor_submission_round_trips_to_the_same_descriptor_uap(tmp_path):
     assert json.loads(out)["descriptor_uap"] == pytest.approx(descriptor_ap(gt, qa, ra).ap, abs=1e-12)
 
 
-def test_augment_and_short_training_with_resume(tmp_path, caplog):
+def test_augment_and_short_training_with_resume(tmp_path, caplog, capsys):
     import logging
 
     from avmatch.copydetect.params import CdModelParams, CdTrainParams
@@ -149,6 +149,9 @@ def test_augment_and_short_training_with_resume(tmp_path, caplog):
     # progress lines: the first and the last step at least, with loss and rate
     lines = [r.getMessage() for r in caplog.records if r.name == "avmatch.copydetect.train_log"]
     assert lines[0].startswith("step 1/3: loss ") and lines[-1].startswith("step 3/3: loss ") and "steps/s" in lines[-1]
+    # and a progress bar over the steps on stderr
+    err = capsys.readouterr().err
+    assert "copydetect: train encoder" in err and "3/3" in err
     tp2 = CdTrainParams(batch_size=6, max_steps=3, checkpoint_every=1)
     again = train_frame_encoder(videos, train_params=tp2, model_params=mp, seed=1, device="cpu", checkpoint_dir=tmp_path)
     assert again.resumed_from_step == 3 and again.steps == 3

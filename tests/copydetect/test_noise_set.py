@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from avmatch.copydetect.noise_set import normalisation_status, warn_if_off
+from avmatch.copydetect.noise_set import normalisation_record, normalisation_status, warn_if_off
 from avmatch.core.config import validate_params
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.ingest import ingest
@@ -32,6 +32,18 @@ def test_warning_only_when_normalisation_was_asked_for(tmp_path, caplog):
         status = warn_if_off(0.5, missing, 0)
     assert status == f"off: noise folder {missing} missing"
     assert len(caplog.records) == 1 and str(missing) in caplog.text and "OFF" in caplog.text
+
+
+def test_metrics_record_says_whether_normalisation_ran_and_on_how_many_noise_videos(tmp_path, caplog):
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    on = normalisation_record(0.5, noise, 3, 90, tmp_path)
+    assert on == {"score_normalisation": "on: beta 0.5 with 90 noise frames from noise", "noise_videos": 3,
+                  "noise_frames": 90}
+    with caplog.at_level(logging.WARNING, logger="avmatch.copydetect.noise_set"):
+        off = normalisation_record(0.5, tmp_path / "gone", 0, 0, tmp_path)
+    assert off["score_normalisation"] == "off: noise folder gone missing" and off["noise_videos"] == 0
+    assert "gone" in caplog.text
 
 
 def _paths(tmp_path: Path, **corpus) -> tuple:

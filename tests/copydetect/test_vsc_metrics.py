@@ -108,18 +108,24 @@ def test_pairwise_ap_hand_worked_with_misses_and_ties():
     gt = {("a", "1"), ("b", "1"), ("c", "1")}
     # a (hit, P 1), x (miss), b (hit, P 2/3); c never predicted -> recall steps of 1/3
     assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.8, ("b", "1"): 0.7}).ap == pytest.approx((1 + 2 / 3) / 3)
-    # a tie between a hit and a miss is one step at precision 1/2
-    assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.9}).ap == pytest.approx(0.5 / 3)
+    # ties are not pooled (the official average_precision scores each rank of a stable sort): a hit tied
+    # with a miss has precision 1 when listed first, 1/2 when listed second
+    assert pairwise_ap(gt, {("a", "1"): 0.9, ("x", "1"): 0.9}).ap == pytest.approx(1 / 3)
+    assert pairwise_ap(gt, {("x", "1"): 0.9, ("a", "1"): 0.9}).ap == pytest.approx(0.5 / 3)
 
 
 def test_negative_match_scores_floor_at_zero_for_pairs_as_the_official_from_matches_does():
-    # the hit scores -0.2, the miss -0.5: a raw maximum ranks the hit first (pairwise 1.0); the official
-    # CandidatePair.from_matches starts each pair's maximum at 0.0, so both pairs tie at 0 -> one step, P 1/2
-    preds = [M("Q1", "R1", 0, 10, 0, 10, -0.2), M("Q2", "R2", 0, 10, 0, 10, -0.5)]
+    # the miss (listed first) scores -0.5, the hit -0.2: a raw maximum ranks the hit first (pairwise 1.0);
+    # the official CandidatePair.from_matches starts each pair's maximum at 0.0, so both pairs score 0 and
+    # keep their listed order: the hit is at rank 2, P 1/2
+    preds = [M("Q2", "R2", 0, 10, 0, 10, -0.5), M("Q1", "R1", 0, 10, 0, 10, -0.2)]
     m = matching_metrics(GT, preds)
     assert m["pairwise"].ap == pytest.approx(0.5)
+    assert pair_scores(preds) == {("Q2", "R2"): 0.0, ("Q1", "R1"): 0.0}
     # the segment µAP ranks the raw scores (the official match_metric has no floor): the hit comes first
     assert m["segment"].ap == pytest.approx(1.0)
+    # listed the other way round, the floored tie puts the hit first: 1.0 (a pooled tie would give 0.5)
+    assert matching_metrics(GT, preds[::-1])["pairwise"].ap == pytest.approx(1.0)
     # a pair with one positive match keeps that score; above 0 the ranking is the raw one
     preds = [M("Q1", "R1", 0, 10, 0, 10, -0.9), M("Q1", "R1", 0, 10, 0, 10, 0.3), M("Q2", "R2", 0, 10, 0, 10, 0.1)]
     assert matching_metrics(GT, preds)["pairwise"].ap == pytest.approx(1.0)
@@ -136,15 +142,60 @@ def test_descriptor_pairs_keep_negative_similarities_as_the_official_max_aggrega
     assert descriptor_ap([M("Q1", "R1", 0, 1, 0, 1)], queries, refs).ap == pytest.approx(1.0)
 
 
-def test_pairwise_ap_equals_the_challenge_formula_on_random_rankings():
-    skm = pytest.importorskip("sklearn.metrics")
+def _official_pairwise_ap(gt_pairs: set, matches: list) -> float:
+    """The challenge's pairwise µAP written out step by step from its definition (vsc/metrics.py:
+    `CandidatePair.from_matches` then `average_precision`), to compare ours with."""
+    best: dict = {}
+    for m in matches:
+        best[m.pair] = max(m.score, best.get(m.pair, 0.0))
+    ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)
+    hits, total = 0, 0.0
+    for rank, (pair, _) in enumerate(ranked, start=1):
+        if pair in gt_pairs:
+            hits += 1
+            total += hits / rank
+    return total / len(gt_pairs)
+
+
+def test_descriptor_top_k_keeps_the_first_tied_frame_pairs_in_query_then_ref_order():
+    from avmatch.copydetect.metrics import global_topk
+
+    queries = [_vf("Q1", [[1.0, 0.0], [1.0, 0.0]]), _vf("Q2", [[1.0, 0.0]])]
+    refs = [_vf(f"R{i}", [[1.0, 0.0]]) for i in range(1, 5)]          # every frame pair ties at 1.0
+    for block in (1 << 20, 4 * 4 * 2):                                 # one block, and one query row per block
+        qi, ri, s = global_topk(queries, refs, 5, block_bytes=block)
+        assert list(zip(qi.tolist(), ri.tolist())) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+        assert s.tolist() == [1.0] * 5
+    # a cut through a tie: similarities 1, 1, 1, 3, 2, 3 and k = 5 keep R0 and R1 of the three at 1 (an
+    # arbitrary partition of the tie kept R0 and R2)
+    sims = [1.0, 1.0, 1.0, 3.0, 2.0, 3.0]
+    qi, ri, s = global_topk([_vf("Q", [[1.0, 0.0]])], [_vf(f"R{i}", [[v, 0.0]]) for i, v in enumerate(sims)], 5)
+    assert ri.tolist() == [3, 5, 4, 0, 1] and s.tolist() == [3.0, 3.0, 2.0, 1.0, 1.0]
+    # 2 frame pairs per query video -> k = 6: Q1's first frame with R1..R4, its second frame with R1, R2
+    assert list(descriptor_candidates(queries, refs, retrieval_per_query=2)) == [("Q1", f"R{i}") for i in range(1, 5)]
+
+
+def test_pairwise_ap_equals_the_challenge_formula_on_random_submissions():
     rng = np.random.default_rng(0)
+    for _ in range(300):
+        n_gt = int(rng.integers(1, 8))
+        gt = [M(f"q{i}", "r", 0, 1, 0, 1) for i in range(n_gt)]
+        # several matches per pair, scores from a coarse grid around 0: many ties, many negatives
+        preds = [M(f"q{rng.integers(0, 12)}", "r", 0, 1, 0, 1, float(rng.integers(-4, 5)) / 4)
+                 for _ in range(int(rng.integers(1, 20)))]
+        expected = _official_pairwise_ap({g.pair for g in gt}, preds)
+        assert matching_metrics(gt, preds)["pairwise"].ap == pytest.approx(expected, abs=1e-12)
+
+
+def test_pairwise_ap_equals_scikit_learn_when_no_scores_tie():
+    skm = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
     for _ in range(20):
         n_gt = int(rng.integers(1, 15))
         gt = {(f"q{i}", "r") for i in range(n_gt)}
         pool = [(f"q{i}", "r") for i in range(25)]
         chosen = rng.choice(len(pool), int(rng.integers(1, 25)), replace=False)
-        preds = {pool[i]: float(rng.integers(0, 5)) / 4 for i in chosen}  # many ties
+        preds = {pool[i]: float(rng.random()) for i in chosen}
         y = np.array([k in gt for k in preds], float)
         s = np.array(list(preds.values()))
         expected = (skm.average_precision_score(y, s) * y.sum() / len(gt)) if y.sum() else 0.0

@@ -9,13 +9,17 @@ from typing import Optional
 
 import typer
 
+from avmatch.core.cli_io import (
+    EXIT_SOME_FAILED,
+    WAIT_HELP,
+    fail,
+    paragraphs,
+    report_error,
+    waiting,
+)
+
 app = typer.Typer(help="Video copy detection: which parts of a video copy which parts of reference videos.",
                   no_args_is_help=True)
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def vsc_matching(
@@ -33,7 +37,7 @@ def vsc_matching(
     try:
         m = matching_metrics(read_matches(gt, is_gt=True), read_matches(pred))
     except (VscFormatError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out = {"segment_uap": m["segment"].ap, "pairwise_uap": m["pairwise"].ap}
     typer.echo(json.dumps(out) if as_json else "\n".join(f"{k:14s} {v:.4f}" for k, v in out.items()))
 
@@ -51,7 +55,7 @@ def vsc_descriptor(
     try:
         ap = descriptor_ap(read_matches(gt, is_gt=True), read_vsc_npz(query), read_vsc_npz(ref)).ap
     except (VscFormatError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps({"descriptor_uap": ap}) if as_json else f"descriptor_uap {ap:.4f}")
 
 
@@ -69,7 +73,7 @@ def build_corpus(size: Optional[str], seed: Optional[int], root: Optional[Path])
     try:
         cp = load_params(project_root() / "params.yaml", overrides).copydetect.corpus
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     info = build_copydetect_corpus(cp, Path(root) if root else project_root() / cp.root)
     return {k: v for k, v in info.items() if k != "sources"}
 
@@ -80,44 +84,112 @@ def register_metrics(metrics_app: typer.Typer) -> None:
     metrics_app.command("vsc-descriptor")(vsc_descriptor)
 
 
-@app.command("query")
+ADD_HELP = f"""Build or extend a reference database from your own videos (files or folders, searched
+recursively). Each video's id is its file name without extension (as in VSC22 CSVs); `query` reports it
+as `ref_id`. Videos already in the database unchanged are skipped, a changed file replaces its old
+descriptors, and files that cannot be used are reported on stderr with the reason while the rest are
+added; the exit status is {EXIT_SOME_FAILED} when any input failed.
+
+A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`,
+found from `$AVMATCH_ROOT` (when set), else from the avmatch project around the current folder or the
+checkout avmatch runs from. Its settings (1 fps frames, k, β, localisation) and noise set are those
+of the project's pipeline database (`data/copydetect/db`) when it was built with the same encoder,
+else the project's params.yaml and `--noise DIR`. Without a noise set, score normalisation is off and
+the command says so. The database keeps its encoder and settings, so `query` needs neither. Give `--db`
+a folder of your own: the pipeline's `data/copydetect/db` is a DVC output that `dvc repro` rewrites."""
+
+QUERY_HELP = f"""Find the parts of each query video that copy parts of the database's reference videos.
+Prints the VSC22 matching CSV on stdout (and writes it to `--out`), best first per query, with a
+progress bar on stderr: `query_id,ref_id,query_start,query_end,ref_start,ref_end,score` (ids are file
+names without extension, times in seconds). A query that cannot be read is an error line on stderr
+naming it and the reason; the others are still answered and the exit status is {EXIT_SOME_FAILED}.
+The score is the segment's best frame similarity minus the noise-set bias (when the database has a
+noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage."""
+
+
+@app.command("add", help=paragraphs(ADD_HELP))
+def add(
+    videos: list[str] = typer.Argument(..., metavar="REF_VIDEO_OR_FOLDER", help="reference videos or folders",
+                                       show_default=False),
+    db: Path = typer.Option(..., "--db", help="database folder (created if missing)"),
+    model: Optional[Path] = typer.Option(None, help="encoder of a new database (default: the project's trained "
+                                         "encoder); for an existing one it must be the encoder it was built with"),
+    noise: Optional[Path] = typer.Option(None, "--noise", help="folder of videos that are certainly NOT references: "
+                                         "(re)places the noise set used for score normalisation"),
+    wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
+) -> None:
+    from avmatch.copydetect.db_build import EncoderNotFound, add_references
+    from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
+
+    try:
+        report = add_references(db, videos, model, noise, wait, waiting, report_error)
+    except (EncoderNotFound, DamagedDatabase, DatabaseBusy, FileNotFoundError) as exc:
+        fail(str(exc))
+    for note in report.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    for vid in report.replaced:
+        typer.secho(f"note: {vid}: replaced the descriptors of the earlier file with this id", err=True)
+    typer.echo(f"{len(report.added)} video(s) added, {len(report.unchanged)} unchanged, {len(report.errors)} "
+               f"unusable; the database holds {report.refs} reference video(s), {report.ref_seconds / 60:.1f} min")
+    if report.errors:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command("query", help=paragraphs(QUERY_HELP))
 def query(
-    videos: list[Path] = typer.Argument(..., help="query video files"),
-    db: Path = typer.Option(Path("data/copydetect/db"), "--db",
-                            help="reference database: the pipeline's db folder (made by the extract stage)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the matches as a VSC22 CSV"),
+    videos: list[str] = typer.Argument(..., metavar="QUERY_VIDEO_OR_FOLDER", help="query videos or folders",
+                                       show_default=False),
+    db: Path = typer.Option(..., "--db", help="database folder: made by `avmatch copydetect add`, or the "
+                            "pipeline's data/copydetect/db"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the matches here (VSC22 matching CSV)"),
     min_score: Optional[float] = typer.Option(None, help="hide matches below this score (default: the db's)"),
 ) -> None:
-    """Print the copied segments of each video: query_id,ref_id,query_start,query_end,ref_start,ref_end,score."""
     from avmatch.copydetect.database import CopyDB
+    from avmatch.copydetect.metrics import MATCH_COLUMNS
+    from avmatch.core.cli_io import CsvRows
     from avmatch.core.db_store import DamagedDatabase
+    from avmatch.core.progress import progress
+    from avmatch.core.query_inputs import expand_queries
     from avmatch.core.video import MediaError
 
     try:
         cdb = CopyDB.load(db)
     except (FileNotFoundError, DamagedDatabase) as exc:
-        _fail(str(exc))
-    rows = []
-    for v in videos:
-        try:
-            matches = cdb.query(v, min_score=min_score)
-        except MediaError as exc:
-            typer.secho(f"skipped {v}: {exc.reason}", fg=typer.colors.YELLOW, err=True)
-            continue
-        if not matches:
-            typer.echo(f"# {v}: no copied segment found")
-        rows += matches
-        for m in matches:
-            typer.echo(f"{m.query_id},{m.ref_id},{m.query_start:.1f},{m.query_end:.1f},{m.ref_start:.1f},"
-                       f"{m.ref_end:.1f},{m.score:.4f}")
-    if out:
-        from avmatch.copydetect.metrics import write_matches
-
-        write_matches(out, rows)
+        fail(str(exc))
+    if cdb.settings.get("beta", 0) > 0 and len(cdb.noise) == 0:
+        waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
+    queries = list(expand_queries(videos))
+    try:
+        out_rows = CsvRows(MATCH_COLUMNS, out)
+    except OSError as exc:
+        fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+    found, failed = 0, 0
+    try:
+        for path, reason in progress(queries, desc="copydetect query", unit="video"):
+            if not reason:
+                try:
+                    matches = cdb.query(path, min_score=min_score)
+                except MediaError as exc:
+                    reason = exc.reason
+            if reason:
+                failed += 1
+                report_error(path, reason)
+                continue
+            found += len(matches)
+            for m in matches:
+                out_rows.write([m.query_id, m.ref_id, m.query_start, m.query_end, m.ref_start, m.ref_end, m.score])
+    finally:
+        out_rows.close()
+    typer.echo(f"{len(queries) - failed} query video(s) answered, {found} copied segment(s)"
+               + (f", written to {out}" if out is not None else ""), err=True)
+    if failed:
+        typer.secho(f"{failed} query video(s) could not be read (see the errors above)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command("repair")
-def repair(db: Path = typer.Option(Path("data/copydetect/db"), "--db", help="reference database folder"),
+def repair(db: Optional[Path] = typer.Option(None, "--db", help="database folder (default: the pipeline's "
+                                             "data/copydetect/db of the avmatch project around, or $AVMATCH_ROOT)"),
            wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS",
                                                 help="wait at most this long for another writer (default: until it "
                                                      "finishes)")) -> None:
@@ -125,10 +197,13 @@ def repair(db: Path = typer.Option(Path("data/copydetect/db"), "--db", help="ref
     The pipeline's latest database comes back with `dvc checkout data/copydetect/db` or `dvc repro`."""
     from avmatch.copydetect.database import repair_database
     from avmatch.core.db_store import DatabaseBusy
+    from avmatch.core.paths import project_root
 
+    if db is None:   # never a folder relative to wherever the command happens to run
+        db = project_root() / "data" / "copydetect" / "db"
     try:
         version, changed = repair_database(db, wait, lambda m: typer.secho(f"note: {m}", err=True))
     except (FileNotFoundError, DatabaseBusy) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{db}: version {version} " + ("published again (the damaged one is no longer read)" if changed
                                              else "is intact; nothing to repair"))

@@ -3,6 +3,8 @@ noise descriptors (VSC22 npz) and the settings the pipeline evaluated, in one fo
 
 The pipeline's extract stage writes it (`data/copydetect/db`), so a user query is answered exactly
 like the evaluated queries: same 1 fps frames, descriptors, normalisation and localisation.
+`avmatch copydetect add` builds one of a user's own videos the same way (`db_build`; its
+settings.json also keeps each reference's file and content hash under `ref_sources`).
 
 The four files of one database are a version (`snapshots/NNNNNN/`), published by replacing the
 pointer `CURRENT` under the folder's writer lock (`avmatch.core.db_store`): a query running while
@@ -16,7 +18,7 @@ An older database (the four files at the top of the folder) is read as it is.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,14 @@ def snapshots(root: Path) -> SnapshotStore:
     return SnapshotStore(root, repair_command(root), legacy=("settings.json",))
 
 
+def settings_from(*, fps: float, frame_size: int, beta: float, k: int, max_pairs_per_query: int,
+                  localise: dict) -> dict:
+    """The settings a database answers queries with (the extract stage and `copydetect add` write the same
+    keys, from the copydetect frames / candidates / localise params)."""
+    return {"fps": fps, "frame_size": frame_size, "beta": beta, "k": k, "max_pairs_per_query": max_pairs_per_query,
+            "localise": dict(localise), "min_score": 0.0}
+
+
 @dataclass
 class CopyDB:
     root: Path
@@ -51,6 +61,8 @@ class CopyDB:
     refs: list[VideoFeatures]
     noise: np.ndarray
     encoder: Path | None = None      # the version's encoder file
+    noise_videos: list[VideoFeatures] = field(default_factory=list)   # the noise set per video
+    _loaded: dict = field(default_factory=dict, repr=False, compare=False)   # encoder and index, once loaded
 
     @classmethod
     def create(cls, root: str | Path, encoder: Path, refs: list[VideoFeatures], noise: list[VideoFeatures],
@@ -58,16 +70,23 @@ class CopyDB:
         """Write a new version of the database and publish it (another writer is waited for)."""
         root = Path(root)
         with writer_lock(root, wait, say):
-            with snapshots(root).publish() as staging:
-                shutil.copy2(encoder, staging / "encoder.pt")
-                write_vsc_npz(staging / "refs.npz", refs)
-                fault_point("extract")
-                write_vsc_npz(staging / "noise.npz", noise)
-                write_json_atomic(staging / "settings.json", settings)
-                fault_point("index")
-            for name in FILES:      # the older layout's files, superseded by the published version
-                (root / name).unlink(missing_ok=True)
+            cls.publish_locked(root, encoder, refs, noise, settings)
         return cls.load(root)
+
+    @staticmethod
+    def publish_locked(root: Path, encoder: Path, refs: list[VideoFeatures], noise: list[VideoFeatures],
+                       settings: dict) -> None:
+        """Write and publish a version; the caller holds the writer lock (`add` reads, embeds and writes
+        under one lock, so two adds cannot lose each other's videos)."""
+        with snapshots(root).publish() as staging:
+            shutil.copy2(encoder, staging / "encoder.pt")
+            write_vsc_npz(staging / "refs.npz", refs)
+            fault_point("extract")
+            write_vsc_npz(staging / "noise.npz", noise)
+            write_json_atomic(staging / "settings.json", settings)
+            fault_point("index")
+        for name in FILES:      # the older layout's files, superseded by the published version
+            (root / name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, root: str | Path) -> "CopyDB":
@@ -92,20 +111,25 @@ class CopyDB:
         if not snap.path("encoder.pt").exists():
             raise DamagedDatabase(snap.path("encoder.pt"), "is missing", repair)
         vecs = np.concatenate([n.features for n in noise]) if noise else np.zeros((0, 1), np.float32)
-        return cls(root, settings, refs, vecs, snap.path("encoder.pt"))
+        return cls(root, settings, refs, vecs, snap.path("encoder.pt"), noise)
 
     def query(self, video: str | Path, min_score: float | None = None) -> list[Match]:
         """Copied segments of one video file (MediaError when it cannot be decoded)."""
+        from avmatch.copydetect.candidates import reference_index
         from avmatch.copydetect.localisation import detect_copies
         from avmatch.copydetect.model import embed_frames, load_frame_encoder
         from avmatch.core.video import decode_frames
 
         s = self.settings
         dec = decode_frames(video, fps=s["fps"], size=s["frame_size"])
-        model = load_frame_encoder(self.encoder or self.root / "encoder.pt")
-        q = VideoFeatures(Path(video).stem, dec.timestamps, embed_frames(model, dec.frames))
+        if not self._loaded:   # once for all the queries of a command
+            self._loaded["model"] = load_frame_encoder(self.encoder or self.root / "encoder.pt")
+            self._loaded["index"] = reference_index(self.refs) if self.refs else None
+        if self._loaded["index"] is None:
+            return []
+        q = VideoFeatures(Path(video).stem, dec.timestamps, embed_frames(self._loaded["model"], dec.frames))
         _, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
-                                   **s["localise"])
+                                   ref_index=self._loaded["index"], **s["localise"])
         floor = s.get("min_score", 0.0) if min_score is None else min_score
         return sorted((m for m in matches if m.score >= floor), key=lambda m: -m.score)
 
@@ -117,6 +141,8 @@ def repair_database(root: str | Path, wait: float | None = None, say=None) -> tu
     There are no shards to rebuild from here: the descriptors are the pipeline's outputs, so the
     versions kept are the copies (and `dvc checkout` restores the pipeline's own)."""
     root = Path(root)
+    if not root.is_dir():   # taking the writer lock would create the folder
+        raise FileNotFoundError(f"{root}: no such database folder")
     store = snapshots(root)
     with writer_lock(root, wait, say):
         try:

@@ -114,15 +114,17 @@ def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int
 
 
 def detect_copies(queries: list, refs: list, noise, beta: float, k: int = 20, max_pairs_per_query: int = 25,
-                  **localise_options) -> tuple:
+                  ref_index=None, **localise_options) -> tuple:
     """Candidate recall then localisation: (Candidates, list of Match). `localise_options` are the
-    `copydetect.localise` params (per_row, floor, max_gap, min_frames, max_segments)."""
+    `copydetect.localise` params (per_row, floor, max_gap, min_frames, max_segments); `ref_index`, the
+    references' `reference_index` when the caller keeps one for many queries (built here otherwise)."""
     import numpy as np
 
     from avmatch.copydetect.candidates import find_candidates, reference_index
 
     noise = np.asarray(noise, np.float32)
-    c = find_candidates(reference_index(refs), queries, noise, beta, k, max_pairs_per_query)
+    index = ref_index if ref_index is not None else reference_index(refs)
+    c = find_candidates(index, queries, noise, beta, k, max_pairs_per_query)
     matches = localise_pairs(c.pairs, {q.video_id: q for q in queries}, {r.video_id: r for r in refs}, c.bias,
                              **localise_options)
     return c, matches

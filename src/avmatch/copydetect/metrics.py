@@ -13,9 +13,12 @@ mean over queries):
   AP = Σ P(i)·ΔR(i) over the score groups. Predictions for pairs that are not in the ground truth add
   predicted length (lower precision) and nothing else.
 * **Matching track, pairwise µAP** and **descriptor track µAP**: average precision of (query, ref)
-  pairs ranked by score, with precision taken at each distinct score (ties form one step, as
-  scikit-learn's `average_precision_score` does) and recall relative to *all* ground-truth pairs,
-  so pairs never predicted count as missed. Matching predictions become pairs by their max score
+  pairs ranked by score: the sum over hits of the precision at the hit's rank, divided by the number
+  of ground-truth pairs, so pairs never predicted count as missed. Tied pairs are *not* pooled (the
+  official `average_precision` sorts stably and scores each rank; scikit-learn's
+  `average_precision_score` would pool them): they keep the order in which the pairs first appear,
+  in the submission's rows for matching and in (similarity, query frame, ref frame) order for
+  descriptors, as the official code builds its pair lists. Matching predictions become pairs by their max score
   *floored at 0*, as the official `CandidatePair.from_matches` does (its running maximum starts from
   `defaultdict(float)`'s 0.0): every pair whose matches all score below 0 ties at 0. Descriptor-track
   pairs keep their raw maximum similarity (the official `MaxScoreAggregation` has no floor).
@@ -236,24 +239,27 @@ def pair_scores(matches: Iterable[Match]) -> dict[tuple[str, str], float]:
 
 
 def pairwise_ap(gt_pairs: Iterable[tuple[str, str]], predictions: Mapping[tuple[str, str], float]) -> APResult:
-    """µAP of ranked pairs: Σ over distinct scores (descending) of precision × Δrecall, recall over all
-    ground-truth pairs (the challenge's "adjusted" AP)."""
+    """µAP of ranked pairs, the official `average_precision`: pairs sorted by score, highest first, with
+    tied pairs kept in the order `predictions` lists them (a stable sort); AP = Σ over the hits of the
+    precision at the hit's rank / number of ground-truth pairs (pairs never predicted count as missed).
+
+    Ties are not pooled (scikit-learn pools them, the challenge does not): a hit tied with a miss
+    scores precision 1 when it is listed first and 1/2 when it is listed second. Matching submissions
+    list their pairs in the order each pair first appears in the CSV (`pair_scores`), descriptor
+    candidates in order of similarity, then query frame, then reference frame (`descriptor_candidates`),
+    as the official code builds them."""
     positives = set(gt_pairs)
     if not positives or not predictions:
         return APResult(0.0)
-    items = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)
+    items = sorted(predictions.items(), key=lambda kv: kv[1], reverse=True)  # stable: ties keep their order
     scores = np.array([s for _, s in items], dtype=np.float64)
     if not np.isfinite(scores).all():
         raise VscFormatError("scores must be finite")
-    correct = np.array([k in positives for k, _ in items], dtype=np.float64)
-    # one step per distinct score: the last index of each run of equal scores
-    last = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
-    tp = np.cumsum(correct)[last]
-    precision = tp / (last + 1)
-    recall = tp / len(positives)
-    d_recall = np.diff(np.r_[0.0, recall])
-    step = d_recall > 0
-    return APResult(float(np.sum(precision * d_recall)), precision[step], recall[step], scores[last][step])
+    correct = np.array([k in positives for k, _ in items], dtype=bool)
+    precision = np.cumsum(correct) / np.arange(1, len(items) + 1)
+    recall = np.cumsum(correct) / len(positives)
+    return APResult(float(np.sum(precision[correct]) / len(positives)), precision[correct], recall[correct],
+                    scores[correct])
 
 
 def matching_metrics(gts: Sequence[Match], predictions: Sequence[Match]) -> dict[str, APResult]:
@@ -279,9 +285,10 @@ def global_topk(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],
                 block_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k largest inner products over all (query descriptor, ref descriptor) pairs.
 
-    Returns (query rows, ref rows, similarities) in descending similarity. Exact: computed block-wise
-    so memory stays ~`block_bytes` whatever the collection size (the challenge's range search returns
-    the same set up to ties at the k-th value).
+    Returns (query rows, ref rows, similarities) in descending similarity, ties in (query row, ref row)
+    order; among pairs tied at the k-th similarity the first in that order are kept, as the challenge's
+    sorted range search keeps them. Exact: computed block-wise so memory stays ~`block_bytes` whatever
+    the collection size.
     """
     q = np.concatenate([v.features for v in queries]).astype(np.float32) if queries else np.zeros((0, 1), np.float32)
     r = np.concatenate([v.features for v in refs]).astype(np.float32) if refs else np.zeros((0, 1), np.float32)
@@ -291,19 +298,25 @@ def global_topk(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],
     best_s = np.zeros(0, np.float32)
     best_q = np.zeros(0, np.int64)
     best_r = np.zeros(0, np.int64)
+
+    def first_k(s: np.ndarray, qi: np.ndarray, ri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(s) > k:   # only the part at or above the k-th value needs the full (score, query, ref) order
+            keep = np.flatnonzero(s >= s[np.argpartition(-s, k - 1)[k - 1]])
+            s, qi, ri = s[keep], qi[keep], ri[keep]
+        order = np.lexsort((ri, qi, -s))[:k]
+        return s[order], qi[order], ri[order]
+
     for start in range(0, len(q), rows):
-        sims = q[start:start + rows] @ r.T
-        flat = sims.reshape(-1)
-        take = min(k, len(flat))
-        idx = np.argpartition(-flat, take - 1)[:take] if take < len(flat) else np.arange(len(flat))
-        best_s = np.concatenate([best_s, flat[idx]])
-        best_q = np.concatenate([best_q, start + idx // len(r)])
-        best_r = np.concatenate([best_r, idx % len(r)])
-        if len(best_s) > k:
-            keep = np.argpartition(-best_s, k - 1)[:k]
-            best_s, best_q, best_r = best_s[keep], best_q[keep], best_r[keep]
-    order = np.lexsort((best_r, best_q, -best_s))
-    return best_q[order], best_r[order], best_s[order]
+        flat = (q[start:start + rows] @ r.T).reshape(-1)
+        if k < len(flat):   # everything at or above the k-th value: ties at the cut stay candidates
+            kth = flat[np.argpartition(-flat, k - 1)[k - 1]]
+            idx = np.flatnonzero(flat >= kth)
+        else:
+            idx = np.arange(len(flat))
+        best_s, best_q, best_r = first_k(np.concatenate([best_s, flat[idx]]),
+                                         np.concatenate([best_q, start + idx // len(r)]),
+                                         np.concatenate([best_r, idx % len(r)]))
+    return best_q, best_r, best_s
 
 
 def descriptor_candidates(queries: Sequence[VideoFeatures], refs: Sequence[VideoFeatures],

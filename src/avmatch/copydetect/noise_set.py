@@ -3,8 +3,9 @@
 Normalisation needs a noise set (footage certainly not in the references). A `noise_dir` that does
 not exist, or holds no usable video, used to leave the noise set empty and turn normalisation off
 without a word, so a run configured with β > 0 silently reported un-normalised numbers. The stages
-now warn with the folder's name (`warn_if_off`) and the evaluation records the status string in
-metrics/copydetect.json (`score_normalisation`).
+now warn with the folder's name (`warn_if_off`) and the evaluation records in metrics/copydetect.json
+the status string (`score_normalisation`) and how many noise videos and frames it used
+(`normalisation_record`).
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ def warn_if_off(beta: float, noise_dir: Path, noise_frames: int, root: Path | No
                     "(set copydetect.corpus.noise_dir to footage that is not in the references)",
                     beta, status.removeprefix("off: "))
     return status
+
+
+def normalisation_record(beta: float, noise_dir: Path, noise_videos: int, noise_frames: int,
+                         root: Path | None = None) -> dict:
+    """What the metrics file keeps about normalisation (warning as `warn_if_off` does): the status string
+    and the noise set it ran with, so a number can be read knowing whether normalisation produced it."""
+    return {"score_normalisation": warn_if_off(beta, noise_dir, noise_frames, root),
+            "noise_videos": int(noise_videos), "noise_frames": int(noise_frames)}

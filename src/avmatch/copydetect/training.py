@@ -38,6 +38,7 @@ from avmatch.copydetect.model import FrameEncoder
 from avmatch.copydetect.train_log import StepReporter
 from avmatch.core.device import resolve_device, seed_everything
 from avmatch.core.losses import koleo, nt_xent
+from avmatch.core.progress import progress
 from avmatch.core.training import (
     SafetyTimer,
     TimeLimitReached,
@@ -231,7 +232,8 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
     reporter = StepReporter(tp.max_steps, start_step=step)
     log.info("training the frame encoder: steps %d..%d, batch %d, %d frames", step + 1, tp.max_steps, batch,
              len(sampler))
-    while step < tp.max_steps:
+    # a bar on stderr (steps, rate, time left) besides the periodic log lines, which stay readable in DVC logs
+    for _ in progress(range(step, tp.max_steps), desc="copydetect: train encoder", unit="step"):
         if timer.expired():
             save()
             raise TimeLimitReached(system="copydetect", steps=step, max_steps=tp.max_steps,

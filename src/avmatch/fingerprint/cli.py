@@ -7,10 +7,7 @@ they are found, and the score and threshold are explained where the user looks (
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -18,13 +15,16 @@ import click
 import typer
 from typer.core import TyperCommand
 
+from avmatch.core.cli_io import EXIT_SOME_FAILED, WAIT_HELP, CsvRows, paragraphs
+from avmatch.core.cli_io import fail as _fail
+from avmatch.core.cli_io import report_error as _report
+from avmatch.core.cli_io import waiting as _waiting
+
 app = typer.Typer(help="Fingerprint your own music and identify recordings: `add` builds or extends a database, "
                        "`identify` tells which recording an excerpt comes from and where, `info` shows what a "
                        "database holds. Runs from any folder.", no_args_is_help=True)
 
 COLUMNS = ["query_file", "rank", "ref_id", "ref_path", "offset_s", "score", "match"]
-EXIT_SOME_FAILED = 1
-EXIT_UNUSABLE = 2
 
 SCORE_HELP = """
 Score: Each 1 s segment of the query (one every 0.5 s) is compared with the recording's segment at
@@ -44,33 +44,6 @@ the database (1 % by default: fingerprint.evaluate.target_false_match_rate) get 
 threshold per query length (a query uses the one of its length). The database keeps the thresholds
 it was built with; `--threshold` overrides them for one run.
 """
-
-
-def paragraphs(text: str) -> str:
-    """Help text with each paragraph on one line: the rich help keeps source line breaks, which
-    would then be wrapped a second time."""
-    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n") if p.strip())
-
-
-def _fail(msg: str, code: int = EXIT_UNUSABLE) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-WAIT_HELP = ("when another command is writing to the database, wait at most this many seconds for it, then "
-             "fail without changing anything (default: wait until it finishes)")
-
-
-def _waiting(message: str) -> None:
-    typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
-
-
-def _report(path: str, reason: str) -> None:
-    """An error line on stderr, printed around a running progress bar rather than into it."""
-    from tqdm.auto import tqdm
-
-    msg = f"error: {path}: {reason}"
-    tqdm.write(typer.style(msg, fg=typer.colors.YELLOW) if sys.stderr.isatty() else msg, file=sys.stderr)
 
 
 def _option_value(args: list[str], name: str) -> str | None:
@@ -216,35 +189,6 @@ def add(
 
 
 # ----------------------------------------------------------------------------------------- identify
-class _Rows:
-    """CSV rows to stdout and `--out`, each flushed at once so a reader sees answers as they come;
-    in a terminal they are printed around the progress bar instead of through it."""
-
-    def __init__(self, out: Path | None):
-        self.file = open(out, "w", newline="") if out else None
-        self.tty = sys.stdout.isatty()
-        self.write(COLUMNS)
-
-    def write(self, row: list) -> None:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(row)
-        text = buf.getvalue()
-        if self.file:
-            self.file.write(text)
-            self.file.flush()
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            tqdm.write(text, file=sys.stdout, end="")
-        else:
-            sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
 def _answer_rows(answer, top: int) -> list[list]:
     """Top 1: the answer, ref columns empty when it is no match. Top N: the N best candidates."""
     def fmt(c) -> list:
@@ -282,8 +226,8 @@ def identify(
 ) -> None:
     from avmatch.core.db_store import DamagedDatabase
     from avmatch.core.progress import progress
+    from avmatch.core.query_inputs import STDIN, expand_queries
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
-    from avmatch.fingerprint.db_inputs import STDIN, expand_queries
 
     try:
         fdb = FingerprintDB(db)
@@ -299,7 +243,7 @@ def identify(
         queries = list(queries)
         total = len(queries)
     try:
-        rows = _Rows(out)
+        rows = CsvRows(COLUMNS, out)
     except OSError as exc:
         _fail(f"--out {out}: cannot write ({exc.strerror or exc})")
     failed = 0

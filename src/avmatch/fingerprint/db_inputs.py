@@ -1,22 +1,18 @@
-"""What `fingerprint add` and `identify` are given: files, folders, an id manifest, `-` for stdin.
+"""What `fingerprint add` is given: files, folders and an id manifest, and the ids files get.
 
-Users pass whatever they have at hand (a music folder, a few files, a missing path, a list from
-`find`), and one bad argument must not cost them the rest: every argument becomes either a file to
-process or an (argument, reason) error to report.
+One bad argument must not cost the user the rest: every argument becomes either a file to add or
+an (argument, reason) error to report (`avmatch.core.query_inputs`, shared with the queries).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from avmatch.core.manifest import scan_media
-
-STDIN = "-"
+from avmatch.core.query_inputs import expand
 
 
 @dataclass(frozen=True)
@@ -25,17 +21,6 @@ class Source:
 
     path: Path
     ref_id: str | None = None
-
-
-def expand(arg: str | Path) -> tuple[list[Path], str]:
-    """The media files an argument stands for (a folder: its media files, recursively), or a reason."""
-    path = Path(arg).expanduser()
-    if path.is_dir():
-        files = scan_media(path)
-        return (files, "") if files else ([], "folder holds no audio or video files")
-    if not path.exists():
-        return [], "no such file or directory"
-    return [path], ""
 
 
 def read_id_manifest(manifest: Path) -> list[Source]:
@@ -114,25 +99,3 @@ def assign_ids(sources: list[Source], taken: dict[str, str]) -> tuple[dict[str, 
         ids[path] = next((n for k, n in enumerate(cands) if used.get(n, path) == path and shared[k, n] == 1), path)
         used[ids[path]] = path
     return ids, errors
-
-
-def query_arguments(args: Iterable[str]) -> Iterator[str]:
-    """The arguments of `identify`, with `-` replaced by the paths read from stdin, one per line,
-    as they arrive (so `find ... | avmatch fingerprint identify -` answers while find runs)."""
-    for arg in args:
-        if arg == STDIN:
-            for line in sys.stdin:
-                if line.strip():
-                    yield line.rstrip("\n")
-        else:
-            yield arg
-
-
-def expand_queries(args: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(query path, "") for each file an argument stands for, or (argument, reason) when it is unusable."""
-    for arg in query_arguments(args):
-        files, reason = expand(arg)
-        if reason:
-            yield arg, reason
-        for f in files:
-            yield str(f), ""

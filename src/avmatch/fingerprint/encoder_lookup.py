@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avmatch.core.hashing import file_hash
+from avmatch.core.model_lookup import (
+    ModelNotFound,
+    candidate_projects,
+    find_project_model,
+    given_model,
+    not_found_message,
+    project_of,
+)
 from avmatch.fingerprint.calibration import Thresholds
 from avmatch.fingerprint.params import FpIndexParams, FpSearchParams
 
@@ -23,7 +31,7 @@ ENCODER_REL = Path("models") / "fingerprint" / "encoder.pt"
 METRICS_REL = Path("metrics") / "fingerprint.json"
 
 
-class EncoderNotFound(RuntimeError):
+class EncoderNotFound(ModelNotFound):
     """No usable encoder, or no threshold evaluated for it; the message says what to do."""
 
 
@@ -36,36 +44,6 @@ class EncoderChoice:
     index: FpIndexParams = field(default_factory=FpIndexParams)
     search: FpSearchParams = field(default_factory=FpSearchParams)
     warnings: tuple[str, ...] = ()
-
-
-def candidate_projects() -> list[Path]:
-    """Project roots to look in, first match wins: `$AVMATCH_ROOT` alone when it is set (the user
-    named the project), else the project around the working directory and the checkout `avmatch`
-    runs from."""
-    import os
-
-    import avmatch
-    from avmatch.core.paths import project_root
-
-    if os.environ.get("AVMATCH_ROOT"):
-        return [project_root()]
-    found: list[Path] = []
-    here = project_root()
-    if (here / "params.yaml").exists():
-        found.append(here)
-    # the checkout `avmatch` runs from (an editable install or PYTHONPATH=src): src/avmatch/__init__.py
-    checkout = Path(avmatch.__file__).resolve().parents[2]
-    if (checkout / "params.yaml").exists() and checkout not in found:
-        found.append(checkout)
-    return found
-
-
-def project_of(model: Path) -> Path | None:
-    """The project a model file belongs to: the nearest ancestor folder holding params.yaml."""
-    for d in model.resolve().parents:
-        if (d / "params.yaml").exists():
-            return d
-    return None
 
 
 def project_thresholds(root: Path) -> tuple[Thresholds, Path] | None:
@@ -98,13 +76,9 @@ def project_settings(root: Path | None) -> tuple[FpIndexParams, FpSearchParams, 
 
 
 def _not_found_message(looked: list[Path]) -> str:
-    where = "\n".join(f"  - {p}" for p in looked) or "  - (no avmatch project found: no params.yaml here or above)"
-    return ("no trained fingerprint encoder found. Looked for:\n" + where + "\n"
-            "Do one of:\n"
-            "  - train one: `dvc repro fingerprint_evaluate` (or `make demo`) in the avmatch project;\n"
-            "  - point at the project: AVMATCH_ROOT=/path/to/avmatch avmatch fingerprint add ...;\n"
-            "  - pass an encoder: --model /path/to/encoder.pt (with --threshold T if its project has no "
-            "metrics/fingerprint.json).")
+    return not_found_message("fingerprint encoder", looked, "`dvc repro fingerprint_evaluate` (or `make demo`)",
+                             "avmatch fingerprint add", " (with --threshold T if its project has no "
+                             "metrics/fingerprint.json)")
 
 
 def locate_encoder(model: Path | None = None, threshold: float | None = None) -> EncoderChoice:
@@ -117,16 +91,15 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
     projects = candidate_projects()
     warnings: list[str] = []
     if model is None:
-        looked = [root / ENCODER_REL for root in projects]
-        path = next((p for p in looked if p.exists()), None)
+        path, looked = find_project_model(ENCODER_REL)
         if path is None:
             raise EncoderNotFound(_not_found_message(looked))
         owners = [path.parents[2]]
     else:
-        path = Path(model).expanduser().resolve()
-        if not path.is_file():
-            raise EncoderNotFound(f"{model}: no such encoder file (resolved to {path}); pass the path of a trained "
-                                  f"encoder, e.g. /path/to/avmatch/{ENCODER_REL.as_posix()}")
+        try:
+            path = given_model(model, ENCODER_REL)
+        except ModelNotFound as exc:
+            raise EncoderNotFound(str(exc)) from None
         owners = [p for p in [project_of(path), *projects] if p is not None]
     digest = file_hash(path)
     owner = None

@@ -1,0 +1,72 @@
+"""Where a command finds the project's trained model, wherever it runs.
+
+A user runs `avmatch ... add` from their music folder, not from the project: a default like
+`models/<system>/encoder.pt` taken relative to the working directory fails there. The model is
+looked for in `$AVMATCH_ROOT` when set (the user named the project), else in the project around the
+working directory and in the checkout the `avmatch` package runs from (an editable install or
+`PYTHONPATH=src`), first match wins. A `--model PATH` given by the user is relative to the working
+directory, as any path argument.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from avmatch.core.paths import project_root
+
+
+class ModelNotFound(RuntimeError):
+    """No usable trained model; the message lists where it looked and what to do."""
+
+
+def candidate_projects() -> list[Path]:
+    """Project roots to look in, first match wins: `$AVMATCH_ROOT` alone when it is set, else the
+    project around the working directory and the checkout `avmatch` runs from."""
+    import avmatch
+
+    if os.environ.get("AVMATCH_ROOT"):
+        return [project_root()]
+    found: list[Path] = []
+    here = project_root()
+    if (here / "params.yaml").exists():
+        found.append(here)
+    # the checkout `avmatch` runs from (an editable install or PYTHONPATH=src): src/avmatch/__init__.py
+    checkout = Path(avmatch.__file__).resolve().parents[2]
+    if (checkout / "params.yaml").exists() and checkout not in found:
+        found.append(checkout)
+    return found
+
+
+def project_of(model: Path) -> Path | None:
+    """The project a model file belongs to: the nearest ancestor folder holding params.yaml."""
+    for d in Path(model).resolve().parents:
+        if (d / "params.yaml").exists():
+            return d
+    return None
+
+
+def find_project_model(rel: Path) -> tuple[Path | None, list[Path]]:
+    """(the first candidate project's `rel` that exists, or None; every path looked at)."""
+    looked = [root / rel for root in candidate_projects()]
+    return next((p for p in looked if p.exists()), None), looked
+
+
+def not_found_message(what: str, looked: list[Path], train: str, command: str, model_note: str = "") -> str:
+    """What a user reads when no trained `what` was found: where it looked and the three ways out
+    (`train`: the command that trains one, as the user types it)."""
+    where = "\n".join(f"  - {p}" for p in looked) or "  - (no avmatch project found: no params.yaml here or above)"
+    return (f"no trained {what} found. Looked for:\n{where}\n"
+            "Do one of:\n"
+            f"  - train one: {train} in the avmatch project;\n"
+            f"  - point at the project: AVMATCH_ROOT=/path/to/avmatch {command} ...;\n"
+            f"  - pass an encoder: --model /path/to/encoder.pt{model_note}.")
+
+
+def given_model(model: Path, rel: Path) -> Path:
+    """A `--model` the user gave, resolved against the working directory; ModelNotFound when no file."""
+    path = Path(model).expanduser().resolve()
+    if not path.is_file():
+        raise ModelNotFound(f"{model}: no such encoder file (resolved to {path}); pass the path of a trained "
+                            f"encoder, e.g. /path/to/avmatch/{rel.as_posix()}")
+    return path
