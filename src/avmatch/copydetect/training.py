@@ -40,6 +40,7 @@ from avmatch.core.device import resolve_device, seed_everything
 from avmatch.core.losses import koleo, nt_xent
 from avmatch.core.progress import progress
 from avmatch.core.training import (
+    Checkpoint,
     SafetyTimer,
     TimeLimitReached,
     step_rng,
@@ -198,24 +199,16 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         raise RuntimeError(f"only {len(sampler)} training frames; need at least 4")
     model = FrameEncoder(mp.dim, mp.channels, mp.input_size).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    ckpt_dir = Path(checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = ckpt_dir / "last.pt"
-    want = config_hash(tp, mp, seed, videos)
+    ckpt = Checkpoint(Path(checkpoint_dir) / "last.pt", CKPT_FORMAT, config_hash(tp, mp, seed, videos))
+    ckpt_path = ckpt.path
     step, prev_elapsed, history, resumed = 0, 0.0, [], None
-    if ckpt_path.exists():
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ck.get("format") == CKPT_FORMAT and ck.get("config_hash") == want:
-                model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["opt"])
-                step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
-                resumed = step
-                log.info("resuming training from step %d", step)
-            else:
-                log.info("checkpoint %s made with other parameters or data: starting fresh", ckpt_path)
-        except Exception as exc:  # corrupt checkpoint: never fatal
-            log.warning("checkpoint %s unreadable (%s): starting fresh", ckpt_path, exc)
+    ck = ckpt.load()
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+        resumed = step
+        log.info("resuming training from step %d", step)
     batch = min(tp.batch_size, len(sampler))
     warmup = max(1, min(100, tp.max_steps // 10))
 
@@ -223,10 +216,8 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         return prev_elapsed + timer.elapsed_s()
 
     def save() -> None:
-        tmp = ckpt_path.with_name(f"last.pt.{os.getpid()}.tmp")
-        torch.save({"format": CKPT_FORMAT, "config_hash": want, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "elapsed": elapsed(), "history": json.dumps(history)}, tmp)
-        os.replace(tmp, ckpt_path)
+        ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed(),
+                   "history": json.dumps(history)})
 
     model.train()
     reporter = StepReporter(tp.max_steps, start_step=step)
