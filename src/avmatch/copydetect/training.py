@@ -202,13 +202,9 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
     ckpt = Checkpoint(Path(checkpoint_dir) / "last.pt", CKPT_FORMAT, config_hash(tp, mp, seed, videos))
     ckpt_path = ckpt.path
     step, prev_elapsed, history, resumed = 0, 0.0, [], None
-    ck = ckpt.load()
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+    if (state := ckpt.resume_into(model, opt)) is not None:
+        step, prev_elapsed, history = state
         resumed = step
-        log.info("resuming training from step %d", step)
     batch = min(tp.batch_size, len(sampler))
     warmup = max(1, min(100, tp.max_steps // 10))
 
@@ -216,8 +212,7 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
         return prev_elapsed + timer.elapsed_s()
 
     def save() -> None:
-        ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed(),
-                   "history": json.dumps(history)})
+        ckpt.save_training(model, opt, step, elapsed(), history)
 
     model.train()
     reporter = StepReporter(tp.max_steps, start_step=step)

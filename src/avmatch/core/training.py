@@ -14,11 +14,13 @@ that would hand a half-trained model to the next stage.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,3 +134,19 @@ class Checkpoint:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         torch.save({**state, "format": self.fmt, "config_hash": self.config_hash}, tmp)
         os.replace(tmp, self.path)
+
+    def resume_into(self, model: Any, opt: Any) -> tuple[int, float, list] | None:
+        """For trainers that save with `save_training`: load the weights and optimiser state into `model`
+        and `opt` and return (step, seconds trained so far, history), or None to start fresh."""
+        ck = self.load()
+        if ck is None:
+            return None
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        log.info("resuming training from step %d (%s)", int(ck["step"]), self.path)
+        return int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+
+    def save_training(self, model: Any, opt: Any, step: int, elapsed: float, history: list) -> None:
+        """Weights, optimiser state, step, seconds trained and the history list, for `resume_into`."""
+        self.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                   "history": json.dumps(history)})

@@ -87,13 +87,9 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
                       config_hash(tp, mp, window, seed, videos, music, families))
     ckpt_path = ckpt.path
     step, prev_elapsed, history, resumed = 0, 0.0, [], None
-    ck = ckpt.load()
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, prev_elapsed, history = int(ck["step"]), float(ck["elapsed"]), json.loads(ck["history"])
+    if (state := ckpt.resume_into(model, opt)) is not None:
+        step, prev_elapsed, history = state
         resumed = step
-        log.info("resuming training from step %d", step)
     lengths = np.array([min(len(v), len(m)) for v, m in zip(videos, music)])
     batch = min(tp.batch_size, len(videos))
     warmup = max(1, min(100, tp.max_steps // 10))
@@ -102,8 +98,7 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
         return prev_elapsed + timer.elapsed_s()
 
     def save() -> None:
-        ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed(),
-                   "history": json.dumps(history)})
+        ckpt.save_training(model, opt, step, elapsed(), history)
 
     def val_recall() -> dict:
         if not val or len(val[0]) < 2:
