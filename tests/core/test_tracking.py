@@ -61,23 +61,25 @@ def _stage_in_own_process(root: str, k: int) -> None:
 
 
 def test_concurrent_stage_runs_on_a_new_sqlite_store_all_land(tmp_path, monkeypatch):
-    """Four stage processes open a store that does not exist yet, at once: one creates it (the others
-    wait on the lock beside it), WAL is on, and every run with its params and metrics is recorded."""
+    """Three stage processes open a store that does not exist yet, at once: one creates it (the others
+    wait on the lock beside it), WAL is on, and every run with its params and metrics is recorded. (Three,
+    not four: each pays ~7 s of CPU importing MLflow and its SQLAlchemy store, and two waiting on the
+    one that creates it are already the race.)"""
     import multiprocessing as mp
     import sqlite3
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ctx = mp.get_context("spawn")   # fresh interpreters, like real stage processes (a fork would copy this
                                     # worker's MLflow and SQLAlchemy state from earlier tests)
-    procs = [ctx.Process(target=_stage_in_own_process, args=(str(tmp_path), k)) for k in range(4)]
+    procs = [ctx.Process(target=_stage_in_own_process, args=(str(tmp_path), k)) for k in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(240)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert [p.exitcode for p in procs] == [0, 0, 0]
     client = MlflowClient(tracking_uri(CommonParams(), tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("avmatch-fingerprint").experiment_id])
-    assert sorted(r.data.params["fingerprint.k"] for r in runs) == ["0", "1", "2", "3"]
+    assert sorted(r.data.params["fingerprint.k"] for r in runs) == ["0", "1", "2"]
     assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 5 for r in runs)
     mode = sqlite3.connect(tmp_path / "mlflow.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
