@@ -48,7 +48,7 @@ def save_tiny_versions_encoder(path: Path, seed: int) -> None:
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.momentum = None      # a plain average over the calibration batch
     seg = int(round(SEGMENT_S * frames_per_second(c)))
-    wins = [segment_frames(cqt(tone_mix(8.0, SR, 500 + s), SR, c), seg, seg // 2)[0] for s in range(6)]
+    wins = [segment_frames(cqt(tone_mix(6.0, SR, 500 + s), SR, c), seg, seg // 2)[0] for s in range(3)]
     model.train()
     with torch.no_grad():
         model(torch.from_numpy(np.concatenate(wins)))

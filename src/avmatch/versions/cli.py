@@ -14,7 +14,15 @@ from typing import Optional
 
 import typer
 
-from avmatch.core.cli_io import EXIT_SOME_FAILED, WAIT_HELP, CsvRows, fail, paragraphs, report_error, waiting
+from avmatch.core.cli_io import (
+    EXIT_SOME_FAILED,
+    WAIT_HELP,
+    CsvRows,
+    fail,
+    paragraphs,
+    report_error,
+    waiting,
+)
 
 app = typer.Typer(help="Musical version identification with the trained encoder: build a database of your "
                        "music, ask which tracks are versions of some files (and where), write the query x "

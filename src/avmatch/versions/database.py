@@ -1,14 +1,13 @@
 """A user's version database: per-track segment embeddings of a music folder, queryable by file.
 
 Layout of `--db DB`: `shards/` (Parquet embedding shards, resumable: the source of truth), `db.json`
-(which encoder made them), and the published version `CURRENT` names: `snapshots/NNNNNN/` with
-`tracks.parquet` (the manifest: one row per file, bad files with reason) and a copy of db.json.
-Adding a folder again embeds only new or changed files. `add` and `repair` write one at a time under
-the database's lock and publish by replacing `CURRENT`, so a query sees the database before or after
-an add, never a mix (`avmatch.core.db_store`); an older database with `tracks.parquet` at the top is
-read as it is and moves to this layout at its next add. A query file is embedded the same way (one CQT and encoder
-implementation for training, extraction and queries) and compared with every track through the
-segment-pair reduction; the closest segment pair tells *where* the two versions match.
+(which encoder made them: source path and hash) with `model.pt`, the database's copy of that encoder
+(`avmatch.versions.db_encoder`), and the published version `CURRENT` names: `snapshots/NNNNNN/` with
+`tracks.parquet` (the manifest: one row per file, absolute paths, bad files with reason) and a copy of
+db.json. Adding a folder again embeds only new or changed files. `add` and `repair` write one at a time
+under the database's lock and publish by replacing `CURRENT`, so a query sees the database before or
+after an add, never a mix (`avmatch.core.db_store`); an older database with `tracks.parquet` at the top
+is read as it is and moves to this layout at its next add. Queries: `avmatch.versions.db_search`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from avmatch.core.audio import MediaError, decode_audio
+from avmatch.core.audio import MediaError
 from avmatch.core.db_repair import (
     existing_store,
     quarantine_damaged_shards,
@@ -48,8 +47,13 @@ from avmatch.core.manifest import (
 )
 from avmatch.core.progress import progress
 from avmatch.core.shards import ShardStore, UnreadableShard
-from avmatch.versions.db_encoder import META, Embedder, TooShort, encoder_for, record_encoder
-
+from avmatch.versions.db_encoder import (
+    META,
+    Embedder,
+    TooShort,
+    encoder_for,
+    record_encoder,
+)
 
 MANIFEST = "tracks.parquet"
 

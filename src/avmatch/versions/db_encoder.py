@@ -27,7 +27,12 @@ import torch
 from avmatch.core.audio import MediaError, decode_audio
 from avmatch.core.db_store import read_json, write_json_atomic
 from avmatch.core.hashing import file_hash
-from avmatch.core.model_lookup import ModelNotFound, find_project_model, given_model, not_found_message
+from avmatch.core.model_lookup import (
+    ModelNotFound,
+    find_project_model,
+    given_model,
+    not_found_message,
+)
 from avmatch.core.pcm_cache import silence_reason
 from avmatch.versions.cqt import cqt, frames_per_second, segment_frames
 from avmatch.versions.model import VersionEncoder, load_encoder
