@@ -17,10 +17,11 @@ import typer
 from avmatch.core.cli_io import (
     EXIT_SOME_FAILED,
     WAIT_HELP,
-    CsvRows,
+    exit_if_failed,
     fail,
     paragraphs,
     report_error,
+    stream_answers,
     waiting,
 )
 
@@ -136,8 +137,6 @@ def query(files: list[str] = typer.Argument(..., metavar="QUERY", show_default=F
           ) -> None:
     import time
 
-    from avmatch.core.progress import progress
-    from avmatch.core.query_inputs import STDIN, expand_queries
     from avmatch.versions.db_search import COLUMNS, Searcher, csv_row, write_matrix
     from avmatch.versions.params import parse_reduction
 
@@ -158,41 +157,26 @@ def query(files: list[str] = typer.Argument(..., metavar="QUERY", show_default=F
         fail(str(exc))
     typer.echo(f"{db}: {len(searcher.track_ids)} track(s), encoder {searcher.encoder} (hash "
                f"{searcher.emb.model_hash}); loaded in {time.perf_counter() - t0:.2f} s", err=True)
-    queries = expand_queries(files)
-    total = None
-    if STDIN not in files:
-        queries = list(queries)
-        total = len(queries)
-    try:
-        rows = CsvRows(COLUMNS, out)
-    except OSError as exc:
-        fail(f"--out {out}: cannot write ({exc.strerror or exc})")
     n = None if all_tracks else (top or 10)
-    failed, answered, dists = 0, [], []
-    try:
-        for path, reason in progress(queries, desc="query", total=total, unit="query"):
-            answer = searcher.answer(path, n, include_self) if not reason else None
-            if answer is None or answer.error:
-                failed += 1
-                report_error(path, reason or answer.error)
-                continue
-            for r in answer.rows:
-                rows.write(csv_row(answer.query_file, r))
-            if matrix is not None:
-                answered.append(answer.query_file)
-                dists.append(answer.distances)
-    finally:
-        rows.close()
+    answered, dists = [], []
+
+    def one(path: str) -> tuple[list[list], str]:
+        answer = searcher.answer(path, n, include_self)
+        if answer.error:
+            return [], answer.error
+        if matrix is not None:
+            answered.append(answer.query_file)
+            dists.append(answer.distances)
+        return [csv_row(answer.query_file, r) for r in answer.rows], ""
+
+    failed = stream_answers(files, COLUMNS, out, one)
     if matrix is not None:
         import numpy as np
 
         write_matrix(matrix, answered, np.asarray(dists, np.float32).reshape(len(answered), len(searcher.track_ids)),
                      searcher.track_ids, searcher.paths)
         typer.echo(f"distance matrix {len(answered)} x {len(searcher.track_ids)} written to {matrix}", err=True)
-    if failed:
-        typer.secho(f"{failed} query file(s) could not be answered (see the errors above)", fg=typer.colors.RED,
-                    err=True)
-        raise typer.Exit(EXIT_SOME_FAILED)
+    exit_if_failed(failed)
 
 
 # ------------------------------------------------------------------------------------------- repair
