@@ -45,13 +45,13 @@ refused.
 """
 
 DISTANCE_HELP = """
-Distance: Each query and track is a set of segment embeddings (20 s segments every 5 s, unit
-vectors). Two segments are compared by the Euclidean distance of their embeddings, from 0
+Distance: Each query and track is a set of segment embeddings (unit vectors; 20 s segments every
+5 s with the default encoder). Two segments are compared by the Euclidean distance of their embeddings, from 0
 (identical) to 2 (opposite; unrelated music is typically around 1); `--reduction` makes one track
 distance of the segment-pair distances: bpwr-k (default bpwr-3) averages the k closest pairs taken
 without reusing a segment, min takes the closest pair, mean all pairs. So the distance also lies in
 0..2, and lower = more likely a version. It is printed in full precision (Python's repr of the
-float): equal printed values are equal distances. A file compared with itself gives about 0.0001.
+float): equal printed values are equal distances. A file compared with itself gives about 0.0002.
 """
 
 
@@ -110,7 +110,7 @@ file (resolved path), is left out of its own rows, so rank 1 is the closest othe
 `--include-self` keeps it.
 
 `--matrix FILE.npz` or `FILE.csv` also writes the full query x collection distance matrix (every
-track, the query itself included): `.npz` holds `distances` [queries x tracks] float32, `queries`,
+track, the query itself included): `.npz` holds `distances` (queries x tracks, float32), `queries`,
 `track_ids` and `paths`; `.csv` one row per query (`query_file` then one column per track id).
 Queries that failed have no row.
 
@@ -126,7 +126,7 @@ def query(files: list[str] = typer.Argument(..., metavar="QUERY", show_default=F
                                                  "or - to read query paths from stdin, one per line"),
           db: Path = typer.Option(..., "--db", help="database made with `avmatch versions add`"),
           top: Optional[int] = typer.Option(None, "--top", min=1, show_default=False,
-                                            help="list the N closest tracks per query  [default: 10]"),
+                                            help="list the N closest tracks per query (default 10)"),
           all_tracks: bool = typer.Option(False, "--all", help="list every track of the database (every distance)"),
           out: Optional[Path] = typer.Option(None, "--out", help="also write the CSV here"),
           matrix: Optional[Path] = typer.Option(None, "--matrix", help="also write the query x collection "
