@@ -116,6 +116,7 @@ def test_no_encoder_found_says_where_it_looked_and_what_to_do(world, tmp_path):
     assert r.exit_code == 2
     assert "no trained versions encoder found" in r.stderr and str(empty / "models/versions/encoder.pt") in r.stderr
     assert "AVMATCH_ROOT" in r.stderr and "--model" in r.stderr and "dvc repro versions_train" in r.stderr
+    assert not (tmp_path / "db").exists()
 
 
 def test_a_mismatched_model_is_an_error_naming_both_and_changes_nothing(world, db):
@@ -287,3 +288,18 @@ def test_embed_finds_the_encoder_from_anywhere_and_embeds_short_files(world, tmp
     assert v.shape == (1, 16) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     assert json.loads((tmp_path / "out/short.json").read_text())["end_s"] == [pytest.approx(2.5)]
     assert any(ln.startswith("embed: 100%") for ln in stderr_lines(r))
+
+
+def test_faiss_recall_for_large_collections_keeps_the_ranking_and_the_matrix_exact(world, db):
+    """Above `faiss_above_tracks` a top-N query recalls candidates with FAISS; the matrix still needs
+    (and gets) every distance, and the ranked rows agree with the exhaustive ones."""
+    from avmatch.versions.db_search import Searcher
+
+    query = world["queries"] / "excerpt2.wav"
+    exact = Searcher(db).answer(query, top=None)
+    recall = Searcher(db, faiss_above_tracks=2, n_candidates=3)
+    top = recall.answer(query, top=2)
+    assert top.distances is None
+    assert [r["track_id"] for r in top.rows] == [r["track_id"] for r in exact.rows[:2]]
+    full = recall.answer(query, top=2, every_track=True)
+    np.testing.assert_array_equal(full.distances, exact.distances)

@@ -161,7 +161,7 @@ def query(files: list[str] = typer.Argument(..., metavar="QUERY", show_default=F
     answered, dists = [], []
 
     def one(path: str) -> tuple[list[list], str]:
-        answer = searcher.answer(path, n, include_self)
+        answer = searcher.answer(path, n, include_self, every_track=matrix is not None)
         if answer.error:
             return [], answer.error
         if matrix is not None:

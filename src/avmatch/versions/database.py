@@ -30,6 +30,7 @@ from avmatch.core.db_repair import (
     shard_items,
 )
 from avmatch.core.db_store import (
+    LOCK_FILE,
     SNAPSHOTS,
     DamagedDatabase,
     Snapshot,
@@ -92,8 +93,18 @@ def add_folder(folder: Path, db: Path, encoder: Path | None = None, wait: float 
     files of this folder that cannot be used. The encoder is the database's own once it has one
     (`encoder`, when given, must be that one), else `encoder` or the project's trained encoder.
     One writer at a time: another add waits for this one (at most `wait` s; `say` tells the user)."""
-    with writer_lock(db, wait, say):
-        return _add_folder(folder, db, encoder)
+    new_folder = not Path(db).exists()
+    try:
+        with writer_lock(db, wait, say):
+            return _add_folder(folder, db, encoder)
+    except BaseException:
+        if new_folder:   # a failed creation (no encoder, no folder) leaves no database folder behind
+            (Path(db) / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                Path(db).rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _add_folder(folder: Path, db: Path, encoder: Path | None) -> dict:

@@ -91,9 +91,12 @@ class Searcher:
             best.append(b[0])
         return np.concatenate(dist), np.concatenate(best)
 
-    def answer(self, path: str | Path, top: int | None = 10, keep_self: bool = False) -> Answer:
-        """Ranked tracks for one file (`top` None: every track); an unusable file is an Answer with
-        `error` (the reason), never an exception, so one bad query does not stop the others."""
+    def answer(self, path: str | Path, top: int | None = 10, keep_self: bool = False,
+               every_track: bool = False) -> Answer:
+        """Ranked tracks for one file (`top` None: every track); `every_track` computes the distance to
+        every track even when FAISS recall would do for the top N (for the distance matrix). An
+        unusable file is an Answer with `error` (the reason), never an exception, so one bad query does
+        not stop the others."""
         path = Path(path)
         try:
             qv, qs, qe = self.emb.embed_file(path)
@@ -105,7 +108,7 @@ class Searcher:
         except OSError as exc:
             return Answer(str(path), error=f"cannot read file ({exc.strerror or exc})")
         n = len(self.track_ids)
-        if top is not None and n > self.faiss_above_tracks:
+        if top is not None and not every_track and n > self.faiss_above_tracks:
             cand = candidate_tracks(self.coll, qv, max(self.n_candidates, top + len(own)))
         else:
             cand = np.arange(n)
