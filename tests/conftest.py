@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -143,3 +145,47 @@ def prefect_api(tmp_path_factory):
             yield server.url
     finally:
         server.stop()
+
+
+def read_line(p, timeout: float) -> str:
+    """The next line a running subprocess prints on stdout (failing if it dies or stays silent for
+    `timeout` s): how the CLI tests see that answers stream instead of arriving at the end."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([p.stdout], [], [], 0.5)
+        if ready:
+            return p.stdout.readline().rstrip("\n")
+        assert p.poll() is None, p.stderr.read()
+    raise AssertionError(f"no output line within {timeout} s")
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None):
+    """The real `avmatch` app in this process, from `cwd`, with only the environment given
+    (`$AVMATCH_ROOT` unset unless `env` sets it): how a user meets the CLI from their own folder."""
+    from typer.testing import CliRunner
+
+    from avmatch.cli import app
+
+    old = os.getcwd()
+    saved = os.environ.pop("AVMATCH_ROOT", None)
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, args, input=stdin, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+        os.environ.pop("AVMATCH_ROOT", None)
+        if saved is not None:
+            os.environ["AVMATCH_ROOT"] = saved
+
+
+def stderr_lines(result) -> list[str]:
+    """stderr as a person reads it: progress bar redraws (carriage returns) resolved."""
+    return [ln.split("\r")[-1] for ln in result.stderr.splitlines()]
+
+
+def csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))

@@ -10,23 +10,24 @@ told apart.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import save_tiny_fingerprint_encoder, tone_mix, write_bad_files
-from typer.testing import CliRunner
-
-from avmatch.cli import app
+from conftest import csv_rows as rows_of
+from conftest import (
+    read_line,
+    save_tiny_fingerprint_encoder,
+    stderr_lines,
+    tone_mix,
+    write_bad_files,
+)
+from conftest import run_cli as run
 
 SR = 8000
 THRESHOLD = 0.2
@@ -68,31 +69,6 @@ def world(tmp_path_factory) -> dict:
     save_tiny_fingerprint_encoder(root / "other.pt", seed=1)
     return {"root": root, "proj": proj, "music": music, "names": names, "queries": queries, "truth": truth,
             "oov": oov, "elsewhere": elsewhere, "other": root / "other.pt"}
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None):
-    """The real `avmatch` app in this process, from `cwd`, with only the environment given."""
-    old = os.getcwd()
-    saved = os.environ.get("AVMATCH_ROOT")
-    os.environ.pop("AVMATCH_ROOT", None)
-    os.environ.update(env or {})
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, args, input=stdin, catch_exceptions=False)
-    finally:
-        os.chdir(old)
-        os.environ.pop("AVMATCH_ROOT", None)
-        if saved is not None:
-            os.environ["AVMATCH_ROOT"] = saved
-
-
-def stderr_lines(result) -> list[str]:
-    """stderr as a person reads it: progress bar redraws (carriage returns) resolved."""
-    return [ln.split("\r")[-1] for ln in result.stderr.splitlines()]
-
-
-def rows_of(text: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(text)))
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +188,12 @@ def test_answers_stream_one_query_at_a_time(world, db, tmp_path):
                           "--out", str(out)], cwd=world["elsewhere"], env=env, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     try:
-        assert _line(p, 120) == ",".join(["query_file", "rank", "ref_id", "ref_path", "offset_s", "score", "match"])
+        assert read_line(p, 120) == ",".join(["query_file", "rank", "ref_id", "ref_path", "offset_s", "score", "match"])
         queries = sorted(world["truth"])[:3]
         for q in queries:
             p.stdin.write(q + "\n")
             p.stdin.flush()
-            line = _line(p, 60)
+            line = read_line(p, 60)
             assert line.startswith(q + ",1,"), line
             assert p.poll() is None                     # still waiting for the next query
             assert out.read_text().splitlines()[-1] == line
@@ -228,16 +204,6 @@ def test_answers_stream_one_query_at_a_time(world, db, tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-
-
-def _line(p: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([p.stdout], [], [], 0.5)
-        if ready:
-            return p.stdout.readline().rstrip("\n")
-        assert p.poll() is None, p.stderr.read()
-    raise AssertionError(f"no output line within {timeout} s")
 
 
 def test_top_n_lists_ranked_candidates(world, db):

@@ -60,10 +60,12 @@ def add(world, db: Path, folder: Path, **env: str) -> tuple[int, str]:
 
 
 def query(world, db: Path) -> tuple[int, str, list[dict]]:
-    code, out = run(["versions", "query", str(world["folders"][1] / "track1.wav"), "--db", str(db), "--top", "8"],
-                    world["root"], {"OMP_NUM_THREADS": "1"})
-    lines = [ln for ln in out.splitlines() if ln.count(",") == 5]
-    return code, out, list(csv.DictReader(io.StringIO("\n".join(lines))))
+    """(exit code, the command's stdout and stderr, the CSV rows it wrote to --out)."""
+    out_csv = db.parent / f"{db.name}-answer.csv"
+    out_csv.unlink(missing_ok=True)
+    code, out = run(["versions", "query", str(world["folders"][1] / "track1.wav"), "--db", str(db), "--top", "8",
+                     "--include-self", "--out", str(out_csv)], world["root"], {"OMP_NUM_THREADS": "1"})
+    return code, out, list(csv.DictReader(io.StringIO(out_csv.read_text() if out_csv.exists() else "")))
 
 
 def content(db: Path) -> tuple[list[tuple], np.ndarray]:

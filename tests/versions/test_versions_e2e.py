@@ -109,24 +109,36 @@ def test_versions_cli_add_query_embed(repo, tmp_path):
     write_bad_files(music / "broken")
     import soundfile as sf
 
-    sf.write(music / "broken" / "short.wav", np.zeros(16000 * 5, np.float32) + 0.1, 16000)
-    db = tmp_path / "db"
-    model = repo / "models/versions/encoder.pt"
-    p = run([str(BIN / "avmatch"), "versions", "add", str(music), "--db", str(db), "--model", str(model)], repo)
-    assert "shorter than one segment" in p.stderr and "empty.wav" in p.stderr
-    again = run([str(BIN / "avmatch"), "versions", "add", str(music), "--db", str(db), "--model", str(model)], repo)
-    assert again.stdout.startswith("0 track(s) embedded")
     query = sorted(music.glob("*.flac"))[0]
-    out = run([str(BIN / "avmatch"), "versions", "query", str(query), "--db", str(db), "--top", "3"], repo).stdout
-    lines = out.strip().splitlines()
-    assert lines[0] == "rank,distance,track_id,query_segment_s,track_segment_s,path"
-    assert lines[1].split(",")[2] == query.stem and float(lines[1].split(",")[1]) < 0.05   # itself first
-    bad = subprocess.run([str(BIN / "avmatch"), "versions", "query", str(music / "broken" / "short.wav"), "--db",
-                          str(db)], cwd=repo, env=env(repo), capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "shorter than one segment" in bad.stderr
+    audio, sr = sf.read(query, dtype="float32")
+    sf.write(music / "broken" / "short.wav", audio[: 5 * sr], sr)        # shorter than one segment: embedded
+    db = tmp_path / "db"
+    elsewhere = tmp_path / "elsewhere"      # not a project: the encoder is found from $AVMATCH_ROOT
+    elsewhere.mkdir()
+
+    def avmatch(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "avmatch"), *args], cwd=elsewhere, env={**env(repo), "AVMATCH_ROOT": str(repo)},
+                              capture_output=True, text=True, timeout=900)
+
+    p = avmatch("versions", "add", str(music), "--db", str(db))
+    assert p.returncode == 1 and "empty.wav" in p.stderr and "short.wav" not in p.stderr, p.stderr
+    assert "embed: 100%" in p.stderr
+    again = avmatch("versions", "add", str(music), "--db", str(db))
+    assert again.stdout.startswith("0 track(s) embedded")
+    copy = tmp_path / "copy.flac"
+    shutil.copy(query, copy)       # the same bytes elsewhere: still the query itself
+    out = avmatch("versions", "query", str(copy), str(music / "broken" / "short.wav"), "--db", str(db), "--top", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "query_file,rank,track_id,distance,query_segment_s,track_segment_s,path"
+    rows = [ln.split(",") for ln in lines[1:]]
+    assert [r[1] for r in rows if r[0] == str(copy)] == ["1", "2", "3"]
+    assert query.stem not in [r[2] for r in rows if r[0] == str(copy)]                    # itself left out
+    short_rows = [r for r in rows if r[0] == str(music / "broken" / "short.wav")]
+    assert [r[1] for r in short_rows] == ["1", "2", "3"] and short_rows[0][4] == "0.0-5.0"    # one 5 s segment
     mirror = tmp_path / "mirror"
-    e = run([str(BIN / "avmatch"), "versions", "embed", str(music), str(mirror), "--model", str(model)], repo)
-    assert "unusable" in e.stdout
+    e = avmatch("versions", "embed", str(music), str(mirror))
+    assert e.returncode == 1 and "unusable" in e.stdout
     first = mirror / query.relative_to(music).with_suffix(".npy")
     v = np.load(first)
     assert v.ndim == 2 and v.shape[1] == 128 and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)

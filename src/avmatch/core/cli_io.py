@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import typer
@@ -75,3 +76,44 @@ class CsvRows:
     def close(self) -> None:
         if self.file:
             self.file.close()
+
+
+def stream_answers(files: Iterable[str], columns: list[str], out: Path | None,
+                   answer: Callable[[str], tuple[list[list], str]], desc: str = "query") -> int:
+    """Answer each query the arguments stand for (files, folders, `-` for stdin) in turn, with a
+    progress bar: `answer(path)` gives (CSV rows, "") or ([], reason); rows are streamed (stdout and
+    `out`), a failed query is an error line. Returns how many queries failed."""
+    from avmatch.core.progress import progress
+    from avmatch.core.query_inputs import STDIN, expand_queries
+
+    files = list(files)
+    queries = expand_queries(files)
+    total = None
+    if STDIN not in files:
+        queries = list(queries)
+        total = len(queries)
+    try:
+        rows = CsvRows(columns, out)
+    except OSError as exc:
+        fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+    failed = 0
+    try:
+        for path, reason in progress(queries, desc=desc, total=total, unit="query"):
+            got, error = answer(path) if not reason else ([], reason)
+            if error:
+                failed += 1
+                report_error(path, error)
+                continue
+            for row in got:
+                rows.write(row)
+    finally:
+        rows.close()
+    return failed
+
+
+def exit_if_failed(failed: int) -> None:
+    """After the queries: say how many failed and exit with EXIT_SOME_FAILED, if any did."""
+    if failed:
+        typer.secho(f"{failed} query file(s) could not be answered (see the errors above)", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)

@@ -21,6 +21,13 @@ from avmatch.core.progress import progress
 SILENCE_DBFS = -70.0
 
 
+def silence_reason(audio: np.ndarray) -> str:
+    """Why audio is unusable as silence ("" when it is not): a silent file matches nothing, and
+    normalising it would turn rounding noise into a loud, arbitrary input."""
+    level = 20 * np.log10(np.sqrt(np.mean(np.square(audio, dtype=np.float64))) + 1e-12)
+    return f"audio is silent (RMS {level:.0f} dBFS < {SILENCE_DBFS:.0f} dBFS)" if level < SILENCE_DBFS else ""
+
+
 def pcm_name(content_hash: str, sample_rate: int) -> str:
     return f"{content_hash}_{sample_rate}.npy"
 
@@ -40,9 +47,9 @@ def _decode_one(args: tuple[str, str, int]) -> tuple[int, str]:
         return 0, exc.reason
     except Exception as exc:  # a decoder bug must not stop the collection
         return 0, f"unexpected decoding failure ({type(exc).__name__}: {exc})"
-    level = 20 * np.log10(np.sqrt(np.mean(np.square(audio, dtype=np.float64))) + 1e-12)
-    if level < SILENCE_DBFS:
-        return 0, f"audio is silent (RMS {level:.0f} dBFS < {SILENCE_DBFS:.0f} dBFS)"
+    silent = silence_reason(audio)
+    if silent:
+        return 0, silent
     pcm = np.clip(np.round(audio * 32767.0), -32767, 32767).astype(np.int16)
     tmp = dst + f".{os.getpid()}.tmp.npy"
     np.save(tmp, pcm)

@@ -15,7 +15,13 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from avmatch.core.cli_io import EXIT_SOME_FAILED, WAIT_HELP, CsvRows, paragraphs
+from avmatch.core.cli_io import (
+    EXIT_SOME_FAILED,
+    WAIT_HELP,
+    exit_if_failed,
+    paragraphs,
+    stream_answers,
+)
 from avmatch.core.cli_io import fail as _fail
 from avmatch.core.cli_io import report_error as _report
 from avmatch.core.cli_io import waiting as _waiting
@@ -225,8 +231,6 @@ def identify(
     threshold: Optional[float] = typer.Option(None, help="override the database's no-match threshold for this run"),
 ) -> None:
     from avmatch.core.db_store import DamagedDatabase
-    from avmatch.core.progress import progress
-    from avmatch.core.query_inputs import STDIN, expand_queries
     from avmatch.fingerprint.database import DatabaseError, FingerprintDB
 
     try:
@@ -237,31 +241,11 @@ def identify(
     used = f"{threshold:.4f} (--threshold)" if threshold is not None else fdb.thresholds.describe()
     typer.echo(f"{db}: {len(searcher.index.item_ids)} recording(s), score '{fdb.search_params.score}', threshold {used}; "
                f"loaded in {searcher.timings['model_s'] + searcher.timings['index_s']:.2f} s", err=True)
-    queries = expand_queries(files)
-    total = None
-    if STDIN not in files:
-        queries = list(queries)
-        total = len(queries)
-    try:
-        rows = CsvRows(COLUMNS, out)
-    except OSError as exc:
-        _fail(f"--out {out}: cannot write ({exc.strerror or exc})")
-    failed = 0
-    try:
-        for path, reason in progress(queries, desc="identify", total=total, unit="query"):
-            answer = searcher.identify(path, top, threshold) if not reason else None
-            if answer is None or answer.error:
-                failed += 1
-                _report(path, reason or answer.error)
-                continue
-            for row in _answer_rows(answer, top):
-                rows.write(row)
-    finally:
-        rows.close()
-    if failed:
-        typer.secho(f"{failed} query file(s) could not be answered (see the errors above)", fg=typer.colors.RED,
-                    err=True)
-        raise typer.Exit(EXIT_SOME_FAILED)
+    def one(path: str) -> tuple[list[list], str]:
+        answer = searcher.identify(path, top, threshold)
+        return ([], answer.error) if answer.error else (_answer_rows(answer, top), "")
+
+    exit_if_failed(stream_answers(files, COLUMNS, out, one, desc="identify"))
 
 
 # --------------------------------------------------------------------------------------------- info

@@ -1,14 +1,13 @@
 """A user's version database: per-track segment embeddings of a music folder, queryable by file.
 
 Layout of `--db DB`: `shards/` (Parquet embedding shards, resumable: the source of truth), `db.json`
-(which encoder made them), and the published version `CURRENT` names: `snapshots/NNNNNN/` with
-`tracks.parquet` (the manifest: one row per file, bad files with reason) and a copy of db.json.
-Adding a folder again embeds only new or changed files. `add` and `repair` write one at a time under
-the database's lock and publish by replacing `CURRENT`, so a query sees the database before or after
-an add, never a mix (`avmatch.core.db_store`); an older database with `tracks.parquet` at the top is
-read as it is and moves to this layout at its next add. A query file is embedded the same way (one CQT and encoder
-implementation for training, extraction and queries) and compared with every track through the
-segment-pair reduction; the closest segment pair tells *where* the two versions match.
+(which encoder made them: source path and hash) with `model.pt`, the database's copy of that encoder
+(`avmatch.versions.db_encoder`), and the published version `CURRENT` names: `snapshots/NNNNNN/` with
+`tracks.parquet` (the manifest: one row per file, absolute paths, bad files with reason) and a copy of
+db.json. Adding a folder again embeds only new or changed files. `add` and `repair` write one at a time
+under the database's lock and publish by replacing `CURRENT`, so a query sees the database before or
+after an add, never a mix (`avmatch.core.db_store`); an older database with `tracks.parquet` at the top
+is read as it is and moves to this layout at its next add. Queries: `avmatch.versions.db_search`.
 """
 
 from __future__ import annotations
@@ -16,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from avmatch.core.audio import MediaError, decode_audio
+from avmatch.core.audio import MediaError
 from avmatch.core.db_repair import (
     existing_store,
     quarantine_damaged_shards,
@@ -32,6 +30,7 @@ from avmatch.core.db_repair import (
     shard_items,
 )
 from avmatch.core.db_store import (
+    LOCK_FILE,
     SNAPSHOTS,
     DamagedDatabase,
     Snapshot,
@@ -41,57 +40,23 @@ from avmatch.core.db_store import (
     write_json_atomic,
     writer_lock,
 )
-from avmatch.core.hashing import file_hash
 from avmatch.core.manifest import (
     build_manifest,
     read_manifest,
     scan_media,
     write_manifest,
 )
+from avmatch.core.progress import progress
 from avmatch.core.shards import ShardStore, UnreadableShard
-from avmatch.versions.cqt import cqt, frames_per_second, segment_frames
-from avmatch.versions.model import VersionEncoder, load_encoder
-from avmatch.versions.params import CQTParams, VerAudioParams
-from avmatch.versions.retrieval import Collection, candidate_tracks
-from avmatch.versions.segment_pairs import track_distances
-from avmatch.versions.training import embed_windows
-
-
-class TooShort(ValueError):
-    """The audio is shorter than one segment."""
-
-
-@dataclass
-class Embedder:
-    model: VersionEncoder
-    audio: VerAudioParams
-    cqt: CQTParams
-    device: torch.device
-    model_hash: str
-
-    @classmethod
-    def load(cls, encoder: Path, device: torch.device | str = "cpu") -> "Embedder":
-        model, cfg = load_encoder(encoder, device)
-        return cls(model, VerAudioParams(**cfg["audio"]), CQTParams(**cfg["cqt"]), torch.device(device),
-                   file_hash(encoder))
-
-    def embed_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(vectors [n, d], start_s, end_s) of one audio file; MediaError / TooShort with a reason."""
-        sr = self.audio.sample_rate
-        audio = decode_audio(path, sr)
-        if len(audio) < self.audio.segment_s * sr:
-            raise TooShort(f"shorter than one segment ({len(audio) / sr:.1f} s < {self.audio.segment_s:g} s)")
-        fps = frames_per_second(self.cqt)
-        seg = int(round(self.audio.segment_s * fps))
-        win, starts = segment_frames(cqt(audio, sr, self.cqt), seg, max(1, int(round(self.audio.hop_s * fps))))
-        if len(win) == 0:
-            raise TooShort(f"shorter than one segment ({len(audio) / sr:.1f} s)")
-        vecs = embed_windows(self.model, win, self.device)
-        return vecs, (starts / fps).astype(np.float32), ((starts + seg) / fps).astype(np.float32)
-
+from avmatch.versions.db_encoder import (
+    META,
+    Embedder,
+    TooShort,
+    encoder_for,
+    record_encoder,
+)
 
 MANIFEST = "tracks.parquet"
-META = "db.json"
 
 
 def repair_command(db: Path) -> str:
@@ -123,17 +88,34 @@ def _publish(db: Path, man: pd.DataFrame) -> None:
     (db / MANIFEST).unlink(missing_ok=True)    # the older layout's manifest, superseded
 
 
-def add_folder(folder: Path, db: Path, encoder: Path, wait: float | None = None, say=None) -> dict:
-    """Embed every new or changed audio file under `folder` into the database; returns counts and bad files.
+def add_folder(folder: Path, db: Path, encoder: Path | None = None, wait: float | None = None, say=None) -> dict:
+    """Embed every new or changed audio file under `folder` into the database; returns counts and the
+    files of this folder that cannot be used. The encoder is the database's own once it has one
+    (`encoder`, when given, must be that one), else `encoder` or the project's trained encoder.
     One writer at a time: another add waits for this one (at most `wait` s; `say` tells the user)."""
-    with writer_lock(db, wait, say):
-        return _add_folder(folder, db, encoder)
+    new_folder = not Path(db).exists()
+    try:
+        with writer_lock(db, wait, say):
+            return _add_folder(folder, db, encoder)
+    except BaseException:
+        if new_folder:   # a failed creation (no encoder, no folder) leaves no database folder behind
+            (Path(db) / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                Path(db).rmdir()
+            except OSError:
+                pass
+        raise
 
 
-def _add_folder(folder: Path, db: Path, encoder: Path) -> dict:
+def _add_folder(folder: Path, db: Path, encoder: Path | None) -> dict:
+    # absolute paths: the database answers with them wherever a later command runs
+    folder = Path(folder).expanduser().resolve()
+    encoder = encoder_for(db, encoder, repair_command(db))
     emb = Embedder.load(encoder)
     previous = read_tracks(db, snapshots(db).current())
-    man = build_manifest(scan_media(folder), base=folder, previous=previous, desc="scan")
+    scanned = scan_media(folder)
+    # ids are paths relative to the folder added (a single file: its name)
+    man = build_manifest(scanned, base=folder if folder.is_dir() else folder.parent, previous=previous, desc="scan")
     if previous is not None:
         # a row `repair` took in from the shards alone (no path) is replaced by the file's own row
         replaced = previous["path"].isin(man["path"]) | ((previous["path"] == "") & previous["id"].isin(man["id"]))
@@ -141,11 +123,11 @@ def _add_folder(folder: Path, db: Path, encoder: Path) -> dict:
     fault_point("ingest")
     store = ShardStore(db / "shards", emb.model.dim, emb.model_hash)
     done = store.done_keys()
-    added, bad = 0, []
+    todo = [i for i, row in man.iterrows() if row["status"] == "ok" and (row["id"], row["content_hash"]) not in done]
+    added = 0
     with store.writer() as w:
-        for i, row in man.iterrows():
-            if row["status"] != "ok" or (row["id"], row["content_hash"]) in done:
-                continue
+        for i in progress(todo, desc="embed", total=len(todo), unit="track"):
+            row = man.loc[i]
             try:
                 vecs, starts, ends = emb.embed_file(row["path"])
             except (MediaError, TooShort) as exc:
@@ -155,11 +137,10 @@ def _add_folder(folder: Path, db: Path, encoder: Path) -> dict:
             added += 1
             fault_point("decode")
     fault_point("extract")
-    meta = {"encoder": str(Path(encoder).resolve()), "model_hash": emb.model_hash}
-    if not (db / META).exists() or (db / META).read_text() != json.dumps(meta):
-        write_json_atomic(db / META, meta)
+    record_encoder(db, encoder, emb.model_hash)
     _publish(db, man)
-    bad = man[man["status"] != "ok"][["path", "error"]].to_dict("records")
+    mine = man["path"].isin([str(p) for p in scanned])
+    bad = man[mine & (man["status"] != "ok")][["path", "error"]].to_dict("records")
     return {"added": added, "tracks": int((man["status"] == "ok").sum()), "bad": bad}
 
 
@@ -179,36 +160,6 @@ def _tracks_and_vectors(db: Path, emb: Embedder) -> tuple[pd.DataFrame, pd.DataF
         return ok, meta, vecs
 
     return snapshots(db).read(load)
-
-
-def query_file(path: Path, db: Path, top: int = 10, reduction: str = "bpwr-3", encoder: Path | None = None,
-               faiss_above_tracks: int = 5000, n_candidates: int = 200) -> pd.DataFrame:
-    """Closest tracks of the database to one file: track, distance, best segment pair (times in both)."""
-    info = read_json(db / META, repair_command(db))
-    emb = Embedder.load(Path(encoder or info["encoder"]))
-    ok, meta, vecs = _tracks_and_vectors(db, emb)
-    if len(vecs) == 0:
-        raise ValueError(f"{db}: the database holds no tracks (use `avmatch versions add`)")
-    qv, qs, qe = emb.embed_file(path)
-    coll = Collection.from_rows(meta, vecs)
-    padded, mask = coll.padded()
-    cand = np.arange(len(coll.track_ids))
-    if len(cand) > faiss_above_tracks:
-        cand = candidate_tracks(coll, qv, n_candidates)
-    q = torch.from_numpy(qv)[None]
-    dist, best = track_distances(q, torch.ones(1, len(qv), dtype=torch.bool), padded[cand], mask[cand], reduction)
-    starts = coll.segment_starts()
-    order = np.argsort(dist[0], kind="stable")[:top]
-    paths = dict(zip(ok["id"], ok["path"]))
-    seg_s = float(meta["end_s"].iloc[0] - meta["start_s"].iloc[0])
-    rows = []
-    for rank, j in enumerate(order, 1):
-        t = int(cand[j])
-        qi, ri = best[0, j]
-        rows.append({"rank": rank, "track_id": coll.track_ids[t], "path": paths.get(coll.track_ids[t], ""),
-                     "distance": float(dist[0, j]), "query_start_s": float(qs[qi]), "query_end_s": float(qe[qi]),
-                     "track_start_s": float(starts[t][ri]), "track_end_s": float(starts[t][ri] + seg_s)})
-    return pd.DataFrame(rows)
 
 
 def repair_database(db: Path, wait: float | None = None, say=None) -> dict:
@@ -252,7 +203,8 @@ def mirror_embeddings(src: Path, dst: Path, encoder: Path, fmt: str = "npy") -> 
     emb = Embedder.load(encoder)
     done = written = 0
     bad = []
-    for f in scan_media(src):
+    files = scan_media(src)
+    for f in progress(files, desc="embed", total=len(files), unit="file"):
         out = dst / f.relative_to(src).with_suffix(f".{fmt}")
         if out.exists() and out.stat().st_mtime >= f.stat().st_mtime:
             done += 1
