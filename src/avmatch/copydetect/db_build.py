@@ -30,9 +30,7 @@ from avmatch.core.db_store import DamagedDatabase
 from avmatch.core.hashing import file_hash
 from avmatch.core.model_lookup import (
     ModelNotFound,
-    find_project_model,
-    given_model,
-    not_found_message,
+    locate_model,
     project_of,
 )
 
@@ -58,14 +56,8 @@ class AddReport:
 
 def locate_default_encoder(model: Path | None = None) -> Path:
     """`model` when given, else the project's trained encoder; EncoderNotFound says what to do otherwise."""
-    if model is not None:
-        return given_model(model, ENCODER_REL)
-    found, looked = find_project_model(ENCODER_REL)
-    if found is None:
-        raise EncoderNotFound(not_found_message("copy detection encoder", looked,
-                                                "`dvc repro copydetect_evaluate` (or `make demo-copydetect`)",
-                                                "avmatch copydetect add"))
-    return found
+    return locate_model(model, ENCODER_REL, "copy detection encoder",
+                        "`dvc repro copydetect_evaluate` (or `make demo-copydetect`)", "avmatch copydetect add")
 
 
 def _project_settings(project: Path | None) -> dict:

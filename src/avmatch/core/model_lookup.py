@@ -70,3 +70,15 @@ def given_model(model: Path, rel: Path) -> Path:
         raise ModelNotFound(f"{model}: no such encoder file (resolved to {path}); pass the path of a trained "
                             f"encoder, e.g. /path/to/avmatch/{rel.as_posix()}")
     return path
+
+
+def locate_model(model: Path | None, rel: Path, what: str, train: str, command: str) -> Path:
+    """The encoder a command should use: `--model` when given (relative to the working directory), else
+    the first candidate project's trained `rel`, wherever the command runs. ModelNotFound names where it
+    looked and the three ways out (`what`, `train`, `command`: see `not_found_message`)."""
+    if model is not None:
+        return given_model(model, rel)
+    found, looked = find_project_model(rel)
+    if found is None:
+        raise ModelNotFound(not_found_message(what, looked, train, command))
+    return found

@@ -29,9 +29,8 @@ from avmatch.core.db_store import read_json, write_json_atomic
 from avmatch.core.hashing import file_hash
 from avmatch.core.model_lookup import (
     ModelNotFound,
-    find_project_model,
     given_model,
-    not_found_message,
+    locate_model,
 )
 from avmatch.core.pcm_cache import silence_reason
 from avmatch.versions.cqt import cqt, frames_per_second, segment_frames
@@ -97,14 +96,8 @@ class Embedder:
 def locate_encoder(model: Path | None) -> Path:
     """The encoder a new database is built with: `--model` (relative to the working directory), else
     the project's trained encoder wherever the command runs; ModelNotFound says what to do."""
-    if model is not None:
-        return given_model(model, ENCODER_REL)
-    path, looked = find_project_model(ENCODER_REL)
-    if path is None:
-        raise ModelNotFound(not_found_message("versions encoder", looked,
-                                              "`dvc repro versions_train` (or `make demo-versions`)",
-                                              "avmatch versions add"))
-    return path
+    return locate_model(model, ENCODER_REL, "versions encoder", "`dvc repro versions_train` (or `make demo-versions`)",
+                        "avmatch versions add")
 
 
 def database_encoder(db: Path, repair: str) -> tuple[Path, dict]:
