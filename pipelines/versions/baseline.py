@@ -11,7 +11,11 @@ import pandas as pd
 from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
-from pipelines.versions.qmax_collections import hpcp_chroma, qmax_scorer, write_collections
+from pipelines.versions.qmax_collections import (
+    hpcp_chroma,
+    qmax_scorer,
+    write_collections,
+)
 from pipelines.versions.shared import ok_items
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,9 @@ def baseline(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
             items = items[keep].reset_index(drop=True)
             chroma = [c for c, k in zip(chroma, keep) if k]
         res, query_s = _evaluate(params, scorer, items, chroma, split)
+        # seconds_per_query: the all-pairs time over the queries (each pair's matrix shared by its two directions)
         extra = {"tracks": len(items), "failed_files": failed, "seconds_per_query": query_s,
-                 "ms_per_alignment": 1000 * query_s / max(1, len(items) - 1), "chroma_seconds": feat_s,
+                 "ms_per_pair": 2000 * query_s / max(1, len(items) - 1), "chroma_seconds": feat_s,
                  "method": "essentia hpcpgram + ChromaCrossSimilarity + CoverSongSimilarity (Qmax), "
                            "cover-song tutorial settings"}
         docs[split] = metrics_json(res, extra)
@@ -68,10 +73,10 @@ def _evaluate(params: Params, scorer, items: pd.DataFrame, chroma: list[np.ndarr
     n = len(items)
     dist = np.full((n, n), np.inf, np.float32)
     t1 = time.perf_counter()
+    # every ordered pair (the distance is asymmetric); one cross-similarity matrix serves both directions
     for i in progress(range(n), desc=f"Qmax {split}", total=n, unit="query"):
-        for j in range(n):
-            if j != i:
-                dist[i, j] = scorer.distance(chroma[i], chroma[j])
+        for j in range(i + 1, n):
+            dist[i, j], dist[j, i] = scorer.distances(chroma[i], chroma[j])
     query_s = (time.perf_counter() - t1) / n
     cliques = list(items["label"])
     track = evaluate_track_distances(dist, cliques, vp.evaluate.bootstrap, params.common.seed)

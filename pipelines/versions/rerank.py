@@ -11,7 +11,12 @@ import pandas as pd
 from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
-from pipelines.versions.qmax_collections import cqt_chroma_of, hpcp_chroma, qmax_scorer, write_collections
+from pipelines.versions.qmax_collections import (
+    cqt_chroma_of,
+    hpcp_chroma,
+    qmax_scorer,
+    write_collections,
+)
 from pipelines.versions.shared import embed_items, ok_items, shard_key
 
 log = logging.getLogger(__name__)
@@ -100,13 +105,18 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
     enc = evaluate_track_distances(dist, cliques, ev.bootstrap, params.common.seed)
     blocks["encoder"] = _block(enc, 1000 * encoder_s, 0)
     rows.append(plot_data({"track": enc, "segment": _NO_SEGMENTS}, f"encoder {split}"))
+    # only tracks with another version in the collection are queries (as in evaluate_track_distances): the
+    # others' rows are left unranked, they are never scored
+    sizes = pd.Series(cliques).value_counts()
+    queries = [q for q in range(n) if sizes[cliques[q]] > 1]
     # the largest K first: a smaller K's candidates are a prefix of it, so its alignments are reused (timed once)
     for k in sorted(rp.ks, reverse=True):
-        rows_q = range(n) if cache else progress(range(n), desc=f"re-rank {split} (K={k})", total=n, unit="query")
+        rows_q = queries if cache else progress(queries, desc=f"re-rank {split} (K={k})", total=len(queries),
+                                                 unit="query")
         rd = rerank_distances(dist, k, align, rows=rows_q)
         res = evaluate_track_distances(rd, cliques, ev.bootstrap, params.common.seed)
         # time per query: the encoder's ranking + this K's alignments (each timed when it ran) + one chroma
-        align_s = sum(cache[(q, int(j))][1] for q in range(n) for j in _top(dist[q], k)) / n
+        align_s = sum(cache[(q, int(j))][1] for q in queries for j in _top(dist[q], k)) / max(1, len(queries))
         blocks[f"k{k}"] = _block(res, 1000 * (encoder_s + align_s + chroma_s), min(k, n - 1))
         rows.append(plot_data({"track": res, "segment": _NO_SEGMENTS}, f"rerank K={k} {split}"))
     systems = {"encoder": blocks["encoder"], **{f"k{k}": blocks[f"k{k}"] for k in sorted(rp.ks)}}

@@ -7,19 +7,19 @@ the reference to the query's key, binarised at the 9.5th percentile of each row 
 `CoverSongSimilarity` (serra09 Smith-Waterman constraints, disruption onset/extension penalties 0.5,
 asymmetric distance: the best alignment score normalised by the reference's length). On top of the
 tutorial, consecutive HPCP frames may be averaged (`pool`): 4 frames (~0.26 s) make the alignment 16x
-cheaper and smooth note onsets, which scored higher than raw frames on rendered chorales.
+cheaper (the setting of the issue-18 report that measured MAP 0.74 on the demo test set).
 
 No training, so it is the reference point a learnt encoder must beat; it costs one alignment per track
 pair (quadratic in collection size), which is also why the re-ranker (`rerank.py`) only aligns a
 query with its top candidates.
 
-Why an earlier version scored MAP 0.18: it fed raw 16 kHz HPCP frames of 8192 samples to the
-`otiBinary` similarity without frame stacking. `otiBinary` marks a pair of frames similar when their
-best transposition is 0 or 1 semitone, i.e. it keeps half the cells of a diatonic piece's matrix and
-barely separates versions from other chorales in the same key; the Euclidean percentile binarisation
-with stacked frames and one global OTI is what the tutorial (and the paper) use. Frames whose chroma
-is not finite (never seen with Essentia's HPCP, but one such frame would turn every percentile
-threshold into NaN and the whole matrix into zeros) are zeroed before alignment.
+Why an earlier version of this stage scored MAP 0.18 on the demo test set: it used the `otiBinary`
+similarity (a pair of frames is similar when its best transposition is 0 or 1 semitone) on single frames
+of an HPCP with 8 harmonics from 40 Hz. `otiBinary` sets ~22 % of the cells of two demo tracks' matrix,
+the tutorial's percentile binarisation ~6 %: in so dense a matrix any two chorales in related keys find
+long runs of matches (the likely cause; the two changes were not measured apart). Its comment that `oti=True` with stacked frames gave all-zero matrices does not
+reproduce with essentia 2.1b6-dev (5.7 % of cells set with the old HPCP as well). Frames whose chroma is
+not finite (one would make every percentile threshold NaN, hence an all-zero matrix) are zeroed anyway.
 """
 
 from __future__ import annotations
@@ -89,7 +89,19 @@ class QmaxScorer:
         """Qmax distance; +inf when either sequence is too short to stack or nothing aligns at all."""
         if len(query) < self.min_frames or len(reference) < self.min_frames:
             return float("inf")
-        sim = self.similarity_matrix(query, reference)
+        return self._align(self.similarity_matrix(query, reference))
+
+    def distances(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """(a queries b, b queries a) from one cross-similarity matrix: the matrix of (b, a) is the transpose
+        of (a, b)'s (the OTI of b to a is minus that of a to b, and the percentile binarisation treats rows
+        and columns alike; identical on the demo's test tracks), so an all-pairs evaluation computes each
+        pair's matrix once and aligns it both ways. The alignment stays asymmetric."""
+        if len(a) < self.min_frames or len(b) < self.min_frames:
+            return float("inf"), float("inf")
+        sim = self.similarity_matrix(a, b)
+        return self._align(sim), self._align(np.ascontiguousarray(sim.T))
+
+    def _align(self, sim: np.ndarray) -> float:
         if not sim.any():
             return float("inf")
         _, dist = self.qmax(sim)
