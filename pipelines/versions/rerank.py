@@ -28,6 +28,7 @@ def rerank(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     CIs and the time per query of each configuration, so a user can pick the trade-off."""
     from avmatch.core.device import resolve_device
     from avmatch.versions.model import load_encoder
+    from pipelines.versions.evaluation import plot_results
 
     rp = params.versions.rerank
     device = resolve_device(params.common.device)
@@ -44,8 +45,6 @@ def rerank(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
             summary.update({f"{split}_{name}_{k}": v for k, v in block["track"].items()})
             summary[f"{split}_{name}_ms_per_query"] = block["ms_per_query"]
     write_collections(paths, tracker, "versions_rerank", docs, plots)
-    from pipelines.versions.evaluation import plot_results
-
     ranks, pr = [pd.read_csv(paths.plots / f"versions_rerank_{k}.csv") for k in ("ranks", "pr")]
     tracker.log_artifact(plot_results(ranks, pr, paths.results / "versions_rerank.png"), "plots")
     return summary
@@ -55,14 +54,15 @@ def _embeddings(params: Params, paths: VersionsPaths, model, device, items: pd.D
     """Segment embeddings of the items: the extract stage's shards where they hold them, the encoder otherwise."""
     from avmatch.core.shards import ShardStore
 
+    cols = ["item_id", "segment", "start_s", "end_s"]
     store = ShardStore(paths.shards, params.versions.model.dim, shard_key(params, paths))
     meta, vecs = store.read(dict(zip(items["id"], items["content_hash"]))) if store.root.exists() else (
-        pd.DataFrame(columns=["item_id"]), np.zeros((0, params.versions.model.dim), np.float32))
+        pd.DataFrame(columns=cols), np.zeros((0, params.versions.model.dim), np.float32))
     missing = items[~items["id"].isin(set(meta["item_id"]))]
     if len(missing):
         log.info("rerank: embedding %d track(s) the extract stage did not store", len(missing))
         m2, v2 = embed_items(model, missing, params, device, desc="embed")
-        meta = pd.concat([meta[m2.columns] if len(meta) else meta, m2], ignore_index=True)
+        meta = pd.concat([meta[cols], m2[cols]], ignore_index=True) if len(meta) else m2
         vecs = np.concatenate([vecs, v2]) if len(vecs) else v2
     return meta, vecs
 
