@@ -1,6 +1,6 @@
 """The versions pipeline on the tiny corpus through real DVC, MLflow and Prefect, plus the user CLI.
 
-One temporary git+DVC copy of the project: `dvc repro versions_evaluate versions_baseline` from
+One temporary git+DVC copy of the project: `dvc repro versions_evaluate versions_baseline versions_rerank` from
 scratch, then the Prefect flow for the evaluate stage, then `avmatch versions add/query/embed`.
 """
 
@@ -39,6 +39,8 @@ TINY = {
     # untrained with it, 0.26 vs 0.11 without), and the margin check below is about training working at all
     "versions.train.augment.timbre": 0.0,
     "versions.evaluate.bootstrap": 200,
+    # one small K: the re-rank stage costs ~K alignments per query
+    "versions.rerank.ks": [5],
 }
 
 
@@ -48,7 +50,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_dvc_repro_trained_beats_untrained(repo):
-    run([str(BIN / "dvc"), "repro", "versions_evaluate", "versions_baseline"], repo)
+    run([str(BIN / "dvc"), "repro", "versions_evaluate", "versions_baseline", "versions_rerank"], repo)
     m = json.loads((repo / "metrics/versions.json").read_text())
     u = json.loads((repo / "metrics/versions_untrained.json").read_text())
     b = json.loads((repo / "metrics/versions_baseline.json").read_text())
@@ -65,7 +67,15 @@ def test_dvc_repro_trained_beats_untrained(repo):
     assert t["train_map"] >= t["train_map_untrained"] + 0.08, t
     assert 0 < m["track"]["MAP"] <= 1 and 0 < u["track"]["MAP"] <= 1
     assert (repo / "results/versions/versions.png").stat().st_size > 0
-    assert b["seconds_per_query"] > 0
+    assert b["seconds_per_query"] > 0 and set(b["collections"]) == {"test"}
+    r = json.loads((repo / "metrics/versions_rerank.json").read_text())["collections"]["test"]
+    assert set(r["systems"]) == {"encoder", "k5"} and r["systems"]["k5"]["alignments_per_query"] == 5
+    for block in r["systems"].values():
+        lo, hi = block["ci95"]["MAP"]
+        assert lo <= block["track"]["MAP"] <= hi and block["n_queries"] == m["n_queries"]["track"]
+    # the encoder's ranking is the evaluate stage's; re-ranking adds the alignments' time
+    assert r["systems"]["encoder"]["track"]["MAP"] == pytest.approx(m["track"]["MAP"])
+    assert r["systems"]["k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
     tracks = (repo / "data/versions/corpus/tracks.csv").read_text().splitlines()
     assert tracks[0].startswith("id,path,clique,split,source")
 
@@ -76,7 +86,7 @@ def test_every_stage_logged_to_mlflow(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("avmatch-versions")
     runs = client.search_runs([exp.experiment_id])
-    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "baseline"} <= {
+    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "baseline", "rerank"} <= {
         r.data.tags["stage"] for r in runs}
     ev = [r for r in runs if r.data.tags["stage"] == "evaluate"][0]
     assert "trained_track_MAP" in ev.data.metrics and "untrained_track_MAP" in ev.data.metrics

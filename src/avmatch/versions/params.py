@@ -145,12 +145,63 @@ class VerEvaluateParams(StrictModel):
     _reduction = field_validator("reduction")(_check_reduction)
 
 
+class VerHPCPParams(StrictModel):
+    """Essentia's cover-song tutorial front end (hpcpgram) plus frame pooling."""
+
+    sample_rate: int = Field(32000, gt=0, description="audio is decoded at this rate for the HPCP (the tutorial's 32 kHz)")
+    frame_size: int = Field(4096, gt=0)
+    hop_size: int = Field(2048, gt=0)
+    pool: int = Field(4, ge=1, description="consecutive HPCP frames averaged (4: ~0.26 s per frame, 16x fewer "
+                      "alignment cells than raw frames)")
+
+
+class VerQmaxParams(StrictModel):
+    """Essentia ChromaCrossSimilarity + CoverSongSimilarity (the tutorial's settings)."""
+
+    frame_stack: int = Field(9, ge=1, description="frames stacked into one vector before distances")
+    binarize_percentile: float = Field(0.095, gt=0, le=1, description="fraction of each row / column marked similar")
+    oti: bool = Field(True, description="transpose the reference to the query's key (optimal transposition index)")
+    dis_onset: float = Field(0.5, ge=0, description="alignment penalty for starting a disruption")
+    dis_extension: float = Field(0.5, ge=0, description="alignment penalty for extending a disruption")
+    alignment: Literal["serra09", "chen17"] = "serra09"
+    distance: Literal["asymmetric", "symmetric"] = "asymmetric"
+
+
+def _check_collections(cls, v: list[str]) -> list[str]:
+    """At least one split name, no repeats."""
+    if not v or len(set(v)) != len(v):
+        raise ValueError(f"collections must name at least one split, each once (got {v})")
+    return v
+
+
 class VerBaselineParams(StrictModel):
-    frame_size: int = Field(8192, gt=0)
-    hop_size: int = Field(4096, gt=0, description="HPCP hop in samples (4096 at 16 kHz: ~4 chroma frames per second)")
-    frame_stack: int = Field(1, ge=1)
-    max_tracks: int = Field(400, ge=2, description="the Qmax baseline costs O(n^2) alignments: cap the test collection")
+    collections: list[str] = Field(["test"], description="splits evaluated, each as its own collection "
+                                   "(metrics/versions_baseline.json for test, versions_baseline_<split>.json otherwise)")
+    hpcp: VerHPCPParams = VerHPCPParams()
+    qmax: VerQmaxParams = VerQmaxParams()
+    max_tracks: int | None = Field(None, ge=2, description="Qmax costs one alignment per track pair: optionally cap "
+                                   "each collection (a seeded sample); null = every track")
     max_segment_queries: int = Field(40, ge=1, description="20 s segment queries aligned against every segment")
+
+    _collections = field_validator("collections")(_check_collections)
+
+
+class VerRerankParams(StrictModel):
+    collections: list[str] = Field(["test"], description="splits evaluated, each as its own collection")
+    ks: list[int] = Field([10, 25, 50], description="re-rank the encoder's top K candidates of each query, for each K")
+    chroma: Literal["cqt", "hpcp"] = Field("cqt", description="cqt: the features stage's CQT folded to 12 pitch "
+                                           "classes (no extra decoding); hpcp: Essentia HPCP as versions.baseline.hpcp")
+    cqt_pool: int = Field(3, ge=1, description="CQT frames averaged (the CQT has 10 frames/s; 3 -> 3.3/s, "
+                          "about the pooled HPCP's 3.9/s)")
+
+    _collections = field_validator("collections")(_check_collections)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"versions.rerank.ks must be positive candidate counts (got {v})")
+        return sorted(set(v))
 
 
 class VersionsParams(StrictModel):
@@ -162,6 +213,7 @@ class VersionsParams(StrictModel):
     extract: VerExtractParams = VerExtractParams()
     evaluate: VerEvaluateParams = VerEvaluateParams()
     baseline: VerBaselineParams = VerBaselineParams()
+    rerank: VerRerankParams = VerRerankParams()
 
 
 SECTION = VersionsParams

@@ -1,0 +1,84 @@
+"""What the Qmax baseline and re-rank stages share: chroma of a collection's tracks, the Qmax scorer from
+params, and writing one metrics file for several collections (the first one also at the top level, as a
+single-collection file had it)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from avmatch.core.config import Params
+from avmatch.core.tracking import StageTracker
+from pipelines.io import write_csv, write_json
+from pipelines.versions.paths import VersionsPaths
+
+log = logging.getLogger(__name__)
+
+
+def qmax_scorer(params: Params):
+    """Essentia cross-similarity + Qmax with `versions.baseline.qmax`."""
+    from avmatch.versions.qmax_baseline import QmaxScorer, QmaxSettings
+
+    q = params.versions.baseline.qmax
+    return QmaxScorer(QmaxSettings(q.frame_stack, q.binarize_percentile, q.oti, q.dis_onset, q.dis_extension,
+                                   q.alignment, q.distance))
+
+
+def hpcp_chroma(params: Params, items: pd.DataFrame, desc: str) -> tuple[list[np.ndarray], list[str]]:
+    """HPCP of each track, decoded from its file at `versions.baseline.hpcp.sample_rate`; files that fail to
+    decode get an empty chroma and are named in the returned list (logged with the reason)."""
+    from avmatch.core.audio import MediaError, decode_audio
+    from avmatch.core.progress import progress
+    from avmatch.versions.qmax_baseline import hpcp
+
+    hp = params.versions.baseline.hpcp
+    out, failed = [], []
+    for path in progress(items["path"], desc=desc, total=len(items), unit="track"):
+        try:
+            audio = decode_audio(path, hp.sample_rate)
+        except MediaError as exc:
+            log.error("%s: %s (left out of the Qmax collection)", path, exc.reason)
+            out.append(np.zeros((0, 12), np.float32))
+            failed.append(str(path))
+            continue
+        out.append(hpcp(audio, hp.sample_rate, hp.frame_size, hp.hop_size, hp.pool))
+    return out, failed
+
+
+def cqt_chroma_of(params: Params, items: pd.DataFrame) -> list[np.ndarray]:
+    """The features stage's cached CQT of each track folded to 12 pitch classes (versions.rerank.cqt_pool)."""
+    from avmatch.versions.rerank import cqt_chroma
+
+    return [cqt_chroma(np.load(f), params.versions.cqt.bins_per_octave, params.versions.rerank.cqt_pool)
+            for f in items["cqt_file"]]
+
+
+def write_collections(paths: VersionsPaths, tracker: StageTracker, name: str, docs: dict[str, dict],
+                      plots: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
+    """metrics/<name>.json: the first collection's document at the top level plus `collections` with every
+    collection's; plots/versions/<name>_{ranks,pr}.csv with every collection's rows; MLflow: each document's
+    flat numbers prefixed by the collection name."""
+    first = next(iter(docs))
+    doc = {**docs[first], "collections": docs}
+    write_json(paths.metrics / f"{name}.json", doc)
+    for i, kind in enumerate(("ranks", "pr")):
+        frames = [p[i] for p in plots.values() if len(p[i])]
+        write_csv(paths.plots / f"{name}_{kind}.csv", pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame())
+    tracker.log_metrics({f"{c}_{k}": v for c, d in docs.items() for k, v in _flat(d).items()})
+    tracker.log_dict(doc, f"{name}.json")
+    return doc
+
+
+def _flat(doc: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a metrics document as `a_b_c` keys (lists and strings left out)."""
+    out: dict[str, float] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}_"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+            out[key] = float(v)
+    return out

@@ -1,0 +1,141 @@
+"""The versions pipeline's `rerank` stage (dvc.yaml: versions_rerank)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from avmatch.core.config import Params
+from avmatch.core.tracking import StageTracker
+from pipelines.versions.paths import VersionsPaths
+from pipelines.versions.qmax_collections import (
+    cqt_chroma_of,
+    hpcp_chroma,
+    qmax_scorer,
+    write_collections,
+)
+from pipelines.versions.shared import embed_items, ok_items, shard_key
+
+log = logging.getLogger(__name__)
+
+
+def rerank(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
+    """The trained encoder's ranking of each collection (as the evaluate stage computes it), then each query's
+    top K candidates re-ranked by Qmax on chroma, for every K of `versions.rerank.ks`: MAP / MR1 / NAR with
+    CIs and the time per query of each configuration, so a user can pick the trade-off."""
+    from avmatch.core.device import resolve_device
+    from avmatch.versions.model import load_encoder
+    from pipelines.versions.evaluation import plot_results
+
+    rp = params.versions.rerank
+    device = resolve_device(params.common.device)
+    model, _ = load_encoder(paths.encoder, device)
+    scorer = qmax_scorer(params)
+    docs, plots, summary = {}, {}, {}
+    for split in rp.collections:
+        items = ok_items(paths, (split,))
+        if len(items) < 2:
+            raise RuntimeError(f"collection '{split}' has {len(items)} decodable track(s) in {paths.items}: "
+                               "versions.rerank.collections must name splits of the corpus")
+        docs[split], plots[split] = _collection(params, paths, model, device, scorer, items, split)
+        for name, block in docs[split]["systems"].items():
+            summary.update({f"{split}_{name}_{k}": v for k, v in block["track"].items()})
+            summary[f"{split}_{name}_ms_per_query"] = block["ms_per_query"]
+    write_collections(paths, tracker, "versions_rerank", docs, plots)
+    ranks, pr = [pd.read_csv(paths.plots / f"versions_rerank_{k}.csv") for k in ("ranks", "pr")]
+    tracker.log_artifact(plot_results(ranks, pr, paths.results / "versions_rerank.png"), "plots")
+    return summary
+
+
+def _embeddings(params: Params, paths: VersionsPaths, model, device, items: pd.DataFrame):
+    """Segment embeddings of the items: the extract stage's shards where they hold them, the encoder otherwise."""
+    from avmatch.core.shards import ShardStore
+
+    cols = ["item_id", "segment", "start_s", "end_s"]
+    store = ShardStore(paths.shards, params.versions.model.dim, shard_key(params, paths))
+    meta, vecs = store.read(dict(zip(items["id"], items["content_hash"]))) if store.root.exists() else (
+        pd.DataFrame(columns=cols), np.zeros((0, params.versions.model.dim), np.float32))
+    missing = items[~items["id"].isin(set(meta["item_id"]))]
+    if len(missing):
+        log.info("rerank: embedding %d track(s) the extract stage did not store", len(missing))
+        m2, v2 = embed_items(model, missing, params, device, desc="embed")
+        meta = pd.concat([meta[cols], m2[cols]], ignore_index=True) if len(meta) else m2
+        vecs = np.concatenate([vecs, v2]) if len(vecs) else v2
+    return meta, vecs
+
+
+def _collection(params: Params, paths: VersionsPaths, model, device, scorer, items: pd.DataFrame, split: str
+                ) -> tuple[dict, tuple[pd.DataFrame, pd.DataFrame]]:
+    from avmatch.core.progress import progress
+    from avmatch.versions.rerank import rerank_distances
+    from avmatch.versions.retrieval import Collection, track_distance_matrix
+    from pipelines.versions.evaluation import evaluate_track_distances, plot_data
+
+    rp, ev = params.versions.rerank, params.versions.evaluate
+    meta, vecs = _embeddings(params, paths, model, device, items)
+    coll = Collection.from_rows(meta, vecs)
+    items = items.set_index("id").loc[coll.track_ids].reset_index()
+    n = len(items)
+    cliques = list(items["label"])
+
+    t0 = time.perf_counter()
+    dist = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+    encoder_s = (time.perf_counter() - t0) / n
+
+    t1 = time.perf_counter()
+    if rp.chroma == "cqt":
+        chroma, failed = cqt_chroma_of(params, items), []
+    else:
+        chroma, failed = hpcp_chroma(params, items, desc=f"HPCP {split}")
+    chroma_s = (time.perf_counter() - t1) / n
+
+    cache: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def align(q: int, j: int) -> float:
+        if (q, j) not in cache:
+            t = time.perf_counter()
+            d = scorer.distance(chroma[q], chroma[j])
+            cache[(q, j)] = (d, time.perf_counter() - t)
+        return cache[(q, j)][0]
+
+    blocks, rows = {}, []
+    enc = evaluate_track_distances(dist, cliques, ev.bootstrap, params.common.seed)
+    blocks["encoder"] = _block(enc, 1000 * encoder_s, 0)
+    rows.append(plot_data({"track": enc, "segment": _NO_SEGMENTS}, f"encoder {split}"))
+    # only tracks with another version in the collection are queries (as in evaluate_track_distances): the
+    # others' rows are left unranked, they are never scored
+    sizes = pd.Series(cliques).value_counts()
+    queries = [q for q in range(n) if sizes[cliques[q]] > 1]
+    # the largest K first: a smaller K's candidates are a prefix of it, so its alignments are reused (timed once)
+    for k in sorted(rp.ks, reverse=True):
+        rows_q = queries if cache else progress(queries, desc=f"re-rank {split} (K={k})", total=len(queries),
+                                                 unit="query")
+        rd = rerank_distances(dist, k, align, rows=rows_q)
+        res = evaluate_track_distances(rd, cliques, ev.bootstrap, params.common.seed)
+        # time per query: the encoder's ranking + this K's alignments (each timed when it ran) + one chroma
+        align_s = sum(cache[(q, int(j))][1] for q in queries for j in _top(dist[q], k)) / max(1, len(queries))
+        blocks[f"k{k}"] = _block(res, 1000 * (encoder_s + align_s + chroma_s), min(k, n - 1))
+        rows.append(plot_data({"track": res, "segment": _NO_SEGMENTS}, f"rerank K={k} {split}"))
+    systems = {"encoder": blocks["encoder"], **{f"k{k}": blocks[f"k{k}"] for k in sorted(rp.ks)}}
+    doc = {"systems": systems,
+           "tracks": n, "n_queries": enc["n_queries"], "chroma": rp.chroma, "failed_files": failed,
+           "chroma_ms_per_track": 1000 * chroma_s,
+           "ms_per_alignment": 1000 * float(np.mean([t for _, t in cache.values()])) if cache else 0.0}
+    return doc, (pd.concat([r[0] for r in rows], ignore_index=True), pd.concat([r[1] for r in rows], ignore_index=True))
+
+
+_NO_SEGMENTS = {"ranks": np.zeros(0), "pr": (np.zeros(0), np.zeros(0))}
+
+
+def _top(row: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest finite candidates of one query row, in the encoder's order (as rerank_distances picks them)."""
+    cols = np.flatnonzero(np.isfinite(row))
+    return cols[np.argsort(row[cols], kind="stable")][:k]
+
+
+def _block(res: dict, ms_per_query: float, alignments: int) -> dict:
+    return {"track": res["metrics"], "ci95": res["ci95"], "n_queries": res["n_queries"],
+            "ms_per_query": ms_per_query, "alignments_per_query": alignments}
