@@ -67,7 +67,17 @@ def test_dvc_repro_trained_beats_untrained(repo):
     assert (repo / "results/versions/versions.png").stat().st_size > 0
     assert b["seconds_per_query"] > 0
     tracks = (repo / "data/versions/corpus/tracks.csv").read_text().splitlines()
-    assert tracks[0].startswith("id,path,clique,split,source")
+    assert tracks[0].startswith("id,path,clique,split,source") and tracks[0].endswith(",soundfont")
+    # the collection rendered with soundfonts and programs training never used, evaluated on its own
+    for doc in (m, u):
+        unseen = doc["test_unseen"]
+        lo, hi = unseen["ci95"]["track"]["MAP"]
+        assert 0 < lo <= unseen["track"]["MAP"] <= hi and unseen["n_queries"]["track"] >= 8
+        assert 0 <= unseen["top1_same_soundfont"] <= 1 and 0 < unseen["top1_same_soundfont_chance"] < 1
+    assert 0 <= m["top1_same_instrument"] <= 1 and 0 < m["top1_same_instrument_chance"] < 1
+    unseen_fonts = {r.split(",")[-1] for r in tracks[1:] if ",test_unseen," in r or ",val," in r}
+    train_fonts = {r.split(",")[-1] for r in tracks[1:] if ",train," in r}
+    assert unseen_fonts and train_fonts and not unseen_fonts & train_fonts
 
 
 def test_every_stage_logged_to_mlflow(repo):

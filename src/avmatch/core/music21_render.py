@@ -578,6 +578,9 @@ def render_many(jobs: list[tuple[RenderSpec, Path]], workers: int = 2, sample_ra
             acc += jobs[i][0].duration_s
         if cur:
             batches.append((sf2, cur))
+    # longest first, so no worker is left alone with a long .sf3 batch at the end (the output does not
+    # depend on the order: each batch is rendered on its own)
+    batches.sort(key=lambda b: -sum(jobs[i][0].duration_s for i in b[1]))
     results: list[dict | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex, \
             tqdm(total=len(jobs), desc=desc, unit="file", disable=not progress) as bar:
