@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import ROOT, Report, add_common_args, quiet_env, set_threads  # noqa: E402
+from _report import ROOT, Report, add_common_args, quiet_env, set_threads
 
 VARIANTS = ("plain", "key2", "key12", "tempo")
 

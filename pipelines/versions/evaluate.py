@@ -63,7 +63,12 @@ def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
     from avmatch.versions.model import VersionEncoder
     from avmatch.versions.retrieval import Collection
     from pipelines.io import write_json
-    from pipelines.versions.evaluation import evaluate_collection, metrics_json, plot_data, plot_results
+    from pipelines.versions.evaluation import (
+        evaluate_collection,
+        metrics_json,
+        plot_data,
+        plot_results,
+    )
 
     vp, ev = params.versions, params.versions.evaluate
     store = ShardStore(paths.shards, vp.model.dim, shard_key(params, paths))

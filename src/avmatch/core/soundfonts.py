@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 @dataclass(frozen=True)
 class SoundfontSource:
     package: str   # Debian package that ships the file
@@ -47,7 +46,10 @@ def soundfont_path(name: str, cache: Path | None = None) -> Path:
     installed = Path("/") / src.path
     if installed.is_file():
         return installed
-    from avmatch.core.debian import DebianUnavailable, fetch_package  # not at import: params validation uses SOUNDFONTS
+    from avmatch.core.debian import (  # not at import: params validation uses SOUNDFONTS
+        DebianUnavailable,
+        fetch_package,
+    )
 
     try:
         pkg = fetch_package(src.package, cache)

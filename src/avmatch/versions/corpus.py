@@ -453,13 +453,6 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                              {"clique": f"folk{ti:04d}", "split": "train" if ti < n_folk else "test",
                               "source": "folk", "variation": desc,
                               "piece": piece.key}))
-                if ti >= n_folk:  # held-out folk tunes (tiny corpus): also in test_unseen
-                    u, udesc = _unseen_spec(piece, f"folk{ti:04d}v{vi}_{_slug(piece.key)}",
-                                            np.random.default_rng([seed, 59, ti, vi]), spec.folk_s, sfs,
-                                            unseen_soundfonts)
-                    jobs.append((u, tmp / "audio" / "unseen" / f"{u.name}.flac",
-                                 {"clique": f"folk{ti:04d}", "split": "test_unseen", "source": "folk",
-                                  "variation": udesc, "piece": piece.key}))
     stage("plan")
 
     # rendered at the pipeline's sample rate (16 kHz): nothing above 8 kHz is used, and synthesis costs per sample
