@@ -39,6 +39,10 @@ TINY = {
     # untrained with it, 0.26 vs 0.11 without), and the margin check below is about training working at all
     "versions.train.augment.timbre": 0.0,
     "versions.evaluate.bootstrap": 200,
+    # val rendered as test (seen soundfonts and ensembles): on the unseen-rendering val split of the tiny corpus (8
+    # tracks) no checkpoint of this 1-minute training beats the untrained weights, so model selection kept step 0
+    # and the margin check below measured nothing (seen 2026-12-02); test_unseen is still built and evaluated
+    "versions.corpus.unseen_val": False,
 }
 
 
@@ -75,7 +79,7 @@ def test_dvc_repro_trained_beats_untrained(repo):
         assert 0 < lo <= unseen["track"]["MAP"] <= hi and unseen["n_queries"]["track"] >= 8
         assert 0 <= unseen["top1_same_soundfont"] <= 1 and 0 < unseen["top1_same_soundfont_chance"] < 1
     assert 0 <= m["top1_same_instrument"] <= 1 and 0 < m["top1_same_instrument_chance"] < 1
-    unseen_fonts = {r.split(",")[-1] for r in tracks[1:] if ",test_unseen," in r or ",val," in r}
+    unseen_fonts = {r.split(",")[-1] for r in tracks[1:] if ",test_unseen," in r}
     train_fonts = {r.split(",")[-1] for r in tracks[1:] if ",train," in r}
     assert unseen_fonts and train_fonts and not unseen_fonts & train_fonts
 

@@ -317,7 +317,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                           folk_tunes: int | None = None, folk_versions: int = 3,
                           chorale_versions: int | None = None, reharm_versions: int = 1,
                           train_soundfonts: tuple[str, ...] = TRAIN_SOUNDFONTS,
-                          unseen_soundfonts: tuple[str, ...] = UNSEEN_SOUNDFONTS) -> dict:
+                          unseen_soundfonts: tuple[str, ...] = UNSEEN_SOUNDFONTS, unseen_val: bool = True) -> dict:
     """Build the corpus described in the module docstring; returns the content of corpus.json."""
     t0 = time.time()
     spec = SIZES[size]
@@ -366,7 +366,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
             s.soundfont = sfs[DEFAULT_SOUNDFONT]
             if split == "train":
                 s = render_for_training(s, sfs, train_soundfonts, np.random.default_rng([seed, 31, fi, len(jobs)]))
-            elif split == "val":  # model selection on renderings training never hears
+            elif split == "val" and unseen_val:  # model selection on renderings training never hears
                 s, _ = _unseen_spec(p, f"fam{fi:03d}_{_slug(p.key)}", np.random.default_rng([seed, 37, fi, len(jobs)]),
                                     spec.chorale_s, sfs, unseen_soundfonts)
             jobs.append((s, tmp / "audio" / "chorales" / f"{s.name}.flac",
@@ -486,7 +486,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         "soundfonts": {"test": DEFAULT_SOUNDFONT, "train": list(train_soundfonts),
                        "val_and_test_unseen": list(unseen_soundfonts),
                        "files": {n: str(p) for n, p in sorted(sfs.items())}},
-        "unseen_programs": list(UNSEEN_PROGRAMS),
+        "unseen_programs": list(UNSEEN_PROGRAMS), "unseen_val": unseen_val,
     }
     summary["build_seconds"] = round(time.time() - t0, 1)
     (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")

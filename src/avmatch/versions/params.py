@@ -49,6 +49,8 @@ class VerCorpusParams(StrictModel):
     unseen_soundfonts: list[str] = Field(["TimGM6mb", "MuseScore_General_Lite"], min_length=1,
                                          description="soundfonts of the val split and the test_unseen collection: "
                                          "never used for training material")
+    unseen_val: bool = Field(True, description="render the val split (model selection) as test_unseen: with "
+                             "soundfonts and programs training never uses; false: as the test split")
 
     @model_validator(mode="after")
     def _soundfonts_known_and_apart(self) -> "VerCorpusParams":
