@@ -17,7 +17,8 @@ def corpus(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
         from avmatch.versions.corpus import build_versions_corpus
 
         info = build_versions_corpus(cp.size, cp.seed, paths.corpus, cp.folk_tunes, cp.folk_versions,
-                                     cp.chorale_versions, cp.reharm_versions)
+                                     cp.chorale_versions, cp.reharm_versions, tuple(cp.train_soundfonts),
+                                     tuple(cp.unseen_soundfonts), cp.unseen_val)
     else:
         from avmatch.versions.datasets import import_version_dataset
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pandas as pd
@@ -16,46 +17,125 @@ from pipelines.versions.shared import (
     write_eval_outputs,
 )
 
+log = logging.getLogger(__name__)
+
+
+def _track_attributes(paths: VersionsPaths) -> dict[str, dict[str, str]]:
+    """{track id: {"instrument": ..., "soundfont": ...}} from tracks.csv (empty strings when a column is absent,
+    as in an imported dataset's table written before the soundfont column)."""
+    from avmatch.versions.corpus import read_tracks_csv
+
+    if not paths.tracks_csv.exists():
+        return {}
+    return {r["id"]: {"instrument": r.get("instrument") or "", "soundfont": r.get("soundfont") or ""}
+            for r in read_tracks_csv(paths.tracks_csv)}
+
+
+def rendering_shares(result: dict, track_ids: list[str], attrs: dict[str, dict[str, str]]) -> dict[str, float]:
+    """Top-1 same-instrument and same-soundfont rates of a collection's track queries, with chance levels
+    (`avmatch.versions.metrics.top1_shares`); only for attributes the tracks have."""
+    import numpy as np
+
+    from avmatch.versions.metrics import top1_shares
+
+    c = np.asarray(result["cliques"], dtype=object)
+    queries = (c[:, None] == c[None]).sum(1) > 1
+    out: dict[str, float] = {}
+    for key in ("instrument", "soundfont"):
+        values = [attrs.get(t, {}).get(key, "") for t in track_ids]
+        if any(values):
+            sh = top1_shares(result["dist"], queries, values)
+            out[f"top1_same_{key}"], out[f"top1_same_{key}_chance"] = sh["rate"], sh["chance"]
+    return out
+
 
 def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
-    """Every test track queries all others; segment queries against all segments; trained and untrained."""
+    """For each collection in `versions.evaluate.collections` (`test`: the demo test set; `test_unseen`: the
+    test families rendered with soundfonts and instruments training never used): every track queries all
+    others, segment queries against all segments; trained and untrained. metrics/versions.json holds the
+    `test` metrics at its top level (as before) and every other collection's under its name."""
+    import json
+
     import torch
 
     from avmatch.core.device import resolve_device
     from avmatch.core.shards import ShardStore
     from avmatch.versions.model import VersionEncoder
     from avmatch.versions.retrieval import Collection
-    from pipelines.versions.evaluation import evaluate_collection, plot_results
+    from pipelines.io import write_json
+    from pipelines.versions.evaluation import (
+        evaluate_collection,
+        metrics_json,
+        plot_data,
+        plot_results,
+    )
 
     vp, ev = params.versions, params.versions.evaluate
-    items = ok_items(paths, ("test",))
-    clique_of = dict(zip(items["id"], items["label"]))
     store = ShardStore(paths.shards, vp.model.dim, shard_key(params, paths))
-    meta, vecs = store.read(dict(zip(items["id"], items["content_hash"])))
-    if len(vecs) == 0:
-        raise RuntimeError(f"no test embeddings in {paths.shards} (run the extract stage)")
+    attrs = _track_attributes(paths)
     args = (ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates, ev.max_segment_queries, ev.bootstrap,
             params.common.seed)
-    t0 = time.perf_counter()
-    res = evaluate_collection(Collection.from_rows(meta, vecs), clique_of, *args)
-    per_query_s = (time.perf_counter() - t0) / max(1, res["track"]["n_queries"])
-    m = write_eval_outputs(paths, tracker, "versions", res, {"reduction": ev.reduction, "tracks": len(items),
-                                                              "seconds_per_query": per_query_s}, "trained")
-    ranks, pr = [pd.read_csv(paths.plots / f"versions_{k}.csv") for k in ("ranks", "pr")]
-    summary = {f"{lvl}_{k}": v for lvl in ("track", "segment") for k, v in m[lvl].items()}
+    untrained = None
+    device = resolve_device(params.common.device)
     if ev.compare_untrained:
         torch.manual_seed(params.common.seed)
-        device = resolve_device(params.common.device)
-        model = VersionEncoder.from_params(vp.model, vp.cqt).to(device).eval()
-        umeta, uvecs = embed_items(model, items, params, device, desc="untrained")
-        ures = evaluate_collection(Collection.from_rows(umeta, uvecs), clique_of, *args)
-        um = write_eval_outputs(paths, tracker, "versions_untrained", ures, {"reduction": ev.reduction}, "untrained")
-        summary.update({f"untrained_{lvl}_{k}": v for lvl in ("track", "segment") for k, v in um[lvl].items()})
-        ranks = pd.concat([ranks, pd.read_csv(paths.plots / "versions_untrained_ranks.csv")])
-        pr = pd.concat([pr, pd.read_csv(paths.plots / "versions_untrained_pr.csv")])
-    png = plot_results(ranks, pr, paths.results / "versions.png")
+        untrained = VersionEncoder.from_params(vp.model, vp.cqt).to(device).eval()
+    summary: dict[str, float] = {}
+    others: dict[str, dict] = {"trained": {}, "untrained": {}}
+    ranks_all, pr_all = [], []
+    for name in ev.collections:
+        items = ok_items(paths, (name,))
+        if items.empty:
+            if name == "test":
+                raise RuntimeError(f"no usable test tracks in {paths.items} (run the features stage)")
+            log.warning("collection %s: no tracks in the corpus, not evaluated", name)
+            continue
+        clique_of = dict(zip(items["id"], items["label"]))
+        meta, vecs = store.read(dict(zip(items["id"], items["content_hash"])))
+        if len(vecs) == 0:
+            raise RuntimeError(f"no {name} embeddings in {paths.shards} (run the extract stage)")
+        t0 = time.perf_counter()
+        coll = Collection.from_rows(meta, vecs)
+        res = evaluate_collection(coll, clique_of, *args)
+        per_query_s = (time.perf_counter() - t0) / max(1, res["track"]["n_queries"])
+        extra = {"reduction": ev.reduction, "tracks": len(items), "seconds_per_query": per_query_s,
+                 **rendering_shares(res, coll.track_ids, attrs)}
+        systems = [("trained", res, extra)]
+        if untrained is not None:
+            umeta, uvecs = embed_items(untrained, items, params, device, desc=f"untrained {name}")
+            ucoll = Collection.from_rows(umeta, uvecs)
+            ures = evaluate_collection(ucoll, clique_of, *args)
+            systems.append(("untrained", ures, {"reduction": ev.reduction,
+                                                **rendering_shares(ures, ucoll.track_ids, attrs)}))
+        for label, r, ext in systems:
+            prefix = "" if name == "test" else f"{name}_"
+            if name == "test":  # the files and MLflow names of before
+                stem = "versions" if label == "trained" else "versions_untrained"
+                m = write_eval_outputs(paths, tracker, stem, r, ext, label)
+                ranks_all.append(pd.read_csv(paths.plots / f"{stem}_ranks.csv"))
+                pr_all.append(pd.read_csv(paths.plots / f"{stem}_pr.csv"))
+            else:
+                m = metrics_json(r, ext)
+                others[label][name] = m
+                tracker.log_metrics({f"{label}_{name}_{lvl}_{k}": v for lvl in ("track", "segment")
+                                     for k, v in m[lvl].items()})
+                rk, pr = plot_data(r, f"{label} ({name})")
+                ranks_all.append(rk)
+                pr_all.append(pr)
+            key = "" if label == "trained" else "untrained_"
+            summary.update({f"{key}{prefix}{lvl}_{k}": v for lvl in ("track", "segment") for k, v in m[lvl].items()})
+            summary.update({f"{key}{prefix}{k}": v for k, v in ext.items() if k.startswith("top1_")})
+        summary[f"{'' if name == 'test' else name + '_'}seconds_per_query"] = per_query_s
+    # the other collections go into the same metrics files, under their names
+    for label, fname in (("trained", "versions.json"), ("untrained", "versions_untrained.json")):
+        if others[label]:
+            f = paths.metrics / fname
+            m = json.loads(f.read_text())
+            m.update(others[label])
+            write_json(f, m)
+            tracker.log_dict(m, fname)
+    png = plot_results(pd.concat(ranks_all), pd.concat(pr_all), paths.results / "versions.png")
     tracker.log_artifact(png, "plots")
-    summary["seconds_per_query"] = per_query_s
     return summary
 
 

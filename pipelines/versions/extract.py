@@ -11,7 +11,8 @@ from pipelines.versions.shared import embed_items, ok_items, shard_key
 
 
 def extract(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
-    """Per-track segment embeddings of the test collection into resumable Parquet shards."""
+    """Per-track segment embeddings of every evaluated collection (`versions.evaluate.collections`) into
+    resumable Parquet shards."""
     from avmatch.core.device import resolve_device
     from avmatch.core.shards import ShardStore
     from avmatch.versions.model import load_encoder
@@ -19,7 +20,7 @@ def extract(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict
     vp = params.versions
     device = resolve_device(params.common.device)
     model, _ = load_encoder(paths.encoder, device)
-    items = ok_items(paths, ("test",))
+    items = ok_items(paths, tuple(vp.evaluate.collections))
     store = ShardStore(paths.shards, vp.model.dim, shard_key(params, paths), reset_on_mismatch=True)
     done = store.done_keys()
     todo = items[[(i, h) not in done for i, h in zip(items["id"], items["content_hash"])]]

@@ -161,8 +161,14 @@ def corpus_build(
                                  ("versions.corpus.seed", seed)) if v is not None}).versions.corpus
         except ConfigError as exc:
             _fail(str(exc))
-        info = build_versions_corpus(vc.size, vc.seed, root or (project_root() / vc.root), vc.folk_tunes,
-                                     vc.folk_versions, vc.chorale_versions, vc.reharm_versions)
+        from avmatch.core.soundfonts import SoundfontUnavailable
+
+        try:
+            info = build_versions_corpus(vc.size, vc.seed, root or (project_root() / vc.root), vc.folk_tunes,
+                                         vc.folk_versions, vc.chorale_versions, vc.reharm_versions,
+                                         tuple(vc.train_soundfonts), tuple(vc.unseen_soundfonts), vc.unseen_val)
+        except SoundfontUnavailable as exc:
+            _fail(str(exc))
         typer.echo(json.dumps(info, indent=2, default=float))
         return
     if system not in ("fingerprint", "nafp"):

@@ -360,6 +360,7 @@ class RenderSpec:
     max_s: float = 60.0
     gap_s: float = 0.6
     reverb: int = 40
+    soundfont: Path | None = None  # None: find_soundfont() (FluidR3_GM when installed)
     events: list[tuple[float, float, int, int, int]] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
@@ -407,7 +408,8 @@ class RenderSpec:
     def describe(self) -> dict:
         return {"group": self.group, "pieces": [p.key for p in self.pieces], "titles": self.titles,
                 "ensemble": self.ensemble, "programs": self.programs, "tempo_bpm": int(self.bpm),
-                "transpose": self.transpose, "start_ql": self.start_ql}
+                "transpose": self.transpose, "start_ql": self.start_ql,
+                "soundfont": self.soundfont.name if self.soundfont else ""}
 
 
 def _varlen(n: int) -> bytes:
@@ -503,7 +505,7 @@ def _finish(x: np.ndarray, spec: RenderSpec, sample_rate: int) -> np.ndarray:
 def render_audio(spec: RenderSpec, sample_rate: int = RENDER_SR, soundfont: Path | None = None,
                  fluidsynth: str | None = None) -> np.ndarray:
     """Render one spec with FluidSynth: mono float32, peak -1 dBFS, exactly `spec.duration_s` long."""
-    x = _fluidsynth_render(spec_to_midi(spec), sample_rate, soundfont or find_soundfont(),
+    x = _fluidsynth_render(spec_to_midi(spec), sample_rate, soundfont or spec.soundfont or find_soundfont(),
                            fluidsynth or find_fluidsynth(), spec.name)
     return _finish(x, spec, sample_rate)
 
@@ -512,12 +514,13 @@ def render_batch(specs: list[RenderSpec], sample_rate: int = RENDER_SR, soundfon
                  fluidsynth: str | None = None) -> list[np.ndarray]:
     """Render several specs in ONE FluidSynth run (the soundfont loads once, ~0.3 s saved per file):
     they play one after another with GUARD_S of silence and all-sound-off between, then are cut apart
-    at their known sample positions."""
+    at their known sample positions. Every spec is rendered with `soundfont` (default: the first spec's
+    own soundfont, else find_soundfont())."""
     offsets, t = [], 0.0
     for spec in specs:
         offsets.append(t)
         t += spec.duration_s + GUARD_S
-    x = _fluidsynth_render(specs_to_midi(specs, offsets), sample_rate, soundfont or find_soundfont(),
+    x = _fluidsynth_render(specs_to_midi(specs, offsets), sample_rate, soundfont or specs[0].soundfont or find_soundfont(),
                            fluidsynth or find_fluidsynth(), f"{specs[0].name} (+{len(specs) - 1})")
     out = []
     for spec, t0 in zip(specs, offsets):
@@ -550,26 +553,39 @@ def _render_batch_to_files(jobs: list[tuple[RenderSpec, Path]], sample_rate: int
 def render_many(jobs: list[tuple[RenderSpec, Path]], workers: int = 2, sample_rate: int = RENDER_SR,
                 progress: bool = True, desc: str = "render", batch_s: float = 240.0) -> list[dict]:
     """Render to FLAC files in parallel (threads driving fluidsynth processes), in batches of about
-    `batch_s` seconds of audio; results in the order of `jobs`. Batches depend only on the job list,
-    so the output is deterministic."""
+    `batch_s` seconds of audio, each batch with one soundfont (a spec's own, else find_soundfont());
+    results in the order of `jobs`. Batches depend only on the job list, so the output is deterministic.
+    An .sf3 file (Ogg-compressed samples) is decoded at every load (5-10 s for a GM set), so its batches
+    are 4x longer."""
     from tqdm import tqdm
 
-    exe, sf2 = find_fluidsynth(), find_soundfont()
-    total = sum(s.duration_s for s, _ in jobs)
-    batch_s = max(30.0, min(batch_s, total / max(1, 2 * workers)))  # enough batches to keep workers busy
-    batches: list[list[int]] = [[]]
-    acc = 0.0
+    exe = find_fluidsynth()
+    default_sf = None if all(s.soundfont for s, _ in jobs) else find_soundfont()
+    by_sf: dict[Path, list[int]] = {}
     for i, (spec, _) in enumerate(jobs):
-        if batches[-1] and acc + spec.duration_s > batch_s:
-            batches.append([])
-            acc = 0.0
-        batches[-1].append(i)
-        acc += spec.duration_s
+        by_sf.setdefault(spec.soundfont or default_sf, []).append(i)  # type: ignore[arg-type]
+    total = sum(s.duration_s for s, _ in jobs)
+    base_s = max(30.0, min(batch_s, total / max(1, 2 * workers)))  # enough batches to keep workers busy
+    batches: list[tuple[Path, list[int]]] = []
+    for sf2, idx in by_sf.items():
+        limit = base_s * (4 if sf2.suffix.lower() == ".sf3" else 1)
+        acc, cur = 0.0, []
+        for i in idx:
+            if cur and acc + jobs[i][0].duration_s > limit:
+                batches.append((sf2, cur))
+                acc, cur = 0.0, []
+            cur.append(i)
+            acc += jobs[i][0].duration_s
+        if cur:
+            batches.append((sf2, cur))
+    # longest first, so no worker is left alone with a long .sf3 batch at the end (the output does not
+    # depend on the order: each batch is rendered on its own)
+    batches.sort(key=lambda b: -sum(jobs[i][0].duration_s for i in b[1]))
     results: list[dict | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex, \
             tqdm(total=len(jobs), desc=desc, unit="file", disable=not progress) as bar:
         futs = {ex.submit(_render_batch_to_files, [jobs[i] for i in b], sample_rate, sf2, exe): b
-                for b in batches if b}
+                for sf2, b in batches}
         for fut in as_completed(futs):
             for i, res in zip(futs[fut], fut.result()):
                 results[i] = res

@@ -12,10 +12,19 @@ Family-disjoint splits leave few training pairs, so the corpus adds *folk tunes*
 collections) rendered as several versions each: another solo instrument, key and tempo, a dropped or
 repeated phrase, or an excerpt. They are training material only (`source=folk`).
 
+Renderings that training never hears: training material is rendered with several General MIDI soundfonts
+(`TRAIN_SOUNDFONTS`) and, for half of the tracks, a random General MIDI program per part from the training
+programs; the `val` split (model selection) and the `test_unseen` collection (the test families and
+distractors rendered again: key +/-5 semitones, 60-120 quarter notes per minute, a phrase dropped or
+repeated) use other soundfonts (`UNSEEN_SOUNDFONTS`) and only programs no training track uses
+(`UNSEEN_PROGRAMS`). The `test` collection stays as it was (FluidR3_GM, the named ensembles), so its
+numbers compare with earlier runs.
+
 Layout under the corpus root::
 
-    audio/chorales/*.flac  audio/folk/*.flac  audio/distractors/*.flac
-    tracks.csv    id,path,clique,split,source,title,instrument,tempo_bpm,transpose,variation,duration_s,piece
+    audio/chorales/*.flac  audio/folk/*.flac  audio/distractors/*.flac  audio/unseen/*.flac
+    tracks.csv    id,path,clique,split,source,title,instrument,tempo_bpm,transpose,variation,duration_s,piece,
+                  soundfont
     corpus.json   summary (families, settings, sizes, build time)
 
 tracks.csv is the contract with the pipeline (the SHS100K / Discogs-VI adapters write the same
@@ -45,19 +54,31 @@ from avmatch.core.music21_render import (
     PiecePool,
     RenderSpec,
     find_fluidsynth,
-    find_soundfont,
     list_candidates,
     load_pieces,
     piece_slug,
     render_many,
 )
+from avmatch.core.soundfonts import soundfont_paths
 
 log = logging.getLogger(__name__)
 
 TRACK_COLUMNS = ["id", "path", "clique", "split", "source", "title", "instrument", "tempo_bpm", "transpose",
-                 "variation", "duration_s", "piece"]
+                 "variation", "duration_s", "piece", "soundfont"]
 SIGNATURE_INTERVALS = 10
 RENDER_SR = 16000  # the versions pipeline decodes to 16 kHz mono
+DEFAULT_SOUNDFONT = "FluidR3_GM"  # the `test` collection's (and every track's before several were used)
+TRAIN_SOUNDFONTS = ("FluidR3_GM", "FluidR3Mono_GM", "sf_GMbank", "OPL-3_FM_128M")
+UNSEEN_SOUNDFONTS = ("TimGM6mb", "MuseScore_General_Lite")
+# General MIDI programs (0-based) no training track is rendered with: none of the named ensembles' or solo
+# instruments' programs, two or three per instrument family (pianos, chromatic percussion, organs, guitars,
+# strings, ensembles, brass, reeds, pipes, leads, pads, ethnic)
+UNSEEN_PROGRAMS = (2, 5, 7, 10, 13, 15, 16, 18, 23, 26, 28, 44, 46, 49, 51, 54, 59, 61, 63, 69, 72, 77, 82, 84,
+                   87, 88, 91, 94, 106, 109, 110)
+# training programs: the named ensembles' and solo instruments', and the rest of the melodic programs (no
+# basses as a top voice, no sound effects, percussion, timpani or orchestra hit)
+_NOT_MELODIC = set(range(32, 40)) | set(range(96, 104)) | set(range(112, 128)) | {47, 55}
+TRAIN_PROGRAMS = tuple(p for p in range(128) if p not in UNSEEN_PROGRAMS and p not in _NOT_MELODIC)
 
 
 @dataclass(frozen=True)
@@ -243,6 +264,49 @@ def _chorale_version_spec(piece: Piece, name: str, rng: np.random.Generator, dur
     return spec, desc
 
 
+def _sf_tag(name: str) -> str:
+    return name.split("_")[0].split("-")[0].lower()
+
+
+def random_programs(n_parts: int, pool: tuple[int, ...], rng: np.random.Generator) -> tuple[str, list[int]]:
+    """An instrument choice from `pool`: on half the draws one program for every part (a piano, an organ, a
+    string section), otherwise a program per part drawn independently (a mixed ensemble); (name, programs)."""
+    if n_parts <= 1 or rng.random() < 0.5:
+        p = int(pool[int(rng.integers(len(pool)))])
+        return f"gm{p}", [p]
+    progs = [int(pool[int(i)]) for i in rng.integers(len(pool), size=n_parts)]
+    return "gm" + "-".join(map(str, progs)), progs
+
+
+def render_for_training(spec: RenderSpec, soundfonts: dict[str, Path], names: tuple[str, ...],
+                        rng: np.random.Generator) -> RenderSpec:
+    """`spec` re-assigned to a random training soundfont and, on half of the tracks, to random training
+    programs (so neither the ensemble nor the samples of one soundfont tell versions apart)."""
+    sf = names[int(rng.integers(len(names)))]
+    if rng.random() < 0.5:
+        ens, programs = random_programs(max(1, len(spec.pieces[0].parts)), TRAIN_PROGRAMS, rng)
+        spec.name = spec.name.replace(f"_{spec.ensemble}_t", f"_{ens}_t")
+        spec.ensemble, spec.programs = ens, programs
+    spec.soundfont = soundfonts[sf]
+    spec.name = f"{spec.name}_{_sf_tag(sf)}"
+    return spec
+
+
+def _unseen_spec(piece: Piece, name: str, rng: np.random.Generator, dur: tuple[float, float],
+                 soundfonts: dict[str, Path], names: tuple[str, ...]) -> tuple[RenderSpec, str]:
+    """A rendering training never hears: an unseen soundfont and unseen programs, key +/-5 semitones, 60-120
+    quarter notes per minute, and a phrase dropped or repeated on two thirds of the tracks."""
+    varied, desc = vary_piece(piece, ["none", "drop", "repeat"][int(rng.integers(3))], rng)
+    ens, programs = random_programs(max(1, len(varied.parts)), UNSEEN_PROGRAMS, rng)
+    bpm = float(rng.integers(60, 121))
+    pieces, _ = _repeat_until(varied, bpm, dur[0])
+    sf = names[int(rng.integers(len(names)))]
+    spec = RenderSpec(name=f"{name}_{ens}_t{int(bpm):03d}_{_sf_tag(sf)}", group=piece.group, pieces=pieces,
+                      ensemble=ens, programs=programs, bpm=bpm, transpose=int(rng.integers(-5, 6)), max_s=dur[1],
+                      reverb=int(rng.integers(20, 80)), soundfont=soundfonts[sf])
+    return spec, desc
+
+
 def _slug(key: str) -> str:
     from avmatch.core.music21_render import piece_slug
 
@@ -251,14 +315,22 @@ def _slug(key: str) -> str:
 
 def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str = "data/versions/corpus",
                           folk_tunes: int | None = None, folk_versions: int = 3,
-                          chorale_versions: int | None = None, reharm_versions: int = 1) -> dict:
+                          chorale_versions: int | None = None, reharm_versions: int = 1,
+                          train_soundfonts: tuple[str, ...] = TRAIN_SOUNDFONTS,
+                          unseen_soundfonts: tuple[str, ...] = UNSEEN_SOUNDFONTS, unseen_val: bool = True) -> dict:
     """Build the corpus described in the module docstring; returns the content of corpus.json."""
     t0 = time.time()
     spec = SIZES[size]
     root = Path(root).resolve()
     tmp = root.with_name(root.name + ".tmp")
     workers = available_cores()
-    find_fluidsynth(), find_soundfont()  # fail before any work when rendering is impossible
+    train_soundfonts, unseen_soundfonts = tuple(train_soundfonts), tuple(unseen_soundfonts)
+    if set(train_soundfonts) & set(unseen_soundfonts) or not train_soundfonts or not unseen_soundfonts:
+        raise ValueError(f"training soundfonts {train_soundfonts} and unseen soundfonts {unseen_soundfonts} must "
+                         "both be given and share none")
+    # fail before any work when rendering is impossible
+    find_fluidsynth()
+    sfs = soundfont_paths(sorted({DEFAULT_SOUNDFONT, *train_soundfonts, *unseen_soundfonts}))
     if tmp.exists():
         import shutil
 
@@ -291,15 +363,39 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         for p in fam:
             r = np.random.default_rng([seed, 7, fi, len(jobs)])
             s = _chorale_spec(p, f"fam{fi:03d}_{_slug(p.key)}", r, spec.chorale_s)
+            s.soundfont = sfs[DEFAULT_SOUNDFONT]
+            if split == "train":
+                s = render_for_training(s, sfs, train_soundfonts, np.random.default_rng([seed, 31, fi, len(jobs)]))
+            elif split == "val" and unseen_val:  # model selection on renderings training never hears
+                s, _ = _unseen_spec(p, f"fam{fi:03d}_{_slug(p.key)}", np.random.default_rng([seed, 37, fi, len(jobs)]),
+                                    spec.chorale_s, sfs, unseen_soundfonts)
             jobs.append((s, tmp / "audio" / "chorales" / f"{s.name}.flac",
                          {"clique": f"chorale{fi:03d}", "split": split, "source": "chorales", "variation": "setting",
                           "piece": p.key}))
     for i, p in enumerate(singles):
         r = np.random.default_rng([seed, 9, i])
         s = _chorale_spec(p, f"solo_{_slug(p.key)}", r, spec.chorale_s)
+        s.soundfont = sfs[DEFAULT_SOUNDFONT]
         jobs.append((s, tmp / "audio" / "distractors" / f"{s.name}.flac",
                      {"clique": f"distractor_{_slug(p.key)}", "split": "test", "source": "distractor",
                       "variation": "setting", "piece": p.key}))
+
+    # 1a. test_unseen: the test families' settings and the distractors again, rendered as training never hears
+    for fi, fam in enumerate(families):
+        if split_of[fi] != "test":
+            continue
+        for p in fam:
+            s, desc = _unseen_spec(p, f"fam{fi:03d}_{_slug(p.key)}", np.random.default_rng([seed, 41, fi, len(jobs)]),
+                                   spec.chorale_s, sfs, unseen_soundfonts)
+            jobs.append((s, tmp / "audio" / "unseen" / f"{s.name}.flac",
+                         {"clique": f"chorale{fi:03d}", "split": "test_unseen", "source": "chorales",
+                          "variation": desc, "piece": p.key}))
+    for i, p in enumerate(singles):
+        s, desc = _unseen_spec(p, f"solo_{_slug(p.key)}", np.random.default_rng([seed, 43, i]), spec.chorale_s, sfs,
+                               unseen_soundfonts)
+        jobs.append((s, tmp / "audio" / "unseen" / f"{s.name}.flac",
+                     {"clique": f"distractor_{_slug(p.key)}", "split": "test_unseen", "source": "distractor",
+                      "variation": desc, "piece": p.key}))
 
     # 1b. single chorales no test split uses, as versions (training material) -------------------------
     # another ensemble / key / tempo, a dropped or repeated phrase, an excerpt, or another voicing (melody
@@ -327,6 +423,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                     donor = pool_cv[int(r.integers(len(pool_cv)))]
                 s, desc = _chorale_version_spec(p, f"cv{ci:03d}v{vi}_{_slug(p.key)}", r, spec.chorale_version_s, kind,
                                                 donor)
+                s = render_for_training(s, sfs, train_soundfonts, np.random.default_rng([seed, 47, ci, vi]))
                 jobs.append((s, tmp / "audio" / "chorale_versions" / f"{s.name}.flac",
                              {"clique": f"cv{ci:03d}", "split": "train", "source": "chorale_versions",
                               "variation": desc, "piece": p.key}))
@@ -348,6 +445,10 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
                 kind = kinds[0] if vi == 0 else kinds[int(r.integers(len(kinds)))]
                 s, desc = _folk_spec(piece, f"folk{ti:04d}v{vi}_{_slug(piece.key)}", r, spec.folk_s, kind,
                                      instruments[vi])
+                if ti < n_folk:
+                    s = render_for_training(s, sfs, train_soundfonts, np.random.default_rng([seed, 53, ti, vi]))
+                else:
+                    s.soundfont = sfs[DEFAULT_SOUNDFONT]
                 jobs.append((s, tmp / "audio" / "folk" / f"{s.name}.flac",
                              {"clique": f"folk{ti:04d}", "split": "train" if ti < n_folk else "test",
                               "source": "folk", "variation": desc,
@@ -364,7 +465,7 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         rows.append({"id": path.relative_to(tmp).with_suffix("").as_posix(), "path": path.relative_to(tmp).as_posix(),
                      "title": s.pieces[0].title or s.pieces[0].key, "instrument": s.ensemble,
                      "tempo_bpm": int(s.bpm), "transpose": s.transpose, "duration_s": f"{res['duration_s']:.3f}",
-                     **info})
+                     "soundfont": s.soundfont.name if s.soundfont else "", **info})
     write_tracks_csv(tmp / "tracks.csv", rows)
     count = defaultdict(int)
     for r in rows:
@@ -382,6 +483,10 @@ def build_versions_corpus(size: str = "demo", seed: int = 11, root: Path | str =
         "tracks_by_source_split": {f"{a}/{b}": n for (a, b), n in sorted(count.items())},
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "signature_intervals": SIGNATURE_INTERVALS, "stage_seconds": stages,
+        "soundfonts": {"test": DEFAULT_SOUNDFONT, "train": list(train_soundfonts),
+                       "val_and_test_unseen": list(unseen_soundfonts),
+                       "files": {n: str(p) for n, p in sorted(sfs.items())}},
+        "unseen_programs": list(UNSEEN_PROGRAMS), "unseen_val": unseen_val,
     }
     summary["build_seconds"] = round(time.time() - t0, 1)
     (tmp / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -82,3 +82,22 @@ def precision_recall(dist: np.ndarray, relevant: np.ndarray, valid: np.ndarray |
         prec, rec = k / ranks, k / len(ranks)
         curves.append([prec[rec >= r].max() if (rec >= r).any() else 0.0 for r in recall])
     return recall, np.mean(curves, 0) if curves else np.zeros(levels)
+
+
+def top1_shares(dist: np.ndarray, queries: np.ndarray, attribute: list[str]) -> dict[str, float]:
+    """How often a query's nearest other track shares its `attribute` (instrument, soundfont), and how often
+    it would by chance (the share of other tracks with the query's attribute, averaged over queries).
+
+    A model that matches tunes rather than renderings has a rate near chance; one that keys on timbre
+    puts tracks of the query's own instrument first (issue 18: 22 % against 3.6 % by chance)."""
+    a = np.asarray(attribute, dtype=object)
+    d = np.array(dist, np.float64, copy=True)
+    np.fill_diagonal(d, np.inf)
+    rate, chance = [], []
+    for q in np.flatnonzero(queries):
+        same = a == a[q]
+        same[q] = False
+        rate.append(bool(same[int(np.argmin(d[q]))]))
+        chance.append(same.sum() / max(1, len(a) - 1))
+    return {"rate": float(np.mean(rate)) if rate else float("nan"),
+            "chance": float(np.mean(chance)) if chance else float("nan"), "n_queries": len(rate)}

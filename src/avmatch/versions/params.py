@@ -44,6 +44,25 @@ class VerCorpusParams(StrictModel):
                                          "rendered as 3 training versions each; None: size default")
     reharm_versions: int = Field(1, ge=0, le=2, description="how many of a single chorale's 3 versions are "
                                  "re-harmonised (its melody over another chorale's lower voices); the rest vary otherwise")
+    train_soundfonts: list[str] = Field(["FluidR3_GM", "FluidR3Mono_GM", "sf_GMbank", "OPL-3_FM_128M"],
+                                        min_length=1, description="soundfonts the training material is rendered with")
+    unseen_soundfonts: list[str] = Field(["TimGM6mb", "MuseScore_General_Lite"], min_length=1,
+                                         description="soundfonts of the val split and the test_unseen collection: "
+                                         "never used for training material")
+    unseen_val: bool = Field(True, description="render the val split (model selection) as test_unseen: with "
+                             "soundfonts and programs training never uses; false: as the test split")
+
+    @model_validator(mode="after")
+    def _soundfonts_known_and_apart(self) -> "VerCorpusParams":
+        from avmatch.core.soundfonts import SOUNDFONTS
+
+        unknown = sorted(set(self.train_soundfonts + self.unseen_soundfonts) - set(SOUNDFONTS))
+        if unknown:
+            raise ValueError(f"unknown soundfont(s) {unknown}: choose among {sorted(SOUNDFONTS)}")
+        if set(self.train_soundfonts) & set(self.unseen_soundfonts):
+            raise ValueError("versions.corpus.train_soundfonts and unseen_soundfonts share "
+                             f"{sorted(set(self.train_soundfonts) & set(self.unseen_soundfonts))}: unseen means unseen")
+        return self
 
     @model_validator(mode="after")
     def _dataset_needs_files(self) -> "VerCorpusParams":
@@ -141,6 +160,16 @@ class VerEvaluateParams(StrictModel):
     max_segment_queries: int = Field(2000, ge=1)
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0: normal approximation)")
     compare_untrained: bool = True
+    collections: list[str] = Field(["test", "test_unseen"], min_length=1,
+                                   description="splits evaluated as separate collections (test: the demo test set; "
+                                   "test_unseen: its families rendered as training never heard); test must be one")
+
+    @field_validator("collections")
+    @classmethod
+    def _test_first(cls, v: list[str]) -> list[str]:
+        if "test" not in v:
+            raise ValueError("versions.evaluate.collections must include 'test' (metrics/versions.json's top level)")
+        return v
 
     _reduction = field_validator("reduction")(_check_reduction)
 
