@@ -264,6 +264,9 @@ def build_vmr_corpus(params, root: Path, cache: Path | None = None) -> dict:
         stage("music clips")
         workers = max(1, int(params.workers))
         if workers > 1:
+            from avmatch.vmr.music_features import warm_librosa_kernels
+
+            warm_librosa_kernels()   # before the workers start: see its docstring
             with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
                 made = list(progress(pool.map(_make_video, jobs, chunksize=4), "music videos", len(jobs), "video"))
         else:

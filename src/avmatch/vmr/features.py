@@ -41,6 +41,10 @@ def _video_one(args: tuple[str, float]) -> dict[str, np.ndarray]:
 
 def _run(fn, jobs: list, workers: int, desc: str) -> list[dict[str, np.ndarray]]:
     if workers > 1 and len(jobs) > 1:
+        if fn is _music_one or fn is _any_one:
+            from avmatch.vmr.music_features import warm_librosa_kernels
+
+            warm_librosa_kernels()   # before the workers start: see its docstring
         with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
             return list(progress(pool.map(fn, jobs, chunksize=4), desc, len(jobs), "file"))
     return [fn(j) for j in progress(jobs, desc, len(jobs), "file")]

@@ -165,3 +165,14 @@ def music_per_second(y: np.ndarray, sr: int, hop: int = 256, n_mfcc: int = 13) -
     rhythm = np.concatenate([rhythm, _profile(a.onset, fr, seconds)], 1).astype(np.float32)
     return {"timbre": timbre.astype(np.float32), "chroma": chroma.astype(np.float32),
             "contrast": contrast_ps.astype(np.float32), "rhythm": rhythm}
+
+
+def warm_librosa_kernels(sample_rate: int = 16000) -> None:
+    """Run the music analysis once on a few seconds of noise, in this process, before starting workers:
+    numba compiles librosa's kernels and writes them to its on-disk cache once, and the workers then load
+    them. Two fresh workers compiling the same kernels at once race on that cache; one was seen to load a
+    half-written kernel and crash (segmentation fault in librosa's tuning estimate, in a fresh environment,
+    2026-12-02)."""
+    noise = (0.1 * np.random.default_rng(0).standard_normal(4 * sample_rate)).astype(np.float32)
+    analyse_music(noise, sample_rate)
+    music_per_second(noise, sample_rate, 256)
