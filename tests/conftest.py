@@ -112,6 +112,17 @@ def audio_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile librosa's numba kernels once, in the process that starts the pytest workers, before they
+    start: two fresh processes compiling the same kernels at once race on numba's on-disk cache, and a
+    half-written kernel crashed a worker with a segfault (fresh clone, 2026-12-02)."""
+    if hasattr(config, "workerinput"):      # an xdist worker: the controller has done it
+        return
+    from avmatch.vmr.music_features import warm_librosa_kernels
+
+    warm_librosa_kernels()
+
+
 # The end-to-end modules take most of the suite's time: they go first, longest first (module totals of
 # the last fresh-clone run: fingerprint ~460 s, versions ~300, vmr ~210, copydetect ~200, voiceface ~100),
 # so that with `pytest -n 2 --dist loadfile --no-loadscope-reorder` (make test) the two workers each
