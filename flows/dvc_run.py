@@ -26,6 +26,9 @@ from filelock import FileLock
 from prefect import task
 from prefect.states import Completed
 
+from avmatch.core.config import RetryParams
+from tasks.stages import retry_only_transient, with_retries
+
 log = logging.getLogger(__name__)
 
 RUN_LOCK = ".dvc/tmp/avmatch-run.lock"
@@ -52,7 +55,7 @@ def stage_graph(pipeline: str, root: str | Path) -> dict[str, list[str]]:
                 for s in order}
 
 
-@task(name="dvc stage", task_run_name="{stage}", log_prints=True)
+@task(name="dvc stage", task_run_name="{stage}", log_prints=True, retry_condition_fn=retry_only_transient)
 def reproduce_stage_task(stage: str, root: str) -> Any:
     """DVC reproduces `stage` alone when it is stale; an up-to-date stage ends as "Cached"."""
     from dvc.repo import Repo
@@ -77,13 +80,16 @@ def is_stale(stage: str, root: str) -> bool:
 
 
 def run_through_dvc(pipeline: str, root: str, stages: list[str] | None = None,
-                    before: dict[str, Callable[[], Any]] | None = None) -> dict[str, dict]:
+                    before: dict[str, Callable[[], Any]] | None = None,
+                    retries: RetryParams | None = None) -> dict[str, dict]:
     """Reproduce the pipeline's stages (or the named `stages` of it) through DVC, one task each.
 
     `before`: per pipeline stage, work to do first when DVC finds the stage stale (the Dask partitions
     of extraction: they fill the stage's persistent shards, and the stage's own command then only
     finds them done and finishes). Returns, per stage name (without the pipeline prefix for the
-    pipeline's own stages), whether it ran and how long DVC took (`ran: False`: skipped, up to date)."""
+    pipeline's own stages), whether it ran and how long DVC took (`ran: False`: skipped, up to date).
+    `retries`: the project's policy for transient failures (DVC's repository lock held a moment too long
+    included), as runs with overrides have it."""
     graph = stage_graph(pipeline, root)
     prefix = f"{pipeline}_"
     if stages:
@@ -97,6 +103,7 @@ def run_through_dvc(pipeline: str, root: str, stages: list[str] | None = None,
     lock.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     states: dict[str, Any] = {}
+    task_ = with_retries(reproduce_stage_task, retries) if retries else reproduce_stage_task
     with FileLock(str(lock)):
         # one stage at a time (DVC allows one writer per repository); wait_for records the graph's edges
         for stage, deps in graph.items():
@@ -104,7 +111,7 @@ def run_through_dvc(pipeline: str, root: str, stages: list[str] | None = None,
             extra = {}
             if before and short in before and is_stale(stage, root):
                 extra = {"before": before[short]()}
-            state = reproduce_stage_task(stage, root, wait_for=[states[d] for d in deps if d in states],
+            state = task_(stage, root, wait_for=[states[d] for d in deps if d in states],
                                          return_state=True)
             states[stage] = state
             out = state.result()           # raises the stage's error: later stages do not start

@@ -75,7 +75,7 @@ def _plain_run(pipeline: str, params: Params, root: str, stages: list[str] | Non
     if n > 1:
         before[PARTITIONED_STAGE] = lambda: run_partitions(f"{pipeline}.{PARTITIONED_STAGE}", {}, n, root,
                                                            params.orchestration.dask, params.orchestration.retries)
-    return run_through_dvc(pipeline, root, stages, before)
+    return run_through_dvc(pipeline, root, stages, before, params.orchestration.retries)
 
 
 def _num_partitions(params: Params, pipeline: str, stage: str) -> int:

@@ -29,9 +29,14 @@ def run_stage_task(name: str, overrides: dict[str, Any] | None = None, options: 
     return run_stage(name, root=root, overrides=overrides or {}, orchestrator="prefect", **(options or {}))
 
 
+def with_retries(stage_task_: Task, retries: RetryParams) -> Task:
+    """A stage task with the project's retry policy (transient failures only, exponential backoff)."""
+    if retries.attempts == 0:
+        return stage_task_.with_options(retries=0)
+    return stage_task_.with_options(retries=retries.attempts, retry_condition_fn=retry_only_transient,
+                                    retry_delay_seconds=exponential_backoff(backoff_factor=retries.backoff_s))
+
+
 def stage_task(retries: RetryParams) -> Task:
     """`run_stage_task` with the project's retry policy."""
-    if retries.attempts == 0:
-        return run_stage_task.with_options(retries=0)
-    return run_stage_task.with_options(retries=retries.attempts,
-                                       retry_delay_seconds=exponential_backoff(backoff_factor=retries.backoff_s))
+    return with_retries(run_stage_task, retries)

@@ -12,11 +12,11 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
 from pipelines.versions.qmax_collections import (
+    collection_items,
     hpcp_chroma,
     qmax_scorer,
     write_collections,
 )
-from pipelines.versions.shared import ok_items
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,7 @@ def baseline(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
     scorer = qmax_scorer(params)
     docs, plots, summary = {}, {}, {}
     for split in bp.collections:
-        items = ok_items(paths, (split,))
-        if len(items) < 2:
-            raise RuntimeError(f"collection '{split}' has {len(items)} decodable track(s) in {paths.items}: "
-                               "versions.baseline.collections must name splits of the corpus")
+        items = collection_items(paths, split, "versions.baseline.collections")
         if bp.max_tracks is not None and len(items) > bp.max_tracks:
             items = items.sample(bp.max_tracks, random_state=params.common.seed).sort_values("id").reset_index(drop=True)
             log.warning("baseline: collection %s capped at %d tracks (versions.baseline.max_tracks)", split,

@@ -13,8 +13,19 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.io import write_csv, write_json
 from pipelines.versions.paths import VersionsPaths
+from pipelines.versions.shared import ok_items
 
 log = logging.getLogger(__name__)
+
+
+def collection_items(paths: VersionsPaths, split: str, key: str) -> pd.DataFrame:
+    """The decodable tracks of one collection (a split of the corpus); fewer than two is an error naming
+    `key`, the params list that asked for it."""
+    items = ok_items(paths, (split,))
+    if len(items) < 2:
+        raise RuntimeError(f"collection '{split}' has {len(items)} decodable track(s) in {paths.items}: "
+                           f"{key} must name splits of the corpus")
+    return items
 
 
 def qmax_scorer(params: Params):

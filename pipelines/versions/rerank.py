@@ -12,12 +12,13 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
 from pipelines.versions.qmax_collections import (
+    collection_items,
     cqt_chroma_of,
     hpcp_chroma,
     qmax_scorer,
     write_collections,
 )
-from pipelines.versions.shared import embed_items, ok_items, shard_key
+from pipelines.versions.shared import embed_items, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,7 @@ def rerank(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
     scorer = qmax_scorer(params)
     docs, plots, summary = {}, {}, {}
     for split in rp.collections:
-        items = ok_items(paths, (split,))
-        if len(items) < 2:
-            raise RuntimeError(f"collection '{split}' has {len(items)} decodable track(s) in {paths.items}: "
-                               "versions.rerank.collections must name splits of the corpus")
+        items = collection_items(paths, split, "versions.rerank.collections")
         docs[split], plots[split] = _collection(params, paths, model, device, scorer, items, split)
         for name, block in docs[split]["systems"].items():
             summary.update({f"{split}_{name}_{k}": v for k, v in block["track"].items()})

@@ -14,7 +14,9 @@ from pathlib import Path
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT,
                     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ENETUNREACH,
                     errno.EHOSTUNREACH, errno.ENOLCK}
-TRANSIENT_TEXT = ("database is locked", "temporarily unavailable", "connection reset", "timed out")
+# "unable to acquire lock": DVC's repository lock, held by another DVC process for a moment
+TRANSIENT_TEXT = ("database is locked", "temporarily unavailable", "connection reset", "timed out",
+                  "unable to acquire lock")
 
 
 class StageError(RuntimeError):
