@@ -141,21 +141,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory):
-    """One real Prefect server on a free loopback port per test process, shared by the tests that run
-    flows in-process (its own PREFECT_HOME). Started and stopped with the project's own helpers: the
+def prefect_server_process(tmp_path_factory):
+    """One real Prefect server on a free loopback port per test process (its own PREFECT_HOME), shared by
+    every test that needs one: a server start costs ~18 s of CPU. Its scheduler looks every 2 s, so that
+    a deployment's schedule fires within a test. Started and stopped with the project's own helpers: the
     test harness' log drain at teardown was seen to hang for minutes on a loaded machine."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flows.servers import start_prefect
 
     home = tmp_path_factory.mktemp("prefect-api")
-    server = start_prefect(home, prefect_home=home)
+    server = start_prefect(home, prefect_home=home, scheduler_loop_s=2)
     try:
-        with temporary_settings({PREFECT_API_URL: server.url}):
-            yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server_process):
+    """The shared server's API URL, set as this process's Prefect API for the tests that run flows in-process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server_process.url}):
+        yield prefect_server_process.url
 
 
 def read_line(p, timeout: float) -> str:

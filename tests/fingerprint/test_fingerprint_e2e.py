@@ -197,24 +197,24 @@ def test_runs_compare_agrees_with_dvc_metrics(repo):
 
 
 @pytest.fixture(scope="module")
-def prefect_server(repo, tmp_path_factory):
-    """A real Prefect server on a free loopback port and the deployment runner (python -m flows.serve)."""
-    from flows.servers import start_prefect, start_runner, stop_process
+def prefect_server(repo, tmp_path_factory, prefect_server_process):
+    """The test process's real Prefect server (conftest; its scheduler looks every 2 s) and this project's
+    deployment runner (python -m flows.serve) serving on it."""
+    from flows.servers import start_runner, stop_process
 
     home = tmp_path_factory.mktemp("prefect-home")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["orchestration"]["reevaluate"]["interval_s"] = 20.0   # let the schedule fire during the test
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    server = start_prefect(repo, prefect_home=home, scheduler_loop_s=2)
+    server = prefect_server_process
     runner = start_runner(repo, server.url, prefect_home=home,
                           extra_env={"MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(repo)})
     try:
         yield server
     finally:
         stop_process(runner.process)
-        server.stop()
         subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=False)
-        assert runner.process.poll() is not None and server.process.poll() is not None
+        assert runner.process.poll() is not None
 
 
 def _api(server):
