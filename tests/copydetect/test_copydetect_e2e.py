@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "copydetect.corpus.size": "tiny",
-    # about the 0.6 min the test trained for when it stopped at a time budget (4-6 steps/s on 2 cores)
-    "copydetect.train.max_steps": 200,
+    # 100 steps already clear the untrained encoder (descriptor + matching µAP, the better of normalised/raw:
+    # 1.413 at 100 steps, 1.293 at 200, untrained 1.177; measured 2026-12-02)
+    "copydetect.train.max_steps": 100,
     "copydetect.train.checkpoint_every": 50,
 }
 
@@ -40,7 +41,7 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
     assert set(m) == {"descriptor_uap", "matching_uap", "pairwise_uap"}
     assert all(0.0 <= v <= 1.0 for v in m.values())
     cmp = json.loads((repo / "metrics/copydetect_compare.json").read_text())
-    assert set(cmp) == {"trained", "phash", "untrained"}
+    assert set(cmp) == {"trained", "phash", "dct_colour", "untrained"}
 
     def quality(variant: str) -> float:
         # the better of the normalised / raw runs, both tracks: what the variant can do on this corpus
