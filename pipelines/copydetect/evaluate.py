@@ -97,10 +97,13 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
 
 def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
     """VSC22 descriptor µAP and matching segment/pairwise µAP of the trained descriptor, with the
-    pHash baseline and the untrained encoder through the same recall and localisation."""
+    training-free baselines (pHash; DCT layout + colour histogram) and the untrained encoder through the
+    same recall and localisation."""
     from avmatch.copydetect.metrics import plot_pr_curves, read_matches
     from avmatch.copydetect.model import FrameEncoder
     from avmatch.copydetect.noise_set import normalisation_record
+    from avmatch.copydetect.dct_colour import DIM as DCT_COLOUR_DIM
+    from avmatch.copydetect.dct_colour import dct_colour_descriptors
     from avmatch.copydetect.phash import phash_descriptors
     from avmatch.copydetect.vsc_npz import read_vsc_npz
 
@@ -127,6 +130,12 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         pq, pr, pn = from_frames(phash_descriptors)
         compare["phash"], curves["phash"] = _variant_metrics(gt, pq, pr, noise_matrix(pn, 64), cd, betas)
         compare["phash"]["seconds"] = time.perf_counter() - t0
+    if cd.evaluate.dct_colour_baseline:
+        t0 = time.perf_counter()
+        dq, dr, dn = from_frames(dct_colour_descriptors)
+        compare["dct_colour"], curves["dct_colour"] = _variant_metrics(gt, dq, dr, noise_matrix(dn, DCT_COLOUR_DIM),
+                                                                       cd, betas)
+        compare["dct_colour"]["seconds"] = time.perf_counter() - t0
     if cd.evaluate.compare_untrained:
         import torch
 

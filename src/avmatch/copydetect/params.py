@@ -77,6 +77,8 @@ class CdLocaliseParams(StrictModel):
 class CdEvaluateParams(StrictModel):
     compare_untrained: bool = True
     phash_baseline: bool = True
+    dct_colour_baseline: bool = Field(True, description="also score the training-free DCT layout + colour "
+                                      "histogram descriptor (avmatch.copydetect.dct_colour)")
     normalised_beta: float = Field(1.0, ge=0, description="β of the 'normalised' variant in the comparison "
                                                            "(the 'raw' one has β = 0)")
     beta_grid: list[float] = Field([0.25, 0.5, 0.75, 1.0], description="β values tried on the validation "
