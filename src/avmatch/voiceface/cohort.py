@@ -147,6 +147,16 @@ def _expert_view(name: str, in_dim: int, out_dim: int, coverage: float, seed: in
     return dims, w1, b1, w2, factor
 
 
+def expert_quality(sp: Any, name: str) -> tuple[float, float | None, float]:
+    """(coverage, noise or None for the common noise times the expert's random factor, missing rate) of one
+    simulated expert: its `expert_profiles` entry where set, else the common settings."""
+    prof = sp.expert_profiles.get(name)
+    cov = prof.coverage if prof is not None and prof.coverage is not None else sp.expert_coverage
+    noise = prof.noise if prof is not None else None
+    missing = prof.missing if prof is not None and prof.missing is not None else sp.missing_fraction
+    return float(cov), (None if noise is None else float(noise)), float(missing)
+
+
 def simulate_cohort(cp: VfCorpusParams) -> Cohort:
     """Draw the cohort of `cp` (size, seed, simulator); see the module docstring for the model."""
     sp = cp.simulator
@@ -228,16 +238,19 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         sel, z = z_tracks[m]
         names = tracks["track"].to_numpy()[sel]
         es = by_modality[m]
-        absent = rng_missing.random((len(sel), len(es))) < sp.missing_fraction
+        quality = {e: expert_quality(sp, e) for e in es}
+        absent = rng_missing.random((len(sel), len(es))) < np.array([quality[e][2] for e in es])
         all_gone = absent.all(1)
         if all_gone.any():  # keep one expert per track
             keep = rng_missing.integers(0, len(es), int(all_gone.sum()))
             absent[np.flatnonzero(all_gone), keep] = False
         for j, e in enumerate(es):
-            dims, w1, b1, w2, factor = _expert_view(e, latent_dim, experts[e], sp.expert_coverage, seed)
+            coverage, noise, _ = quality[e]
+            dims, w1, b1, w2, factor = _expert_view(e, latent_dim, experts[e], coverage, seed)
             out = np.tanh(z[:, dims] @ w1 + b1) @ w2
             noise_rng = _rng(seed, 8, zlib.crc32(e.encode()))
-            out = out + noise_rng.normal(0, sp.expert_noise * factor * float(out.std()), out.shape)
+            rel = sp.expert_noise * factor if noise is None else noise
+            out = out + noise_rng.normal(0, rel * float(out.std()), out.shape)
             keep_rows = ~absent[:, j]
             vectors[e] = ([str(t) for t in names[keep_rows]], out[keep_rows].astype(np.float32))
             missing_rows += [{"track": str(t), "expert": e, "reason": "simulated: expert output unavailable"}
@@ -254,6 +267,8 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         "missing_vectors": len(missing),
         "male_fraction": float((ids["gender"] == "m").mean()),
         "experts": experts,
+        **({"expert_profiles": {e: dict(zip(("coverage", "noise", "missing"), expert_quality(sp, e)))
+                                for e in sorted(sp.expert_profiles)}} if sp.expert_profiles else {}),
     }
     latents_out = {m: ([str(t) for t in tracks["track"].to_numpy()[sel]], z) for m, (sel, z) in z_tracks.items()}
     return Cohort(ids, tracks, vectors, missing, info, latents_out, slice(0, a + s))
