@@ -27,9 +27,13 @@ How a track's expert vectors are made (all parameters in params.yaml `voiceface.
    name) applied to a random subset of `expert_coverage` of the latent dimensions, with output size
    `experts[e]`, plus output noise (`expert_noise` times the output's std, times a per-expert factor in
    [0.7, 1.3]). Each expert sees different dimensions with different noise, so experts complement each other
-   (the premise of fusing them), and none is a linear copy of the latent.
-5. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (a track keeps
-   at least one expert); experts/missing.parquet lists every one with the reason.
+   (the premise of fusing them), and none is a linear copy of the latent. `expert_profiles` gives an expert its
+   own coverage, noise (then without the random factor) and missing rate: real experts are of unequal quality
+   (a network trained for identity carries more of it than a generic image or action network) and fail on
+   different tracks (a face-recognition network needs a detected, aligned face).
+5. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (or the
+   expert's profile's `missing`; a track keeps at least one expert); experts/missing.parquet lists every one
+   with the reason.
 
 Attribute proportions follow VoxCeleb1's metadata (vox1_meta.csv: 1251 identities, 690 male = 55.2 %):
 `NATIONALITIES` below is VoxCeleb1's nationality distribution as we remember it from vox1_meta.csv (USA
