@@ -119,10 +119,9 @@ def test_expert_profiles_set_each_experts_quality_and_missing_rate():
     less well (ratio of between-identity to total variance of its vectors), and the other experts are the
     same vectors as without profiles."""
     base = VfSimulatorParams()
-    prof = base.model_copy(update={"expert_profiles": {
+    prof = VfSimulatorParams(expert_profiles={
         "f_sim_inception": {"coverage": 0.7, "noise": 0.1, "missing": 0.3},
-        "f_sim_mobilenet": {"coverage": 0.4, "noise": 2.0}}})
-    prof = VfSimulatorParams.model_validate(prof.model_dump())
+        "f_sim_mobilenet": {"coverage": 0.4, "noise": 2.0}})
     plain = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=base))
     c = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=prof))
     n_face = int((c.tracks["modality"] == "face").sum())
