@@ -311,7 +311,8 @@ def paired_auc_differences(a: tuple[Mapping[str, np.ndarray], Mapping[str, np.nd
         row: dict[str, float | list[float]] = {"a": auc_a, "b": auc_b, "diff": auc_a - auc_b}
         if bootstrap:
             row["ci"] = _percentile_ci(
-                lambda i: None if y[i].min() == y[i].max() else (auc_score(y[i], sa[i]) - auc_score(y[i], sb[i])) * 100,
+                lambda i, y=y, sa=sa, sb=sb: None if y[i].min() == y[i].max()
+                else (auc_score(y[i], sa[i]) - auc_score(y[i], sb[i])) * 100,
                 len(y), bootstrap, np.random.default_rng([int(seed), zlib.crc32(f"paired:{metric}".encode())]))
         out[metric] = row
     return out
