@@ -104,16 +104,18 @@ def evaluate(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> di
     intervals for the configured model and every model it is compared with, the SBC on/off comparison, ROC and
     1:N plots. On the simulated cohort every output says so."""
     from avmatch.voiceface.metrics import evaluate as eft_metrics
-    from avmatch.voiceface.metrics import roc_points
+    from avmatch.voiceface.metrics import paired_auc_differences, roc_points
 
     ep = params.voiceface.evaluate
     lists = test_lists(paths)
     simulated = is_simulated(paths)
     labels = _labels(paths)
     full: dict[str, dict] = {}
+    embeddings: dict[str, tuple[dict, dict]] = {}
     roc_rows, one_rows = [], []
     for stem, label in labels.items():
         voice, face = read_embeddings(paths, stem, "voice"), read_embeddings(paths, stem, "face")
+        embeddings[label] = (voice, face)
         res = eft_metrics(voice, face, lists, bootstrap=ep.bootstrap, seed=ep.seed)
         full[label] = res
         for lst, pts in roc_points(voice, face, lists).items():
@@ -129,6 +131,11 @@ def evaluate(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> di
                      "variants": {k: {m: v for m, v in r.items() if m != "ci"} for k, r in full.items()}}
     if single_name:
         metrics["best_single"] = single_name.split(":", 1)[1]
+    # the configured model minus each other model, AUC on the same resampled pairs (paired bootstrap)
+    metrics["paired_differences"] = {
+        label: paired_auc_differences(embeddings[main], embeddings[label], lists, bootstrap=ep.bootstrap,
+                                      seed=ep.seed)
+        for label in full if label != main}
     ablation = next((labels[s] for s in labels if s.startswith("main_sbc_")), None)
     if ablation:
         on, off = (main, ablation) if table["main"]["sbc"] != "off" else (ablation, main)
@@ -149,6 +156,8 @@ def evaluate(params: Params, paths: VoicefacePaths, tracker: StageTracker) -> di
     for f in ("roc.png", "one_to_n.png", "roc.csv", "one_to_n.csv"):
         tracker.log_artifact(paths.plots / f, "plots")
     summary = {"simulated": int(simulated), **flat_metrics(full[main])}
+    for label, rows in metrics["paired_differences"].items():
+        summary.update({f"{main}_minus_{label}_{m}": float(r["diff"]) for m, r in rows.items()})
     for label, res in full.items():
         if label != main:
             summary.update(flat_metrics(res, f"{label}_"))

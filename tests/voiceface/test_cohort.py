@@ -114,6 +114,37 @@ def test_experts_are_different_views():
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.5
 
 
+def test_expert_profiles_set_each_experts_quality_and_missing_rate():
+    """A profile changes only its expert: the missing rate follows it, a noisier expert tells identities apart
+    less well (ratio of between-identity to total variance of its vectors), and the other experts are the
+    same vectors as without profiles."""
+    base = VfSimulatorParams()
+    prof = VfSimulatorParams(expert_profiles={
+        "f_sim_inception": {"coverage": 0.7, "noise": 0.1, "missing": 0.3},
+        "f_sim_mobilenet": {"coverage": 0.4, "noise": 2.0}})
+    plain = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=base))
+    c = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=prof))
+    n_face = int((c.tracks["modality"] == "face").sum())
+    gone = c.missing.groupby("expert").size()
+    assert abs(gone["f_sim_inception"] / n_face - 0.3) < 0.06
+    assert abs(gone["f_sim_mobilenet"] / n_face - 0.05) < 0.04     # no missing in its profile: the common rate
+    assert c.info["expert_profiles"]["f_sim_mobilenet"] == {"coverage": 0.4, "noise": 2.0, "missing": 0.05}
+
+    def identity_share(cohort, expert):
+        tracks, mat = cohort.vectors[expert]
+        who = pd.Series(tracks).str.split("/").str[0].to_numpy()
+        means = pd.DataFrame(mat).groupby(who).transform("mean").to_numpy()
+        return float(((means - mat.mean(0)) ** 2).sum() / ((mat - mat.mean(0)) ** 2).sum())
+
+    assert identity_share(c, "f_sim_inception") > identity_share(c, "f_sim_mobilenet") + 0.1
+    a, b = (dict(zip(*x.vectors["f_sim_swin"])) for x in (c, plain))
+    both = sorted(set(a) & set(b))
+    assert len(both) > 0.9 * len(b) and all(np.array_equal(a[t], b[t]) for t in both)
+    with pytest.raises(ConfigError, match="expert_profiles"):
+        validate_params({"voiceface": {"corpus": {"simulator": {"expert_profiles": {"f_nope": {"noise": 1}}}}}},
+                        systems=["voiceface"])
+
+
 def test_params_errors_name_the_key():
     with pytest.raises(ConfigError, match="voiceface.corpus.size"):
         validate_params({"voiceface": {"corpus": {"size": "huge"}}}, systems=["voiceface"])

@@ -15,6 +15,7 @@ from avmatch.voiceface.metrics import (
     MissingEmbeddings,
     auc_score,
     evaluate,
+    paired_auc_differences,
     roc_curve,
     roc_points,
 )
@@ -245,6 +246,23 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat_with_the_seed(rando
     assert "ci" not in evaluate(voice, face, lists)
     alone = evaluate(voice, face, EvalLists({"test_matching": lists["test_matching"]}), bootstrap=200, seed=4)
     assert alone["ci"]["ms_v2f"] == ci["ms_v2f"]     # one resampling stream per metric
+
+
+def test_paired_auc_difference_equals_the_two_aucs_and_its_interval_is_the_difference(random_case):
+    lists, voice, face = random_case
+    rng = np.random.default_rng(3)
+    noisy_face = {k: v + rng.normal(0, 2.0, v.shape) for k, v in face.items()}   # a worse model B
+    a, b = evaluate(voice, face, lists), evaluate(voice, noisy_face, lists)
+    out = paired_auc_differences((voice, face), (voice, noisy_face), lists, bootstrap=200, seed=1)
+    for metric in ("auc", "auc_g", "auc_n", "auc_gn"):
+        row = out[metric]
+        assert row["a"] == pytest.approx(a[metric]) and row["b"] == pytest.approx(b[metric])
+        assert row["diff"] == pytest.approx(a[metric] - b[metric])
+        lo, hi = row["ci"]
+        assert lo <= row["diff"] <= hi
+    same = paired_auc_differences((voice, face), (voice, face), lists, bootstrap=50, seed=1)
+    assert same["auc"]["diff"] == 0 and same["auc"]["ci"] == [0.0, 0.0]   # shared resamples: no spread at all
+    assert out == paired_auc_differences((voice, face), (voice, noisy_face), lists, bootstrap=200, seed=1)
 
 
 def test_roc_curve_rejects_a_single_class():

@@ -53,6 +53,11 @@ def test_dvc_repro_runs_the_pipeline(repo):
     assert lo <= m["auc"] <= hi
     assert set(m["sbc_comparison"]) >= {"on", "off", "noisy_tracks"} and m["sbc_comparison"]["noisy_tracks"] > 0
     assert m["best_single"].count("+") == 1
+    diffs = m["paired_differences"]
+    assert set(diffs) == {"fusion_sbc_off", "concat", "single"}
+    for rows in diffs.values():
+        lo, hi = rows["auc"]["ci"]
+        assert lo <= rows["auc"]["diff"] <= hi and rows["auc"]["a"] == pytest.approx(m["auc"])
     assert (repo / "plots/voiceface/roc.csv").read_text().startswith("model,list,fpr,tpr")
     assert (repo / "plots/voiceface/roc.png").stat().st_size > 1000
     assert (repo / "plots/voiceface/one_to_n.png").stat().st_size > 1000

@@ -11,6 +11,7 @@ from avmatch.voiceface.cohort import build_cohort
 from avmatch.voiceface.model import VoiceFacePair, fill_unembedded, load_pair, save_pair
 from avmatch.voiceface.params import VfCorpusParams, VfModelParams, VfTrainParams
 from avmatch.voiceface.training import (
+    drop_experts,
     label_select,
     load_split,
     model_configs,
@@ -70,6 +71,22 @@ def test_missing_expert_is_masked_not_zero_filled():
     filled, n = fill_unembedded([f"t{i}" for i in range(6)], pair.embed("face", x, none))
     assert n == 6 and np.allclose(np.linalg.norm(filled, axis=1), 1)
     assert np.allclose(fill_unembedded([f"t{i}" for i in range(6)], pair.embed("face", x, none))[0], filled)
+
+
+def test_expert_dropout_hides_experts_but_never_all_of_a_track():
+    rng = np.random.default_rng(0)
+    present = {"f_a": np.ones(2000, bool), "f_b": np.ones(2000, bool), "f_c": rng.random(2000) < 0.5}
+    present["f_a"][:5] = present["f_b"][:5] = False          # rows 0-4 have at most f_c
+    out = drop_experts(present, 0.4, np.random.default_rng(1))
+    kept = np.stack([out[k] for k in present], 1)
+    had = np.stack([present[k] for k in present], 1)
+    assert not (kept & ~had).any()                              # nothing missing comes back
+    assert (kept.any(1) == had.any(1)).all()                    # a track that had an expert keeps one
+    hidden = (had & ~kept).sum() / had.sum()
+    assert 0.3 < hidden < 0.4                                   # about p, less the rescued last experts
+    assert drop_experts(present, 0.0, np.random.default_rng(1)) is present
+    single = {"f_a": present["f_a"]}
+    assert drop_experts(single, 0.9, np.random.default_rng(1)) is single   # a single expert is never hidden
 
 
 def test_symmetric_infonce_prefers_aligned_pairs():

@@ -27,9 +27,13 @@ How a track's expert vectors are made (all parameters in params.yaml `voiceface.
    name) applied to a random subset of `expert_coverage` of the latent dimensions, with output size
    `experts[e]`, plus output noise (`expert_noise` times the output's std, times a per-expert factor in
    [0.7, 1.3]). Each expert sees different dimensions with different noise, so experts complement each other
-   (the premise of fusing them), and none is a linear copy of the latent.
-5. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (a track keeps
-   at least one expert); experts/missing.parquet lists every one with the reason.
+   (the premise of fusing them), and none is a linear copy of the latent. `expert_profiles` gives an expert its
+   own coverage, noise (then without the random factor) and missing rate: real experts are of unequal quality
+   (a network trained for identity carries more of it than a generic image or action network) and fail on
+   different tracks (a face-recognition network needs a detected, aligned face).
+5. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (or the
+   expert's profile's `missing`; a track keeps at least one expert); experts/missing.parquet lists every one
+   with the reason.
 
 Attribute proportions follow VoxCeleb1's metadata (vox1_meta.csv: 1251 identities, 690 male = 55.2 %):
 `NATIONALITIES` below is VoxCeleb1's nationality distribution as we remember it from vox1_meta.csv (USA
@@ -147,6 +151,16 @@ def _expert_view(name: str, in_dim: int, out_dim: int, coverage: float, seed: in
     return dims, w1, b1, w2, factor
 
 
+def expert_quality(sp: Any, name: str) -> tuple[float, float | None, float]:
+    """(coverage, noise or None for the common noise times the expert's random factor, missing rate) of one
+    simulated expert: its `expert_profiles` entry where set, else the common settings."""
+    prof = sp.expert_profiles.get(name)
+    cov = prof.coverage if prof is not None and prof.coverage is not None else sp.expert_coverage
+    noise = prof.noise if prof is not None else None
+    missing = prof.missing if prof is not None and prof.missing is not None else sp.missing_fraction
+    return float(cov), (None if noise is None else float(noise)), float(missing)
+
+
 def simulate_cohort(cp: VfCorpusParams) -> Cohort:
     """Draw the cohort of `cp` (size, seed, simulator); see the module docstring for the model."""
     sp = cp.simulator
@@ -228,16 +242,19 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         sel, z = z_tracks[m]
         names = tracks["track"].to_numpy()[sel]
         es = by_modality[m]
-        absent = rng_missing.random((len(sel), len(es))) < sp.missing_fraction
+        quality = {e: expert_quality(sp, e) for e in es}
+        absent = rng_missing.random((len(sel), len(es))) < np.array([quality[e][2] for e in es])
         all_gone = absent.all(1)
         if all_gone.any():  # keep one expert per track
             keep = rng_missing.integers(0, len(es), int(all_gone.sum()))
             absent[np.flatnonzero(all_gone), keep] = False
         for j, e in enumerate(es):
-            dims, w1, b1, w2, factor = _expert_view(e, latent_dim, experts[e], sp.expert_coverage, seed)
+            coverage, noise, _ = quality[e]
+            dims, w1, b1, w2, factor = _expert_view(e, latent_dim, experts[e], coverage, seed)
             out = np.tanh(z[:, dims] @ w1 + b1) @ w2
             noise_rng = _rng(seed, 8, zlib.crc32(e.encode()))
-            out = out + noise_rng.normal(0, sp.expert_noise * factor * float(out.std()), out.shape)
+            rel = sp.expert_noise * factor if noise is None else noise
+            out = out + noise_rng.normal(0, rel * float(out.std()), out.shape)
             keep_rows = ~absent[:, j]
             vectors[e] = ([str(t) for t in names[keep_rows]], out[keep_rows].astype(np.float32))
             missing_rows += [{"track": str(t), "expert": e, "reason": "simulated: expert output unavailable"}
@@ -254,6 +271,8 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         "missing_vectors": len(missing),
         "male_fraction": float((ids["gender"] == "m").mean()),
         "experts": experts,
+        **({"expert_profiles": {e: dict(zip(("coverage", "noise", "missing"), expert_quality(sp, e)))
+                                for e in sorted(sp.expert_profiles)}} if sp.expert_profiles else {}),
     }
     latents_out = {m: ([str(t) for t in tracks["track"].to_numpy()[sel]], z) for m, (sel, z) in z_tracks.items()}
     return Cohort(ids, tracks, vectors, missing, info, latents_out, slice(0, a + s))

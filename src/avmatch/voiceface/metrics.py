@@ -291,6 +291,33 @@ def evaluate(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray], li
     return out
 
 
+def paired_auc_differences(a: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                           b: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], lists: EvalLists,
+                           *, bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, float | list[float]]]:
+    """Verification AUC of model A minus model B (percent points) on each verification list, with a PAIRED
+    bootstrap 95 % interval: both models are scored on the same resampled pairs in every round, so the interval
+    is that of the difference (list sampling shared by the two models cancels) rather than two overlapping
+    intervals. `a`, `b`: (voice, face) embeddings by track. {metric: {"a", "b", "diff", "ci": [lo, hi]}}."""
+    out: dict[str, dict[str, float | list[float]]] = {}
+    for name in VERIFICATION:
+        if name not in lists:
+            continue
+        for voice, face in (a, b):
+            _check(lists, name, voice, face)
+        y, sa = _verification(lists[name], *a)
+        _, sb = _verification(lists[name], *b)
+        metric = METRIC_OF[name]
+        auc_a, auc_b = auc_score(y, sa) * 100, auc_score(y, sb) * 100
+        row: dict[str, float | list[float]] = {"a": auc_a, "b": auc_b, "diff": auc_a - auc_b}
+        if bootstrap:
+            row["ci"] = _percentile_ci(
+                lambda i, y=y, sa=sa, sb=sb: None if y[i].min() == y[i].max()
+                else (auc_score(y[i], sa[i]) - auc_score(y[i], sb[i])) * 100,
+                len(y), bootstrap, np.random.default_rng([int(seed), zlib.crc32(f"paired:{metric}".encode())]))
+        out[metric] = row
+    return out
+
+
 def roc_points(voice: Mapping[str, np.ndarray], face: Mapping[str, np.ndarray],
                lists: EvalLists) -> dict[str, dict[str, list[float]]]:
     """{metric name (auc, auc_g, ...): {"fpr": [...], "tpr": [...]}} for each verification list, to plot."""

@@ -31,6 +31,19 @@ COHORT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+class VfExpertProfile(StrictModel):
+    """One simulated expert's own quality, overriding the simulator's common settings for it (real experts
+    are not equally good: a network trained for speaker or face identity carries more identity than a generic
+    image or action network, and some fail on more tracks than others)."""
+
+    coverage: float | None = Field(None, gt=0, le=1, description="fraction of the latent it sees "
+                                   "(default: expert_coverage)")
+    noise: float | None = Field(None, ge=0, description="std of its output noise relative to its output's std "
+                                "(default: expert_noise times a random factor in [0.7, 1.3])")
+    missing: float | None = Field(None, ge=0, lt=1, description="probability that a track has no vector of this "
+                                  "expert (default: missing_fraction)")
+
+
 class VfSimulatorParams(StrictModel):
     """How the simulated cohort is drawn (docs/voiceface.md and the cohort module explain each part)."""
 
@@ -59,6 +72,9 @@ class VfSimulatorParams(StrictModel):
                                     "(listed in experts/missing.parquet); a track keeps at least one expert")
     experts: dict[str, int] = Field(default_factory=lambda: dict(SIM_EXPERTS),
                                     description="simulated experts: name (v_sim_* / f_sim_*) -> output size")
+    expert_profiles: dict[str, VfExpertProfile] = Field(
+        {}, description="per-expert coverage / noise / missing rate overriding the common settings (an expert "
+        "not listed uses them): experts of unequal quality and unequal failure rates")
 
     @field_validator("videos_per_identity", "clips_per_video")
     @classmethod
@@ -78,6 +94,13 @@ class VfSimulatorParams(StrictModel):
         if any(d < 2 for d in v.values()):
             raise ValueError("expert sizes must be >= 2")
         return v
+
+    @model_validator(mode="after")
+    def _profiles(self) -> "VfSimulatorParams":
+        unknown = sorted(set(self.expert_profiles) - set(self.experts))
+        if unknown:
+            raise ValueError(f"expert_profiles for experts the simulator does not draw: {unknown}")
+        return self
 
 
 class VfCorpusParams(StrictModel):
@@ -148,6 +171,10 @@ class VfTrainParams(StrictModel):
     temperature: float = Field(0.07, gt=0, description="InfoNCE temperature (EFT: 0.07)")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate (EFT: 5e-4, constant)")
     weight_decay: float = Field(0.0, ge=0)
+    expert_dropout: float = Field(
+        0.0, ge=0, lt=1, description="training only: each expert vector of a track is hidden (marked missing) with "
+        "this probability, a track keeping at least one; fusion then masks that token, concat sees zeros, single is "
+        "unaffected. Teaches the model to use any subset of experts (0: off, as EFT)")
     eval_every: int = Field(50, ge=1, description="steps between validation AUCs; the best step is kept (EFT)")
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 15

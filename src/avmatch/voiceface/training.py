@@ -134,6 +134,22 @@ def sbc_select(identity: np.ndarray, face_unit: np.ndarray, voice_unit: np.ndarr
     return np.array(kept, np.int64)
 
 
+def drop_experts(present: dict[str, np.ndarray], p: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Expert dropout: each present expert vector of a row is hidden with probability `p`; a row keeps at
+    least one of the experts it had (one of them, drawn uniformly, when all would go). The rows' input is
+    unchanged: only the presence mask is, so the fusion masks the token and concat zeroes the block, as for
+    a truly missing expert."""
+    names = list(present)
+    if p <= 0 or len(names) < 2:
+        return present
+    had = np.stack([np.asarray(present[n], bool) for n in names], 1)
+    keep = had & (rng.random(had.shape) >= p)
+    lost = had.any(1) & ~keep.any(1)
+    for i in np.flatnonzero(lost):
+        keep[i, rng.choice(np.flatnonzero(had[i]))] = True
+    return {n: keep[:, j] for j, n in enumerate(names)}
+
+
 def label_select(identity: np.ndarray, batch_size: int) -> np.ndarray:
     seen: set[int] = set()
     kept = []
@@ -263,9 +279,12 @@ def train_pair(config: dict[str, Any], train: SplitData, tp: Any, *, valid: tupl
         stats["dup_after"] += 1 - len(set(ident[pos].tolist())) / max(1, len(pos))
         rows = train.pairs[chosen]
         vx = {e: torch.from_numpy(train.voice[e][rows[:, 0]]).to(device) for e in pair.voice_experts}
-        vp = {e: torch.from_numpy(train.voice_present[e][rows[:, 0]]).to(device) for e in pair.voice_experts}
+        drop_rng = step_rng(tp.seed, step, 3)
+        vp = {e: torch.from_numpy(m).to(device) for e, m in drop_experts(
+            {e: train.voice_present[e][rows[:, 0]] for e in pair.voice_experts}, tp.expert_dropout, drop_rng).items()}
         fx = {e: torch.from_numpy(train.face[e][rows[:, 1]]).to(device) for e in pair.face_experts}
-        fpr = {e: torch.from_numpy(train.face_present[e][rows[:, 1]]).to(device) for e in pair.face_experts}
+        fpr = {e: torch.from_numpy(m).to(device) for e, m in drop_experts(
+            {e: train.face_present[e][rows[:, 1]] for e in pair.face_experts}, tp.expert_dropout, drop_rng).items()}
         torch.manual_seed(step_seed(tp.seed, step, 1))  # dropout masks of this step
         loss = symmetric_infonce(pair.voice(vx, vp), pair.face(fx, fpr), tp.temperature)
         opt.zero_grad(set_to_none=True)
