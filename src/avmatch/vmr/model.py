@@ -61,17 +61,28 @@ class SequenceBranch(nn.Module):
 
 
 class RhythmCurves(nn.Module):
-    """A few learned activity curves over the window's seconds, each standardised over time (so a clip's
-    level is removed and only its time course is left) and flattened: the dot product of a video's and a
-    music's curves is the mean correlation of the curves, second by second. This is the rhythm peer's
-    question (does the picture move where the music hits?) with learned curves."""
+    """A few learned activity curves over the window, each standardised over time (so a clip's level is
+    removed and only its time course is left) and flattened: the dot product of a video's and a music's
+    curves is the mean correlation of the curves. This is the rhythm peer's question (does the picture
+    move where the music hits?) with learned curves.
 
-    def __init__(self, d_model: int, channels: int):
+    With `substeps` > 1 each second gives `substeps` points of every curve, read from the second's token
+    and its (standardised) input features, which hold the sub-second profiles (where in the second the
+    flashes, motion bursts and onsets fall): a beat lasts a fraction of a second, so a per-second curve
+    blurs the very alignment a music video is cut to."""
+
+    def __init__(self, d_model: int, channels: int, in_dim: int = 0, substeps: int = 1):
         super().__init__()
-        self.proj = nn.Linear(d_model, channels)
+        self.channels, self.substeps = channels, substeps
+        self.proj = nn.Linear(d_model + (in_dim if substeps > 1 else 0), channels * substeps)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        c = self.proj(h)
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if self.substeps > 1:
+            c = self.proj(torch.cat([h, x], -1))                     # [B, T, C * S]
+            b, t = c.shape[:2]
+            c = c.view(b, t, self.channels, self.substeps).transpose(2, 3).reshape(b, t * self.substeps, self.channels)
+        else:
+            c = self.proj(h)
         c = (c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True, unbiased=False) + 1e-3)
         return c.flatten(1)
 
@@ -85,7 +96,8 @@ class ModalityBranch(nn.Module):
         self.stats = StatsBranch(in_dim, mp.hidden, mp.dim, mp.dropout) if mp.kind in ("stats", "both") else None
         self.seq = (SequenceBranch(in_dim, window, mp.d_model, mp.layers, mp.heads, mp.dim, mp.dropout)
                     if mp.kind in ("sequence", "both") else None)
-        self.curves = RhythmCurves(mp.d_model, mp.curve_channels) if self.seq is not None and mp.curve_channels else None
+        self.curves = (RhythmCurves(mp.d_model, mp.curve_channels, in_dim, mp.curve_substeps)
+                       if self.seq is not None and mp.curve_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
@@ -96,7 +108,7 @@ class ModalityBranch(nn.Module):
             h = self.seq.tokens(x)
             parts.append(F.normalize(self.seq(x, h), dim=1))
             if self.curves is not None:
-                parts.append(F.normalize(self.curves(h), dim=1))
+                parts.append(F.normalize(self.curves(h, x), dim=1))
         return F.normalize(torch.cat(parts, 1), dim=1)
 
 
@@ -117,7 +129,7 @@ class VmrEncoder(nn.Module):
     @property
     def out_dim(self) -> int:
         m = self.config["model"]
-        curves = m.get("curve_channels", 0) * self.window if m["kind"] != "stats" else 0
+        curves = m.get("curve_channels", 0) * m.get("curve_substeps", 1) * self.window if m["kind"] != "stats" else 0
         return m["dim"] * (2 if m["kind"] == "both" else 1) + curves
 
     def set_normalisation(self, video: np.ndarray, music: np.ndarray) -> None:
