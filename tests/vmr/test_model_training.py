@@ -126,3 +126,15 @@ def test_splicing_keeps_each_pair_aligned_and_takes_partners_outside_the_batch()
         assert c >= 2 and (owners[:c] == idx[r]).all() and int(owners[c]) not in idx   # partner from outside
         assert (owners[c:] == owners[c]).all()
     assert torch.equal(sv[~changed], xv[~changed])
+
+
+def test_a_pair_scores_its_best_pair_of_windows():
+    from avmatch.vmr.model import best_window_scores
+
+    sims = np.array([[0.1, 0.9, 0.2],     # video 0, window 0
+                     [0.5, 0.0, 0.3],     # video 0, window 1
+                     [0.4, 0.1, 0.8]])    # video 1, window 0
+    q_item, t_item = np.array([0, 0, 1]), np.array([0, 0, 1])   # music 0 has two windows, music 1 one
+    out = best_window_scores(sims, q_item, t_item, 2, 3)
+    assert np.allclose(out[:, :2], [[0.9, 0.3], [0.4, 0.8]])
+    assert np.isneginf(out[:, 2]).all()          # a music item with no window is never a match

@@ -173,6 +173,38 @@ def embed_items(branch: nn.Module, items: list[np.ndarray], window: int, stride:
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
 
 
+def embed_item_windows(branch: nn.Module, items: list[np.ndarray], window: int, stride: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window of every item: (vectors [n_windows, dim], the item index of each row, its start second).
+    What the FAISS index of a music database holds, and what `best_window_scores` compares."""
+    vecs, owner, starts = [], [], []
+    for i, x in enumerate(items):
+        e, st = embed_windows(branch, x, window, stride)
+        vecs.append(e)
+        owner += [i] * len(st)
+        starts += st
+    dim = vecs[0].shape[1] if vecs else 1
+    return (np.concatenate(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
+            np.asarray(owner, np.int64), np.asarray(starts, np.int64))
+
+
+def best_window_scores(window_sims: np.ndarray, query_item: np.ndarray, target_item: np.ndarray, n_queries: int,
+                       n_targets: int) -> np.ndarray:
+    """[n_queries, n_targets] scores: for each (query item, target item) the best similarity over their
+    pairs of windows, from the windows' [q_windows, t_windows] similarities (-inf where a pair was not
+    scored). This is how `avmatch vmr suggest` ranks tracks: the curves of the sequence encoder are tied
+    to positions within a window, so averaging an item's windows (taken at different starts) mixes
+    misaligned curves, while the best pair of windows is the offset at which the picture fits the music."""
+    per_target = np.full((window_sims.shape[0], n_targets), -np.inf)
+    for j in range(n_targets):
+        cols = np.flatnonzero(target_item == j)
+        if len(cols):
+            per_target[:, j] = window_sims[:, cols].max(1)
+    out = np.full((n_queries, n_targets), -np.inf)
+    np.maximum.at(out, query_item, per_target)
+    return out
+
+
 def save_encoder(model: VmrEncoder, path: str | Path, extra: dict | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
