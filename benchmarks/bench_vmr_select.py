@@ -5,7 +5,8 @@ Pools the built `train` and `val` pairs of the vmr corpus (data/vmr/features, af
 vmr_features`), deals their recordings into `--folds` folds (`avmatch.vmr.selection.recording_folds`),
 and for each variant trains the encoder as the `vmr_train` stage does on all folds but one and scores
 video->music and music->video Recall@10 on the held-out fold's clips (a pool of its size, one video per
-music clip). The test split is never read. Each `--variant` is a space-separated list of params.yaml
+music clip), a pair scored by its best pair of windows as the evaluate stage does (and, for comparison, by
+one averaged vector per item). The test split is never read. Each `--variant` is a space-separated list of params.yaml
 overrides; the empty variant is the committed params.
 
     python benchmarks/bench_vmr_select.py --variant "" --variant "vmr.model.kind=sequence vmr.train.splice=0.5"
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
 
     from avmatch.core.config import load_params
     from avmatch.vmr.metrics import true_ranks
-    from avmatch.vmr.model import embed_items
+    from avmatch.vmr.model import best_window_scores, embed_item_windows, embed_items
     from avmatch.vmr.selection import recording_folds
     from avmatch.vmr.training import train_encoder
     from pipelines.vmr.paths import VmrPaths
@@ -68,15 +69,20 @@ def main(argv=None) -> int:
                     res = train_encoder([videos[i] for i in tr], [music[i] for i in tr], train_params=vp.train,
                                         model_params=vp.model, window=vp.features.window_s, families=families,
                                         seed=seed, checkpoint_dir=ckpt)
-                w = vp.features.window_s
-                s = embed_items(res.model.video, [videos[i] for i in te], w) @ \
-                    embed_items(res.model.music, [music[i] for i in te], w).T
-                recalls.append((len(te), float(np.mean(true_ranks(s) <= 10)), float(np.mean(true_ranks(s.T) <= 10))))
+                w, n = vp.features.window_s, len(te)
+                vw, vi, _ = embed_item_windows(res.model.video, [videos[i] for i in te], w)
+                mw, mi, _ = embed_item_windows(res.model.music, [music[i] for i in te], w)
+                best = best_window_scores(vw @ mw.T, vi, mi, n, n)      # the evaluate stage's scores
+                mean = embed_items(res.model.video, [videos[i] for i in te], w) @ \
+                    embed_items(res.model.music, [music[i] for i in te], w).T   # one averaged vector per item
+                recalls.append((n, *(float(np.mean(true_ranks(x) <= 10)) for x in (best, best.T, mean, mean.T))))
         r = np.array(recalls)
         rows.append({"variant": variant or "(committed params)", "folds x seeds": len(r),
                      "held-out pool": f"{int(r[:, 0].min())}-{int(r[:, 0].max())}",
                      "v2m R@10": float(np.average(r[:, 1], weights=r[:, 0])),
                      "m2v R@10": float(np.average(r[:, 2], weights=r[:, 0])),
+                     "v2m R@10, averaged windows": float(np.average(r[:, 3], weights=r[:, 0])),
+                     "m2v R@10, averaged windows": float(np.average(r[:, 4], weights=r[:, 0])),
                      "v2m R@10 per fold": " ".join(f"{x:.2f}" for x in r[:, 1]), "minutes": (time.time() - t0) / 60})
         print(rows[-1], flush=True)
     rep = Report("vmr_select", "Video-to-music: settings by cross-validation over held-out recordings", args)
