@@ -13,7 +13,9 @@ Each modality has its own branch (the modalities share no weights, as in VM-NET)
 
 Inputs are standardised with the training set's mean and standard deviation (kept in the model, so a
 saved encoder carries its own normalisation). A clip longer than the window is embedded window by window
-(`embed_windows`); its embedding is the normalised mean of its windows.
+(`embed_windows`). A (video, music) pair is scored by its best pair of windows (`best_window_scores`, what
+the evaluate stage and `avmatch vmr suggest` rank by): the rhythm curves are tied to positions in a window,
+so the normalised mean of an item's windows (`embed_items`, kept for diagnostics) blurs their alignment.
 """
 
 from __future__ import annotations
