@@ -13,33 +13,37 @@ from pipelines.vmr.shared import aligned_pairs, split_pairs
 
 
 def _trained_scores(paths: VmrPaths) -> tuple[np.ndarray, list[str], list[str]]:
-    """Video x music similarities of the test pairs, the videos searched in the FAISS index of the music."""
+    """Video x music scores of the test pairs: every window of each video searched in the FAISS index of
+    the music windows, a pair scored by its best pair of windows (as `avmatch vmr suggest` ranks tracks)."""
     from avmatch.core.index import SegmentIndex
+    from avmatch.vmr.model import best_window_scores
 
     with np.load(paths.embeddings("test")) as d:
-        video_ids, music_ids, v = [str(x) for x in d["video_ids"]], [str(x) for x in d["music_ids"]], d["video"]
+        video_ids, music_ids = [str(x) for x in d["video_ids"]], [str(x) for x in d["music_ids"]]
+        vw, v_item = d["video_windows"], d["video_window_item"]
     seg = SegmentIndex.load(paths.index)
-    sims, rows = seg.search(v, seg.ntotal)
+    sims, rows = seg.search(vw, seg.ntotal)
     col = {mid: j for j, mid in enumerate(music_ids)}
-    row_col = np.array([col[i] for i in seg.item_ids])   # one row per music item
-    scores = np.full((len(video_ids), len(music_ids)), -np.inf)
-    for i in range(len(video_ids)):
+    row_music = np.array([col[i] for i in seg.item_ids])[seg.row_item_codes]   # music item of each index row
+    dense = np.full((len(vw), seg.ntotal), -np.inf)
+    for i in range(len(vw)):
         ok = rows[i] >= 0
-        scores[i, row_col[rows[i][ok]]] = sims[i][ok]
-    return scores, video_ids, music_ids
+        dense[i, rows[i][ok]] = sims[i][ok]
+    return best_window_scores(dense, v_item, row_music, len(video_ids), len(music_ids)), video_ids, music_ids
 
 
 def reevaluate(params: Params, paths: VmrPaths, tracker: StageTracker, model_file) -> dict:
     """A given (registered) encoder on the current test pairs (scheduled runs): the trained variant's
     recalls and median ranks, flat, as the evaluate stage reports them."""
     from avmatch.vmr.metrics import evaluate_scores
-    from avmatch.vmr.model import embed_items, load_encoder
+    from avmatch.vmr.model import best_window_scores, embed_item_windows, load_encoder
 
     ep = params.vmr.evaluate
     model = load_encoder(model_file)
     _, videos, music = aligned_pairs(paths, "test", (model.video_families, model.music_families))
-    v, m = embed_items(model.video, videos, model.window), embed_items(model.music, music, model.window)
-    res = evaluate_scores(v @ m.T, ep.ks, bootstrap=0)
+    vw, vi, _ = embed_item_windows(model.video, videos, model.window)
+    mw, mi, _ = embed_item_windows(model.music, music, model.window)
+    res = evaluate_scores(best_window_scores(vw @ mw.T, vi, mi, len(videos), len(music)), ep.ks, bootstrap=0)
     out = {f"{d}_{k}".replace("@", "_at_"): val for d in ("v2m", "m2v") for k, val in res[d].items() if k != "ci"}
     tracker.log_dict(out, "reevaluate_metrics.json")
     return out

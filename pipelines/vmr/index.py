@@ -11,12 +11,15 @@ from pipelines.vmr.paths import VmrPaths
 
 
 def index(params: Params, paths: VmrPaths, tracker: StageTracker) -> dict:
-    """FAISS index (inner product on unit vectors) of the test music: the pool the videos are searched in."""
+    """FAISS index (inner product on unit vectors) of the test music's windows, one segment per window as in
+    a user's music database: the pool the videos' windows are searched in."""
     from avmatch.core.index import SegmentIndex
 
     with np.load(paths.embeddings("test")) as d:
-        ids, vectors = [str(x) for x in d["music_ids"]], d["music"]
-    rows = pd.DataFrame({"item_id": ids, "segment": 0, "start_s": 0.0})
+        ids, vectors, owner, starts = ([str(x) for x in d["music_ids"]], d["music_windows"], d["music_window_item"],
+                                       d["music_window_start"])
+    rows = pd.DataFrame({"item_id": np.asarray(ids, dtype=object)[owner] if len(ids) else [],
+                         "segment": pd.Series(owner).groupby(owner).cumcount().to_numpy(), "start_s": starts.astype(float)})
     seg = SegmentIndex.build(vectors, rows, "flat")
     seg.save(paths.index)
-    return {"indexed_music": len(ids), "dim": int(vectors.shape[1]) if len(ids) else 0}
+    return {"indexed_music": len(ids), "indexed_windows": len(owner), "dim": int(vectors.shape[1]) if len(ids) else 0}

@@ -103,3 +103,17 @@ def test_peer_matches_activity_to_onsets_and_cut_rate_to_tempo():
         rhythm[:, 3] = 120 / 120   # 2 beats/s: 4 beats per cut
         music.append({"rhythm": rhythm})
     assert np.mean(true_ranks(peer_scores(video, music)) == 1) > 0.8
+
+
+def test_recording_folds_keep_recordings_whole_and_balance_the_folds():
+    from avmatch.vmr.selection import recording_folds
+
+    pieces = ["a"] * 10 + ["b"] * 8 + ["c"] * 5 + ["d"] * 4 + ["e"] * 3
+    folds = recording_folds(pieces, 3)
+    for p in set(pieces):
+        assert len({int(f) for f, q in zip(folds, pieces) if q == p}) == 1
+    sizes = np.bincount(folds)
+    assert sizes.sum() == 30 and sizes.max() - sizes.min() <= 3   # within the smallest recording
+    assert (recording_folds(pieces, 3) == folds).all()
+    with pytest.raises(ValueError):
+        recording_folds(["a", "b"], 3)

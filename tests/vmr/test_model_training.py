@@ -92,3 +92,49 @@ def test_rhythm_curves_keep_the_time_course_not_the_level():
     assert torch.allclose(curves(h), curves(shifted), atol=1e-4)
     c = curves(h).view(2, 8, 3)
     assert torch.allclose(c.mean(1), torch.zeros(2, 3), atol=1e-5)   # standardised over the seconds
+
+
+def test_sub_second_rhythm_curves_have_substeps_points_per_second():
+    from avmatch.vmr.model import VmrEncoder
+
+    mp = VmrModelParams(kind="sequence", dim=16, d_model=16, layers=1, heads=2, curve_channels=3, curve_substeps=4)
+    model = VmrEncoder(4, 6, 5, mp, ["colour"], ["rhythm"]).eval()
+    x = torch.randn(2, 5, 4)
+    z = model.video(x)
+    assert z.shape == (2, model.out_dim) and model.out_dim == 16 + 3 * 4 * 5
+    c = model.video.curves(model.video.seq.tokens(x), x).view(2, 5 * 4, 3)
+    assert torch.allclose(c.mean(1), torch.zeros(2, 3), atol=1e-5)   # standardised over all 20 points
+
+
+def test_splicing_keeps_each_pair_aligned_and_takes_partners_outside_the_batch():
+    from avmatch.vmr.training import _batch, splice_pairs
+
+    n, t, w = 12, 10, 8
+    # every second of pair i holds (i, second) in both modalities: a spliced row must show the same pair
+    # and the same second on both sides, at every position
+    videos = [np.stack([np.full(t, i), np.arange(t)], 1).astype(np.float32) for i in range(n)]
+    music = [np.stack([np.full(t, i), np.arange(t), np.zeros(t)], 1).astype(np.float32) for i in range(n)]
+    idx, starts = np.array([0, 1, 2, 3]), np.zeros(4, int)
+    xv, xm = _batch(videos, idx, starts, w), _batch(music, idx, starts, w)
+    sv, sm = splice_pairs(xv, xm, videos, music, idx, np.full(n, t), w, 0.5, 2, np.random.default_rng(0))
+    assert torch.equal(sv[..., :2], sm[..., :2])
+    changed = (sv[:, :, 0] != xv[:, :, 0]).any(1)
+    assert int(changed.sum()) == 2                                   # half of the batch
+    for r in np.flatnonzero(changed.numpy()):
+        owners = sv[r, :, 0]
+        c = int(np.argmax(owners.numpy() != idx[r]))
+        assert c >= 2 and (owners[:c] == idx[r]).all() and int(owners[c]) not in idx   # partner from outside
+        assert (owners[c:] == owners[c]).all()
+    assert torch.equal(sv[~changed], xv[~changed])
+
+
+def test_a_pair_scores_its_best_pair_of_windows():
+    from avmatch.vmr.model import best_window_scores
+
+    sims = np.array([[0.1, 0.9, 0.2],     # video 0, window 0
+                     [0.5, 0.0, 0.3],     # video 0, window 1
+                     [0.4, 0.1, 0.8]])    # video 1, window 0
+    q_item, t_item = np.array([0, 0, 1]), np.array([0, 0, 1])   # music 0 has two windows, music 1 one
+    out = best_window_scores(sims, q_item, t_item, 2, 3)
+    assert np.allclose(out[:, :2], [[0.9, 0.3], [0.4, 0.8]])
+    assert np.isneginf(out[:, 2]).all()          # a music item with no window is never a match

@@ -13,7 +13,9 @@ Each modality has its own branch (the modalities share no weights, as in VM-NET)
 
 Inputs are standardised with the training set's mean and standard deviation (kept in the model, so a
 saved encoder carries its own normalisation). A clip longer than the window is embedded window by window
-(`embed_windows`); its embedding is the normalised mean of its windows.
+(`embed_windows`). A (video, music) pair is scored by its best pair of windows (`best_window_scores`, what
+the evaluate stage and `avmatch vmr suggest` rank by): the rhythm curves are tied to positions in a window,
+so the normalised mean of an item's windows (`embed_items`, kept for diagnostics) blurs their alignment.
 """
 
 from __future__ import annotations
@@ -61,17 +63,28 @@ class SequenceBranch(nn.Module):
 
 
 class RhythmCurves(nn.Module):
-    """A few learned activity curves over the window's seconds, each standardised over time (so a clip's
-    level is removed and only its time course is left) and flattened: the dot product of a video's and a
-    music's curves is the mean correlation of the curves, second by second. This is the rhythm peer's
-    question (does the picture move where the music hits?) with learned curves."""
+    """A few learned activity curves over the window, each standardised over time (so a clip's level is
+    removed and only its time course is left) and flattened: the dot product of a video's and a music's
+    curves is the mean correlation of the curves. This is the rhythm peer's question (does the picture
+    move where the music hits?) with learned curves.
 
-    def __init__(self, d_model: int, channels: int):
+    With `substeps` > 1 each second gives `substeps` points of every curve, read from the second's token
+    and its (standardised) input features, which hold the sub-second profiles (where in the second the
+    flashes, motion bursts and onsets fall): a beat lasts a fraction of a second, so a per-second curve
+    blurs the very alignment a music video is cut to."""
+
+    def __init__(self, d_model: int, channels: int, in_dim: int = 0, substeps: int = 1):
         super().__init__()
-        self.proj = nn.Linear(d_model, channels)
+        self.channels, self.substeps = channels, substeps
+        self.proj = nn.Linear(d_model + (in_dim if substeps > 1 else 0), channels * substeps)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        c = self.proj(h)
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if self.substeps > 1:
+            c = self.proj(torch.cat([h, x], -1))                     # [B, T, C * S]
+            b, t = c.shape[:2]
+            c = c.view(b, t, self.channels, self.substeps).transpose(2, 3).reshape(b, t * self.substeps, self.channels)
+        else:
+            c = self.proj(h)
         c = (c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True, unbiased=False) + 1e-3)
         return c.flatten(1)
 
@@ -85,7 +98,8 @@ class ModalityBranch(nn.Module):
         self.stats = StatsBranch(in_dim, mp.hidden, mp.dim, mp.dropout) if mp.kind in ("stats", "both") else None
         self.seq = (SequenceBranch(in_dim, window, mp.d_model, mp.layers, mp.heads, mp.dim, mp.dropout)
                     if mp.kind in ("sequence", "both") else None)
-        self.curves = RhythmCurves(mp.d_model, mp.curve_channels) if self.seq is not None and mp.curve_channels else None
+        self.curves = (RhythmCurves(mp.d_model, mp.curve_channels, in_dim, mp.curve_substeps)
+                       if self.seq is not None and mp.curve_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
@@ -96,7 +110,7 @@ class ModalityBranch(nn.Module):
             h = self.seq.tokens(x)
             parts.append(F.normalize(self.seq(x, h), dim=1))
             if self.curves is not None:
-                parts.append(F.normalize(self.curves(h), dim=1))
+                parts.append(F.normalize(self.curves(h, x), dim=1))
         return F.normalize(torch.cat(parts, 1), dim=1)
 
 
@@ -117,7 +131,7 @@ class VmrEncoder(nn.Module):
     @property
     def out_dim(self) -> int:
         m = self.config["model"]
-        curves = m.get("curve_channels", 0) * self.window if m["kind"] != "stats" else 0
+        curves = m.get("curve_channels", 0) * m.get("curve_substeps", 1) * self.window if m["kind"] != "stats" else 0
         return m["dim"] * (2 if m["kind"] == "both" else 1) + curves
 
     def set_normalisation(self, video: np.ndarray, music: np.ndarray) -> None:
@@ -159,6 +173,38 @@ def embed_items(branch: nn.Module, items: list[np.ndarray], window: int, stride:
         m = e.mean(0)
         out.append(m / (np.linalg.norm(m) + 1e-12))
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
+
+
+def embed_item_windows(branch: nn.Module, items: list[np.ndarray], window: int, stride: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window of every item: (vectors [n_windows, dim], the item index of each row, its start second).
+    What the FAISS index of a music database holds, and what `best_window_scores` compares."""
+    vecs, owner, starts = [], [], []
+    for i, x in enumerate(items):
+        e, st = embed_windows(branch, x, window, stride)
+        vecs.append(e)
+        owner += [i] * len(st)
+        starts += st
+    dim = vecs[0].shape[1] if vecs else 1
+    return (np.concatenate(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32),
+            np.asarray(owner, np.int64), np.asarray(starts, np.int64))
+
+
+def best_window_scores(window_sims: np.ndarray, query_item: np.ndarray, target_item: np.ndarray, n_queries: int,
+                       n_targets: int) -> np.ndarray:
+    """[n_queries, n_targets] scores: for each (query item, target item) the best similarity over their
+    pairs of windows, from the windows' [q_windows, t_windows] similarities (-inf where a pair was not
+    scored). This is how `avmatch vmr suggest` ranks tracks: the curves of the sequence encoder are tied
+    to positions within a window, so averaging an item's windows (taken at different starts) mixes
+    misaligned curves, while the best pair of windows is the offset at which the picture fits the music."""
+    per_target = np.full((window_sims.shape[0], n_targets), -np.inf)
+    for j in range(n_targets):
+        cols = np.flatnonzero(target_item == j)
+        if len(cols):
+            per_target[:, j] = window_sims[:, cols].max(1)
+    out = np.full((n_queries, n_targets), -np.inf)
+    np.maximum.at(out, query_item, per_target)
+    return out
 
 
 def save_encoder(model: VmrEncoder, path: str | Path, extra: dict | None = None) -> None:

@@ -70,6 +70,9 @@ class VmrModelParams(StrictModel):
     dropout: float = Field(0.3, ge=0, lt=1)
     curve_channels: int = Field(8, ge=0, le=32, description="learned per-second activity curves, standardised "
                                 "over time, appended to the sequence embedding (0 = none)")
+    curve_substeps: int = Field(1, ge=1, le=16, description="points per second of each rhythm curve: 1 reads "
+                                "them from the second's token; more also reads the sub-second profiles, which "
+                                "have 8 bins (a beat is shorter than a second)")
 
 
 class VmrTrainParams(StrictModel):
@@ -84,6 +87,9 @@ class VmrTrainParams(StrictModel):
     intra_weight: float = Field(0.1, ge=0, description="hinge: weight of the soft intra-modal structure term")
     crop_jitter_s: int = Field(2, ge=0, description="training windows start up to this many seconds into the clip "
                                "(the same seconds of both modalities)")
+    splice: float = Field(0.0, ge=0, le=1, description="fraction of each batch made of spliced pairs: from a random "
+                          "second on, both modalities continue with another training pair (new pairs from the same "
+                          "material; the edit rule is local in time)")
     max_steps: int = Field(300, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
     max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(100, ge=1)

@@ -61,6 +61,30 @@ def _batch(items: list[np.ndarray], idx: np.ndarray, starts: np.ndarray, window:
     return torch.from_numpy(np.stack([fit_window(items[i][s:], window) for i, s in zip(idx, starts)]).astype(np.float32))
 
 
+def splice_pairs(xv: torch.Tensor, xm: torch.Tensor, videos: list[np.ndarray], music: list[np.ndarray],
+                 idx: np.ndarray, lengths: np.ndarray, window: int, fraction: float, jitter: int,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal splicing, a way to make new training pairs from the same material: for a `fraction` of
+    the batch, the seconds from a random splice point on are replaced, in both modalities alike, by the
+    same seconds of another training pair that is not in the batch. The picture still follows its music
+    second by second (the edit rule is local in time), so the spliced window is a valid pair that no
+    clip showed, and no other item of the batch shares either half (no false negatives)."""
+    n_splice = int(round(fraction * len(idx)))
+    spare = np.setdiff1d(np.arange(len(videos)), idx)
+    n_splice = min(n_splice, len(spare))
+    if n_splice == 0 or window < 4:
+        return xv, xm
+    rows = rng.choice(len(idx), n_splice, replace=False)
+    partners = rng.choice(spare, n_splice, replace=False)
+    cuts = rng.integers(2, window - 1, n_splice)
+    pstarts = np.array([int(rng.integers(0, max(0, min(jitter, lengths[j] - window)) + 1)) for j in partners])
+    pv, pm = _batch(videos, partners, pstarts, window), _batch(music, partners, pstarts, window)
+    xv, xm = xv.clone(), xm.clone()
+    for r, c, k in zip(rows, cuts, range(n_splice)):
+        xv[r, c:], xm[r, c:] = pv[k, c:], pm[k, c:]
+    return xv, xm
+
+
 def recall_at(v: np.ndarray, m: np.ndarray, k: int) -> float:
     """Fraction of videos whose own music (same row) is among the k most similar (diagnostics)."""
     s = v @ m.T
@@ -122,6 +146,9 @@ def train_encoder(videos: list[np.ndarray], music: list[np.ndarray], *, train_pa
         idx = rng.choice(len(videos), batch, replace=False)
         starts = np.array([int(rng.integers(0, max(0, min(tp.crop_jitter_s, lengths[i] - window)) + 1)) for i in idx])
         xv, xm = _batch(videos, idx, starts, window), _batch(music, idx, starts, window)
+        if tp.splice > 0:
+            xv, xm = splice_pairs(xv, xm, videos, music, idx, lengths, window, tp.splice, tp.crop_jitter_s,
+                                  step_rng(seed, step, 1))
         zv, zm = model.video(xv), model.music(xm)
         if tp.loss == "infonce":
             loss = infonce(zv, zm, tp.temperature)
