@@ -49,9 +49,10 @@ TINY = {
     # tracks) no checkpoint of this 1-minute training beats the untrained weights, so model selection kept step 0
     # and the margin check below measured nothing (seen 2026-12-02); test_unseen is still built and evaluated
     "versions.corpus.unseen_val": False,
-    # .sf2 soundfonts only: an .sf3 (Ogg-compressed) one is decoded at every load, 5-10 s of CPU per batch
+    # .sf2 soundfonts only: an .sf3 (Ogg-compressed) one is decoded at every load, 5-10 s of CPU per batch;
+    # two unseen ones, so that a same-soundfont top-1 has a chance below 1
     "versions.corpus.train_soundfonts": ["FluidR3_GM", "OPL-3_FM_128M"],
-    "versions.corpus.unseen_soundfonts": ["TimGM6mb"],
+    "versions.corpus.unseen_soundfonts": ["TimGM6mb", "sf_GMbank"],
 }
 
 
