@@ -210,6 +210,8 @@ def prefect_server(repo, tmp_path_factory, prefect_server_process):
     runner = start_runner(repo, server.url, prefect_home=home,
                           extra_env={"MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(repo)})
     try:
+        with _api(server):   # the schedule runs only while its test wants it (each run costs ~25 s of CPU)
+            _stop_schedule(_wait_for_deployment("reevaluate/scheduled", timeout=240).id)
         yield server
     finally:
         stop_process(runner.process)
@@ -237,6 +239,25 @@ def _wait_for_deployment(name: str, timeout: float = 90.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def _stop_schedule(deployment_id) -> None:
+    """Pause the deployment and delete the runs its schedule has already put in the queue: a paused
+    deployment's queued runs would still be run, one every interval, by the runner."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        client.pause_deployment(deployment_id)
+        queued = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)
+        for run in queued:
+            client.delete_flow_run(run.id)
 
 
 def test_deployment_run_with_override_through_the_api(repo, prefect_server):
@@ -269,6 +290,8 @@ def test_schedule_fires_and_reevaluates_the_registered_model(repo, prefect_serve
 
     with _api(prefect_server):
         deployment = _wait_for_deployment("reevaluate/scheduled")
+        with get_client(sync_client=True) as client:     # paused by the fixture until now
+            client.resume_deployment(deployment.id)
         deadline = time.monotonic() + 240
         done = []
         while time.monotonic() < deadline and not done:
@@ -277,8 +300,7 @@ def test_schedule_fires_and_reevaluates_the_registered_model(repo, prefect_serve
                                              sort=FlowRunSort.START_TIME_DESC, limit=200)
             done = [r for r in runs if r.state and r.state.is_final()]
             time.sleep(2)
-        with get_client(sync_client=True) as client:   # one is enough: stop the 5 s schedule
-            client.pause_deployment(deployment.id)
+        _stop_schedule(deployment.id)                   # one is enough
     assert runs, "the schedule created no run"
     assert done and done[0].state.is_completed(), [r.state for r in runs]
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
