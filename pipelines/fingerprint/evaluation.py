@@ -51,14 +51,16 @@ class EvaluationResult:
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
                      search: FpSearchParams, settings: FpEvaluateParams, audio: FpAudioParams,
                      query_lengths_s: list[float], ref_paths: dict[str, str] | None = None,
-                     null_vectors: list[tuple[float, np.ndarray]] | None = None,
+                     null_vectors: list[tuple] | None = None,
                      penalty: Penalty | None = None) -> EvaluationResult:
     """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
     in the database) and the validation out-of-database queries; metrics on the test queries.
 
     A false match is an out-of-database query answered with any track: each length's threshold keeps
     the share of such answers at or below `settings.target_false_match_rate` (fingerprint.evaluate). `penalty`
-    (the encoder's hub penalty) applies to every search alike: queries and null queries.
+    (the encoder's hub penalty) applies to every search alike: queries and null queries. Each null query is
+    (length_s, vectors) or (length_s, vectors, item id left out of its search): an excerpt of a reference
+    is searched as if its own recording were not in the database.
     """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
@@ -73,10 +75,12 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     for i, v, is_val in zip(ids, lengths, val & ~in_db):
         if is_val:
             null_scores.setdefault(_calibrated_length(float(v), query_lengths_s), []).append(_score(raw[i]))
-    null_vectors = [(v, x) for v, x in (null_vectors or []) if len(x)]
+    null_vectors = [(n[0], n[1], n[2] if len(n) > 2 else None) for n in (null_vectors or []) if len(n[1])]
     if null_vectors:
-        null_found = search_with(index, [x for _, x in null_vectors], search, penalty)
-        for (v, _), m in zip(null_vectors, null_found):
+        left_out = [e for _, _, e in null_vectors]
+        null_found = search_with(index, [x for _, x, _ in null_vectors], search, penalty,
+                                 left_out if any(e is not None for e in left_out) else None)
+        for (v, _, _), m in zip(null_vectors, null_found):
             null_scores.setdefault(_calibrated_length(v, query_lengths_s), []).append(_score(decision_score(m, search.score, search.runner_up_weight)))
     target = settings.target_false_match_rate
     thresholds = calibrate(null_scores, target) if null_scores else Thresholds(0.0)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avmatch.fingerprint.calibration import NULL_DEGRADATIONS, Thresholds, calibrate, null_excerpts, segments_in
+from avmatch.fingerprint.calibration import (
+    NULL_DEGRADATIONS,
+    Thresholds,
+    calibrate,
+    null_excerpts,
+    null_excerpts_from,
+    segments_in,
+)
 
 
 def _at(th: Thresholds, seconds: float) -> float:
@@ -55,3 +62,17 @@ def test_null_excerpts_cover_every_length_and_degradation():
     assert len(NULL_DEGRADATIONS) == 6
     with pytest.raises(ValueError, match="no music"):
         null_excerpts([], noises, [1.0], 2, 8000, seed=0)
+
+
+def test_null_excerpts_name_their_source_track():
+    """Cut from the references themselves, each excerpt says which one it came from (to be left out of its
+    search); the cuts are those of `null_excerpts` for the same seed."""
+    rng = np.random.default_rng(2)
+    tracks = [np.full(8000 * 20, 0.1 * (k + 1), np.float32) for k in range(3)]
+    cut = null_excerpts_from(tracks, [], [2.0], 30, 8000, seed=4)
+    assert {k for _, _, k in cut} == {0, 1, 2}
+    for (_, x, k), (_, y) in zip(cut, null_excerpts(tracks, [], [2.0], 30, 8000, seed=4)):
+        assert np.array_equal(x, y)
+    gain_free = [(x, k) for j, (_, x, k) in enumerate(cut) if NULL_DEGRADATIONS[j % 6] in ("clean", "noise")]
+    assert all(np.allclose(x, 0.1 * (k + 1)) for x, k in gain_free)   # "noise" without noises is clean
+    assert rng is not None

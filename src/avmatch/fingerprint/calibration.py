@@ -119,18 +119,31 @@ def null_excerpts(tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], le
     rooms, gain, speed and tempo changes), so that the null distribution is that of real unknown
     queries; deterministic in `seed`.
     """
-    usable = [np.asarray(t, np.float32) for t in tracks if len(t) > 0]
+    return [(length, x) for length, x, _ in null_excerpts_from(tracks, noises, lengths_s, per_length, sample_rate,
+                                                                seed, max_speed_change, snr_db)]
+
+
+def null_excerpts_from(tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], lengths_s: Sequence[float],
+                       per_length: int, sample_rate: int, seed: int, max_speed_change: float = 0.03,
+                       snr_db: tuple[float, float] = (0.0, 10.0)) -> list[tuple[float, np.ndarray, int]]:
+    """`null_excerpts` with the position in `tracks` of each excerpt's source: (length_s, audio, track).
+
+    The source matters when the excerpts are cut from the references themselves (leave-one-out null
+    queries): each is searched with its own recording left out, so it stands for unknown music of the
+    database's own kind.
+    """
+    usable = [(k, np.asarray(t, np.float32)) for k, t in enumerate(tracks) if len(t) > 0]
     if not usable:
         raise ValueError("no music to cut null queries from")
     rng = np.random.default_rng([seed, 4021])
-    out: list[tuple[float, np.ndarray]] = []
+    out: list[tuple[float, np.ndarray, int]] = []
     for length in lengths_s:
         n = int(round(float(length) * sample_rate))
         for j in range(per_length):
             kind = NULL_DEGRADATIONS[j % len(NULL_DEGRADATIONS)]
             if kind == "noise" and not noises:
                 kind = "clean"
-            track = usable[int(rng.integers(len(usable)))]
+            source, track = usable[int(rng.integers(len(usable)))]
             rate = 1.0 + float(rng.choice([-1.0, 1.0]) * rng.uniform(0.005, max_speed_change))
             need = int(math.ceil(n * max(rate, 1.0)))
             start = int(rng.integers(0, max(1, len(track) - need)))
@@ -148,5 +161,5 @@ def null_excerpts(tracks: Sequence[np.ndarray], noises: Sequence[np.ndarray], le
             elif kind == "stretch":
                 y = degrade.time_stretch(track[start:start + int(round(n * rate))], rate)[:n]
                 x = np.pad(y, (0, n - len(y)))
-            out.append((float(length), np.asarray(x, np.float32)))
+            out.append((float(length), np.asarray(x, np.float32), source))
     return out

@@ -155,6 +155,10 @@ class FpEvaluateParams(StrictModel):
     null_queries_per_length: int = Field(400, ge=0, description="excerpts of music not in the database (the "
                                          "training music), per query length, that calibrate the no-match "
                                          "thresholds; 0 = the validation out-of-database queries only")
+    null_source: Literal["train", "refs", "both"] = Field(
+        "train", description="where null queries are cut from: the training music (train), the references "
+                             "themselves, each searched with its own recording left out (refs: unknown music of "
+                             "the database's own kind), or null_queries_per_length of each (both)")
     compare_untrained: bool = True
 
 
