@@ -123,6 +123,12 @@ def _index(model, named_audio, fp):
 def run_features(args) -> None:
     import faiss
     import torch
+    from bench_fingerprint_unseen import (
+        music_files,
+        noise_files,
+        parse_args,
+        split_tracks,
+    )
 
     from avmatch.core.audio import decode_audio
     from avmatch.core.config import load_params
@@ -130,7 +136,6 @@ def run_features(args) -> None:
     from avmatch.fingerprint.embedding import embed_audio, embed_many
     from avmatch.fingerprint.hubness import embed_background, penalty_for
     from avmatch.fingerprint.model import load_encoder
-    from bench_fingerprint_unseen import music_files, noise_files, parse_args, split_tracks
     from pipelines.fingerprint.evaluate import REFS_NULL_SEED_OFFSET
     from pipelines.fingerprint.evaluation import is_validation, read_ground_truth
     from pipelines.fingerprint.paths import FingerprintPaths
@@ -169,7 +174,11 @@ def run_features(args) -> None:
     corpus = out / "unseen_corpus"
     u_refs, u_oov, _ = split_tracks(music_files(ua)[0], corpus, ua.db_fraction, ua.seed, ua.max_tracks)
     if not (corpus / "ground_truth.csv").exists():
-        from avmatch.fingerprint.corpus import load_noises, make_queries, write_query_tables
+        from avmatch.fingerprint.corpus import (
+            load_noises,
+            make_queries,
+            write_query_tables,
+        )
 
         cp = fp.corpus.model_copy(update={"oov_fraction": ua.oov_per_length / (ua.oov_per_length + ua.queries_per_length)})
         rows, meta = make_queries(corpus, u_refs, u_oov, load_noises(noise_files(corpus), corpus), cp, ua.seed,
