@@ -83,12 +83,25 @@ def decision_score(match: Match, mode: str, runner_up_weight: float = 1.0) -> Ma
     """The score the no-match threshold is applied to: `similarity` (the rescored mean cosine) or
     `margin`: similarity minus `runner_up_weight` x the best other track's (robust when out-of-database
     music sounds alike). Weight 1 is the classical ratio test's difference (the default); 0.5 trades
-    long-query hits for short-query ones on the demo (docs/benchmarks.md)."""
+    long-query hits for short-query ones on the demo (docs/benchmarks.md). `either` reports the margin
+    (its similarity test is `decide`'s)."""
     if mode == "similarity" or match.item_id is None:
         return match
-    if mode == "margin":
+    if mode in ("margin", "either"):
         return replace(match, score=match.score - runner_up_weight * match.runner_up)
-    raise ValueError(f"unknown score mode {mode!r}; use 'similarity' or 'margin'")
+    raise ValueError(f"unknown score mode {mode!r}; use 'margin', 'similarity' or 'either'")
+
+
+def decide(match: Match, mode: str, runner_up_weight: float, threshold: float,
+           similarity_threshold: float | None = None) -> Match:
+    """`match` (as searched: its score the similarity) with its decision score, a no-match unless that
+    score reaches `threshold` or, for `either`, its similarity reaches `similarity_threshold` (None: no
+    similarity test)."""
+    scored = decision_score(match, mode, runner_up_weight)
+    if mode == "either" and similarity_threshold is not None and match.item_id is not None \
+            and match.score >= similarity_threshold:
+        return scored
+    return apply_threshold(scored, threshold)
 
 
 def apply_threshold(match: Match, threshold: float) -> Match:
