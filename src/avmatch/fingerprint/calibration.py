@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from avmatch.fingerprint import degrade
-from avmatch.fingerprint.search import Match, decide, decision_score, threshold_for_false_match_rate
+from avmatch.fingerprint.search import (
+    Match,
+    decide,
+    decision_score,
+    threshold_for_false_match_rate,
+)
 
 NULL_DEGRADATIONS = ("clean", "gain", "noise", "reverb", "speed", "stretch")
 
@@ -63,7 +68,7 @@ class Thresholds:
 
     default: float
     by_length: tuple[tuple[float, float], ...] = ()   # (query length in s, threshold), by length
-    similarity: "Thresholds | None" = None
+    similarity: Thresholds | None = None
 
     def for_segments(self, n_segments: int, segment_s: float, hop_s: float) -> float:
         for length, value in self.by_length:
@@ -99,7 +104,7 @@ class Thresholds:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Thresholds":
+    def from_json(cls, data: dict[str, Any]) -> Thresholds:
         """From db.json or an evaluation's metrics file: `threshold` and/or the per-length map (without
         `threshold`, the longest length's value serves queries longer than every evaluated length), and
         the same under `similarity_` keys when the decision is `either`."""
@@ -108,7 +113,7 @@ class Thresholds:
         return replace(first, similarity=cls._from_keys(second)) if second else first
 
     @classmethod
-    def _from_keys(cls, data: dict[str, Any]) -> "Thresholds":
+    def _from_keys(cls, data: dict[str, Any]) -> Thresholds:
         by_length = next((data[k] for k in BY_LENGTH_KEYS if isinstance(data.get(k), dict)), {})
         if "threshold" not in data and not by_length:
             raise KeyError("threshold")
