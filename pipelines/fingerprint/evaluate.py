@@ -12,6 +12,9 @@ from avmatch.core.tracking import StageTracker
 from pipelines.fingerprint.paths import FingerprintPaths
 from pipelines.io import write_csv, write_json
 
+# null queries cut from the references use their own seed, so they are not the training-music cuts' positions
+REFS_NULL_SEED_OFFSET = 11
+
 
 def _query_vectors(meta: pd.DataFrame, vectors: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
@@ -104,22 +107,33 @@ def _hub_penalty(params: Params, paths: FingerprintPaths, model, device):
     return penalty_for(background, sp.hub_neighbours, sp.hub_weight)
 
 
-def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> list[tuple[float, np.ndarray]]:
-    """Fingerprints of null queries: excerpts of the training music (not in the database) of every
-    evaluation length, degraded like the queries (noise from the training noise set), that calibrate
-    the per-length no-match thresholds. The same excerpts for every encoder (seeded)."""
-    from avmatch.fingerprint.calibration import null_excerpts
+def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> list[tuple]:
+    """Fingerprints of null queries of every evaluation length, degraded like the queries (noise from the
+    training noise set), that calibrate the per-length no-match thresholds: excerpts of the training music
+    (not in the database), and/or (`evaluate.null_source`) excerpts of the references, each searched with
+    its own recording left out. The same excerpts for every encoder (seeded)."""
+    from avmatch.fingerprint.calibration import null_excerpts_from
     from avmatch.fingerprint.embedding import embed_many
 
     fp = params.fingerprint
     n = fp.evaluate.null_queries_per_length
     if n == 0:
         return []
-
-    excerpts = null_excerpts(_training_music(paths, "train"), _training_music(paths, "noise_train"), fp.corpus.query_lengths_s, n,
-                             fp.audio.sample_rate, params.common.seed, fp.corpus.max_speed_change)
-    vectors = embed_many(model, [x for _, x in excerpts], fp.audio, device, fp.extract.batch_size)
-    return [(v, vec) for (v, _), vec in zip(excerpts, vectors)]
+    noises = _training_music(paths, "noise_train")
+    cuts: list[tuple[float, np.ndarray, str | None]] = []
+    if fp.evaluate.null_source in ("train", "both"):
+        cuts += [(v, x, None) for v, x, _ in null_excerpts_from(
+            _training_music(paths, "train"), noises, fp.corpus.query_lengths_s, n, fp.audio.sample_rate,
+            params.common.seed, fp.corpus.max_speed_change)]
+    if fp.evaluate.null_source in ("refs", "both"):
+        refs = read_manifest(paths.items("refs"))
+        refs = refs[refs["status"] == "ok"]
+        ids = list(refs["id"])
+        cuts += [(v, x, ids[k]) for v, x, k in null_excerpts_from(
+            [load_pcm(f) for f in refs["pcm_file"]], noises, fp.corpus.query_lengths_s, n, fp.audio.sample_rate,
+            params.common.seed + REFS_NULL_SEED_OFFSET, fp.corpus.max_speed_change)]
+    vectors = embed_many(model, [x for _, x, _ in cuts], fp.audio, device, fp.extract.batch_size)
+    return [(v, vec, left_out) for (v, _, left_out), vec in zip(cuts, vectors)]
 
 
 def _evaluate_untrained(params: Params, paths: FingerprintPaths, gt: pd.DataFrame, ref_paths: dict) -> dict:

@@ -12,17 +12,10 @@ import numpy as np
 import pandas as pd
 
 from avmatch.core.index import SegmentIndex
-from avmatch.fingerprint.calibration import Thresholds, calibrate
+from avmatch.fingerprint.calibration import Thresholds, calibrate_decision
 from avmatch.fingerprint.metrics import build_analysis, evaluate, length_key
 from avmatch.fingerprint.params import FpAudioParams, FpEvaluateParams, FpSearchParams
-from avmatch.fingerprint.search import (
-    NO_CANDIDATE,
-    Match,
-    Penalty,
-    apply_threshold,
-    decision_score,
-    search_with,
-)
+from avmatch.fingerprint.search import NO_CANDIDATE, Match, Penalty, search_with
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
@@ -51,39 +44,45 @@ class EvaluationResult:
 def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[str, np.ndarray],
                      search: FpSearchParams, settings: FpEvaluateParams, audio: FpAudioParams,
                      query_lengths_s: list[float], ref_paths: dict[str, str] | None = None,
-                     null_vectors: list[tuple[float, np.ndarray]] | None = None,
+                     null_vectors: list[tuple] | None = None,
                      penalty: Penalty | None = None) -> EvaluationResult:
     """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
     in the database) and the validation out-of-database queries; metrics on the test queries.
 
     A false match is an out-of-database query answered with any track: each length's threshold keeps
     the share of such answers at or below `settings.target_false_match_rate` (fingerprint.evaluate). `penalty`
-    (the encoder's hub penalty) applies to every search alike: queries and null queries.
+    (the encoder's hub penalty) applies to every search alike: queries and null queries. Each null query is
+    (length_s, vectors) or (length_s, vectors, item id left out of its search): an excerpt of a reference
+    is searched as if its own recording were not in the database.
     """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
     found = search_with(index, [query_vectors[i] for i in have], search, penalty)
-    raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}
-    raw.update({i: decision_score(m, search.score, search.runner_up_weight) for i, m in zip(have, found)})
+    raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}   # as searched: score = similarity
+    raw.update(zip(have, found))
     val = np.array([is_validation(q, settings.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
     lengths = gt["length_s"].to_numpy(np.float64)
 
-    null_scores: dict[float, list[float]] = {}
+    null_matches: dict[float, list[Match]] = {}
     for i, v, is_val in zip(ids, lengths, val & ~in_db):
         if is_val:
-            null_scores.setdefault(_calibrated_length(float(v), query_lengths_s), []).append(_score(raw[i]))
-    null_vectors = [(v, x) for v, x in (null_vectors or []) if len(x)]
+            null_matches.setdefault(_calibrated_length(float(v), query_lengths_s), []).append(raw[i])
+    null_vectors = [(n[0], n[1], n[2] if len(n) > 2 else None) for n in (null_vectors or []) if len(n[1])]
     if null_vectors:
-        null_found = search_with(index, [x for _, x in null_vectors], search, penalty)
-        for (v, _), m in zip(null_vectors, null_found):
-            null_scores.setdefault(_calibrated_length(v, query_lengths_s), []).append(_score(decision_score(m, search.score, search.runner_up_weight)))
+        left_out = [e for _, _, e in null_vectors]
+        null_found = search_with(index, [x for _, x, _ in null_vectors], search, penalty,
+                                 left_out if any(e is not None for e in left_out) else None)
+        for (v, _, _), m in zip(null_vectors, null_found):
+            null_matches.setdefault(_calibrated_length(v, query_lengths_s), []).append(m)
     target = settings.target_false_match_rate
-    thresholds = calibrate(null_scores, target) if null_scores else Thresholds(0.0)
+    thresholds = (calibrate_decision(null_matches, search.score, search.runner_up_weight, target)
+                  if null_matches else Thresholds(0.0))
 
     test = gt[~val].reset_index(drop=True)
     au = audio
-    preds = {q: apply_threshold(raw[i], thresholds.for_segments(len(query_vectors.get(i, ())), au.segment_s, au.hop_s))
+    preds = {q: thresholds.decide(raw[i], search.score, search.runner_up_weight, len(query_vectors.get(i, ())),
+                                  au.segment_s, au.hop_s)
              for q, i in zip(test["query_id"], test["item_id"])}
     seq_lens = {q: len(query_vectors.get(i, ())) for q, i in zip(test["query_id"], test["item_id"])}
     analysis = build_analysis(test, preds, audio.hop_s, segment_s=audio.segment_s, ref_paths=ref_paths,
@@ -99,15 +98,10 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
         false_match_rate_by_length=_oov_rate_by_length(analysis, query_lengths_s),
         top1_hit_rate_without_threshold=top1_metrics["track_hit_rate"],
         speed_changed_hit_rate=_speed_changed(analysis, query_lengths_s),
-        n_null_queries={length_key(v): len(s) for v, s in sorted(null_scores.items())},
+        n_null_queries={length_key(v): len(s) for v, s in sorted(null_matches.items())},
         n_validation_queries=int(val.sum()), n_test_queries=int((~val).sum()),
         n_queries_without_vectors=len(ids) - len(have))
     return EvaluationResult(metrics, analysis, thresholds)
-
-
-def _score(match: Match) -> float:
-    """A query's decision score; a query with no candidate at all is never answered (-inf)."""
-    return float(match.score) if match.item_id is not None else float("-inf")
 
 
 def _calibrated_length(length_s: float, query_lengths_s: list[float]) -> float:

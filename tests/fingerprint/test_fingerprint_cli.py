@@ -350,6 +350,43 @@ def test_thresholds_by_query_length(world, tmp_path):
     assert "by query length: 0.0500 at 1 s, 0.1000 at 3 s, 0.3000 at 10 s" in r.stdout
 
 
+def test_decision_either_is_stored_and_applied_by_identify(world, tmp_path):
+    """Decision `either`: db.json keeps both scores' thresholds and identify accepts on either one; a
+    project evaluated before `either` existed, or a db.json without the similarity's thresholds, is a
+    clear error rather than a silent margin-only database."""
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(world["proj"], proj)
+    (proj / "params.yaml").write_text("fingerprint:\n  search: {score: either}\n  index: {type: flat}\n")
+    r = run(["fingerprint", "add", str(world["music"]), "--db", str(tmp_path / "old"), "--workers", "1"],
+            world["elsewhere"], {"AVMATCH_ROOT": str(proj)})
+    assert r.exit_code == 2 and "similarity_thresholds_by_length" in r.stderr and "dvc repro" in r.stderr
+    # the margin never passes (10), the similarity always (-1): every query, even unknown music, is answered
+    (proj / "metrics/fingerprint.json").write_text(json.dumps(
+        {"threshold": 10.0, "thresholds_by_length": {"1s": 10.0, "10s": 10.0},
+         "similarity_threshold": -1.0, "similarity_thresholds_by_length": {"1s": -1.0, "10s": -1.0}}))
+    db = tmp_path / "db"
+    r = run(["fingerprint", "add", str(world["music"]), "--db", str(db), "--workers", "1"], world["elsewhere"],
+            {"AVMATCH_ROOT": str(proj)})
+    assert r.exit_code == 0, r.output
+    meta = json.loads((db / "db.json").read_text())
+    assert meta["search"]["score"] == "either" and meta["similarity_thresholds_by_length"] == {"1s": -1.0, "10s": -1.0}
+    r = run(["fingerprint", "identify", str(world["queries"]), "--db", str(db)], world["elsewhere"])
+    assert r.exit_code == 0, r.output
+    rows = rows_of(r.stdout)
+    assert len(rows) == len(world["truth"]) + 1 and all(row["match"] == "1" for row in rows)
+    r = run(["fingerprint", "identify", str(world["oov"]), "--db", str(db), "--threshold", "10"], world["elsewhere"])
+    assert rows_of(r.stdout)[0]["match"] == "0"                     # --threshold: the margin alone
+    r = run(["fingerprint", "identify", "--db", str(db), "--help"], world["elsewhere"])
+    assert "or similarity by query length" in " ".join(r.stdout.split())
+    for k in ("similarity_threshold", "similarity_thresholds_by_length"):
+        meta.pop(k)
+    (db / "db.json").write_text(json.dumps(meta))
+    r = run(["fingerprint", "identify", str(world["oov"]), "--db", str(db)], world["elsewhere"])
+    assert r.exit_code != 0 and "similarity_thresholds_by_length" in r.stderr and "db.json" in r.stderr
+
+
 def test_ranked_search_puts_the_evaluated_answer_first():
     import pandas as pd
 

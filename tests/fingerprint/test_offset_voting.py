@@ -208,3 +208,15 @@ def test_runner_up_and_margin_separate_known_from_unknown(flat, refs):
     assert decision_score(m_known, "similarity") == m_known
     with pytest.raises(ValueError, match="margin"):
         decision_score(m_known, "ratio")
+
+
+def test_excluded_item_is_searched_as_if_absent(flat: SegmentIndex, refs: np.ndarray) -> None:
+    """A leave-one-out null query: an excerpt of a reference, searched with its own recording left out,
+    gets an answer from another recording (or none) and the score of unknown music, not of a match."""
+    query = degraded(refs, item=5, offset=7, n=5, noise=1.0, seed=3)
+    both = search_queries(flat, [query, query], top_k=10, max_candidates=5, exclude=[None, "ref05"])
+    assert both[0].item_id == "ref05"
+    assert both[1].item_id not in (None, "ref05") and both[1].score < both[0].score - 0.2
+    assert search_queries(flat, [query], top_k=10, max_candidates=5, exclude=["not-an-item"])[0] == both[0]
+    with pytest.raises(ValueError, match="to exclude"):
+        search_queries(flat, [query], exclude=[None, None])

@@ -39,16 +39,21 @@ unrelated); with `fingerprint.search.hub_weight` above 0 (off by default) minus 
 recording segment's hub score, how much it resembles music in general (its mean similarity to the 10
 nearest of the encoder's background fingerprints, excerpts of music in no database). The
 score starts from the mean of these over the whole query (positions past the recording's end count
-0). With the score `margin` (the default) it is that mean minus the same mean for the best other
+0). With the score `margin` it is that mean minus the same mean for the best other
 recording: in practice 0 to about 1 for the best candidate and below 0 for the others, because music
 that is not in the database still resembles something, but not more than everything else. With
-`similarity` it is the mean itself. Higher means more certain.
+`similarity` it is the mean itself (-1 to 1). Higher means more certain. With `either` (the
+project's default) the score shown is the margin, and the decision also accepts a candidate whose
+similarity passes the similarity's own threshold.
 
 Threshold: A candidate is a match when its score is at least the threshold, which the encoder's
 evaluation chose on out-of-database queries so that at most a target share of queries of music not in
 the database (1 % by default: fingerprint.evaluate.target_false_match_rate) get an answer, one
-threshold per query length (a query uses the one of its length). The database keeps the thresholds
-it was built with; `--threshold` overrides them for one run.
+threshold per query length (a query uses the one of its length). Decision `either`
+(fingerprint.search.score): a match when the margin OR the similarity passes its own threshold, each
+chosen for half the target, so together they stay within it. The database keeps the thresholds it was
+built with; `--threshold` overrides them for one run with one number for the score shown (with
+`either`: the margin, then tested alone).
 """
 
 

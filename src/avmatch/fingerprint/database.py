@@ -116,6 +116,11 @@ class FingerprintDB:
         self.search_params = FpSearchParams(**self.meta["search"])
         self.index_params = FpIndexParams(**self.meta["index"])
         self.thresholds = Thresholds.from_json(self.meta)
+        if not self.thresholds.fits(self.search_params.score, self.meta.get("threshold_source", "")):
+            raise DatabaseError(f"{meta_file}: the decision 'either' needs the similarity's thresholds too "
+                                f"(similarity_thresholds_by_length), which this db.json lacks; build the database "
+                                f"again after `dvc repro fingerprint_evaluate`, or with `add --threshold T` (the "
+                                f"margin alone)")
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -379,7 +384,7 @@ class Searcher:
         from avmatch.core.audio import MediaError, decode_audio
         from avmatch.fingerprint.embedding import embed_audio
         from avmatch.fingerprint.ranking import search_ranked
-        from avmatch.fingerprint.search import decision_score, drift_rates
+        from avmatch.fingerprint.search import drift_rates
 
         audio_p, sp = self.db.audio, self.db.search_params
         try:
@@ -389,15 +394,16 @@ class Searcher:
         except Exception as exc:  # a decoder bug on one query must not lose the others' answers
             return Answer(str(path), error=f"unexpected decoding failure ({type(exc).__name__}: {exc})")
         vectors, _, _ = embed_audio(self.model, audio, audio_p, self.device)
-        limit = threshold if threshold is not None else self.db.thresholds.for_segments(
-            len(vectors), audio_p.segment_s, audio_p.hop_s)
+        # --threshold: one number for the decision's first score (the margin for `either`, then alone)
+        thresholds = Thresholds(threshold) if threshold is not None else self.db.thresholds
+        limit = thresholds.for_segments(len(vectors), audio_p.segment_s, audio_p.hop_s)
         found = search_ranked(self.index, [vectors], sp.top_k, sp.max_candidates, sp.rescore, n=top,
                               rates=drift_rates(sp.max_drift, sp.drift_step), penalty=self.penalty)[0]
         candidates = []
         for rank, m in enumerate(found, 1):
-            score = decision_score(m, sp.score, sp.runner_up_weight).score
+            d = thresholds.decide(m, sp.score, sp.runner_up_weight, len(vectors), audio_p.segment_s, audio_p.hop_s)
             candidates.append(Candidate(rank, m.item_id, self.ref_paths.get(m.item_id, ""),
-                                        m.offset_segment * audio_p.hop_s, score, score >= limit))
+                                        m.offset_segment * audio_p.hop_s, d.score, d.item_id is not None))
         return Answer(str(path), candidates, limit, len(audio) / audio_p.sample_rate)
 
 

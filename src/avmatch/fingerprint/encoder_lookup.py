@@ -120,6 +120,11 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
             f"`dvc repro fingerprint_evaluate` in its project, or pass --threshold T (the score is explained "
             f"in `avmatch fingerprint identify --help`).")
     thresholds, metrics = found
+    if not thresholds.fits(search.score):
+        raise EncoderNotFound(
+            f"{metrics} has no similarity thresholds (similarity_thresholds_by_length), which the decision "
+            f"fingerprint.search.score: either needs: it predates that decision. Run `dvc repro fingerprint_evaluate` "
+            f"in {owner} again, or pass --threshold T (the margin alone).")
     if owner is not None and metrics.stat().st_mtime < (owner / ENCODER_REL).stat().st_mtime:
         warnings.append(f"{owner / ENCODER_REL} is newer than {metrics}: the threshold may have been evaluated for "
                         f"an earlier encoder (run `dvc repro fingerprint_evaluate` there to re-evaluate)")

@@ -136,9 +136,10 @@ class FpSearchParams(StrictModel):
     max_drift: float = Field(0.04, ge=0, le=0.2, description="rescoring also tries alignments of queries played "
                              "up to this much faster or slower (0.04: 4 %); 0 = exact-speed alignment only")
     drift_step: float = Field(0.01, gt=0, le=0.1, description="spacing of the speeds tried")
-    score: Literal["margin", "similarity"] = Field(
-        "margin", description="what the no-match threshold applies to: the winner's similarity, or its margin "
-                              "over the best other track")
+    score: Literal["margin", "similarity", "either"] = Field(
+        "margin", description="the no-match decision: the winner's margin over the best other track, its "
+                              "similarity, or either (answered when the margin or the similarity passes its own "
+                              "per-length threshold, each calibrated for half the false-match target)")
     runner_up_weight: float = Field(1.0, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
                                     "other track's similarity (1: the plain difference)")
     hub_weight: float = Field(0.0, ge=0, le=2, description="each pair's similarity is reduced by this much times "
@@ -155,6 +156,10 @@ class FpEvaluateParams(StrictModel):
     null_queries_per_length: int = Field(400, ge=0, description="excerpts of music not in the database (the "
                                          "training music), per query length, that calibrate the no-match "
                                          "thresholds; 0 = the validation out-of-database queries only")
+    null_source: Literal["train", "refs", "both"] = Field(
+        "train", description="where null queries are cut from: the training music (train), the references "
+                             "themselves, each searched with its own recording left out (refs: unknown music of "
+                             "the database's own kind), or null_queries_per_length of each (both)")
     compare_untrained: bool = True
 
 

@@ -17,7 +17,8 @@ def fingerprint_table(m: dict) -> str:
                        ("segment_near", "segment near (±1)"), ("segment_far", "segment far"),
                        ("speed_changed_hit_rate", "  speed/tempo changed queries"),
                        ("top1_hit_rate_without_threshold", "top-1 with no threshold"),
-                       ("thresholds_by_length", "no-match threshold (margin)")):
+                       ("thresholds_by_length", "no-match threshold"),
+                       ("similarity_thresholds_by_length", "  or similarity at least (either)")):
         if key in m:
             rows.append((label, *[_fmt(m[key].get(k)) for k in lengths]))
     if "false_match_rate_by_length" in m:

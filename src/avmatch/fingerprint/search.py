@@ -51,6 +51,8 @@ _RESCORE_PAIRS_PER_BATCH = 32768
 DRIFT_MIN_GAIN = 0.01
 # with a hub penalty, neighbours are re-ranked among this many times top_k raw nearest ones
 NEIGHBOUR_POOL = 2
+# a search that leaves an item out looks this many times top_k deep, so that top_k others remain
+EXCLUDE_POOL = 4
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,25 @@ def decision_score(match: Match, mode: str, runner_up_weight: float = 1.0) -> Ma
     """The score the no-match threshold is applied to: `similarity` (the rescored mean cosine) or
     `margin`: similarity minus `runner_up_weight` x the best other track's (robust when out-of-database
     music sounds alike). Weight 1 is the classical ratio test's difference (the default); 0.5 trades
-    long-query hits for short-query ones on the demo (docs/benchmarks.md)."""
+    long-query hits for short-query ones on the demo (docs/benchmarks.md). `either` reports the margin
+    (its similarity test is `decide`'s)."""
     if mode == "similarity" or match.item_id is None:
         return match
-    if mode == "margin":
+    if mode in ("margin", "either"):
         return replace(match, score=match.score - runner_up_weight * match.runner_up)
-    raise ValueError(f"unknown score mode {mode!r}; use 'similarity' or 'margin'")
+    raise ValueError(f"unknown score mode {mode!r}; use 'margin', 'similarity' or 'either'")
+
+
+def decide(match: Match, mode: str, runner_up_weight: float, threshold: float,
+           similarity_threshold: float | None = None) -> Match:
+    """`match` (as searched: its score the similarity) with its decision score, a no-match unless that
+    score reaches `threshold` or, for `either`, its similarity reaches `similarity_threshold` (None: no
+    similarity test)."""
+    scored = decision_score(match, mode, runner_up_weight)
+    if mode == "either" and similarity_threshold is not None and match.item_id is not None \
+            and match.score >= similarity_threshold:
+        return scored
+    return apply_threshold(scored, threshold)
 
 
 def apply_threshold(match: Match, threshold: float) -> Match:
@@ -105,11 +120,11 @@ def drift_rates(max_drift: float, step: float) -> tuple[float, ...]:
 
 
 def search_with(index: SegmentIndex, queries: Sequence[np.ndarray], sp: "FpSearchParams",
-                penalty: Penalty | None = None) -> list[Match]:
+                penalty: Penalty | None = None, exclude: Sequence[str | None] | None = None) -> list[Match]:
     """`search_queries` with the settings of a `fingerprint.search` section (the pipeline and the user
     database search the same way)."""
     return search_queries(index, queries, sp.top_k, sp.max_candidates, sp.rescore,
-                          drift_rates(sp.max_drift, sp.drift_step), penalty)
+                          drift_rates(sp.max_drift, sp.drift_step), penalty, exclude)
 
 
 def search_query(index: SegmentIndex, query_vectors: np.ndarray, top_k: int = 20,
@@ -121,12 +136,15 @@ def search_query(index: SegmentIndex, query_vectors: np.ndarray, top_k: int = 20
 
 def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: int = 20,
                    max_candidates: int = 10, rescore: bool = True,
-                   rates: Sequence[float] = (1.0,), penalty: Penalty | None = None) -> list[Match]:
+                   rates: Sequence[float] = (1.0,), penalty: Penalty | None = None,
+                   exclude: Sequence[str | None] | None = None) -> list[Match]:
     """Best (item, offset) for each query, with ONE FAISS search for all their segments.
 
     Per-query Python loops would pay FAISS's per-call overhead and lose its batched BLAS;
     instead all segments are searched at once, and voting and rescoring are vectorised over
-    all queries together.
+    all queries together. `exclude` (one item id or None per query) leaves that item out of the
+    query's answer, as if it were not in the database: how null queries cut from the references
+    themselves are searched (`calibration.null_excerpts_from`).
     """
     if top_k < 1 or max_candidates < 1:
         raise ValueError(f"top_k and max_candidates must be >= 1, got {top_k}, {max_candidates}")
@@ -140,7 +158,11 @@ def search_queries(index: SegmentIndex, queries: Sequence[np.ndarray], top_k: in
     all_segments = np.concatenate(mats, axis=0)
     q_start = np.r_[0, np.cumsum(lengths)[:-1]]
 
-    sims, rows = neighbours(index, all_segments, top_k, penalty)
+    if exclude is None:
+        sims, rows = neighbours(index, all_segments, top_k, penalty)
+    else:
+        sims, rows = neighbours(index, all_segments, top_k * EXCLUDE_POOL, penalty)
+        sims, rows = _without_items(index, sims, rows, lengths, exclude, top_k)
     cand = _vote(index, sims, rows, lengths, q_start)
     if cand is None:
         return [NO_CANDIDATE] * n_queries
@@ -189,6 +211,25 @@ def neighbours(index: SegmentIndex, segments: np.ndarray, top_k: int,
     out_sims = np.take_along_axis(adjusted, keep, axis=1)
     out_rows[~np.isfinite(out_sims)] = -1
     return out_sims.astype(np.float32), out_rows
+
+
+def _without_items(index: SegmentIndex, sims: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
+                   exclude: Sequence[str | None], top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's `top_k` nearest neighbours outside its query's excluded item, from a deeper list.
+
+    An excerpt's own recording fills many of its nearest places (neighbouring and repeated segments), so
+    dropping them from a list of only `top_k` would leave a null query fewer neighbours than unknown music
+    gets; the list searched is `EXCLUDE_POOL` times deeper.
+    """
+    if len(exclude) != len(lengths):
+        raise ValueError(f"{len(exclude)} items to exclude for {len(lengths)} queries")
+    codes = {name: code for code, name in enumerate(index.item_ids)}
+    per_query = np.array([codes.get(e, -2) if e is not None else -2 for e in exclude], np.int64)
+    item = np.where(rows >= 0, index.row_item_codes[np.maximum(rows, 0)], -1)
+    gone = (rows < 0) | (item == np.repeat(per_query, lengths)[:, None])
+    keep = np.argsort(gone, axis=1, kind="stable")[:, :top_k]   # the nearest remaining, in their order
+    out_rows = np.where(np.take_along_axis(gone, keep, axis=1), -1, np.take_along_axis(rows, keep, axis=1))
+    return np.take_along_axis(sims, keep, axis=1), out_rows
 
 
 def _runner_up_scores(cand: dict[str, np.ndarray], order: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
