@@ -18,6 +18,8 @@ overfit, so whatever it scores on a new source is what a descriptor gets for fre
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 THUMB = 32            # grey thumbnail side
@@ -74,8 +76,10 @@ def colour_part(frames: np.ndarray) -> np.ndarray:
     return _unit(hist - _centre())
 
 
+@lru_cache(maxsize=1)
 def _centre() -> np.ndarray:
-    """The square-rooted histogram of uniformly random colours: what any frame shares with any other."""
+    """The square-rooted histogram of uniformly random colours: what any frame shares with any other
+    (computed once per process; the evaluate stage describes every video separately)."""
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     n_bins = int(np.prod(HSV_BINS))
