@@ -1,13 +1,20 @@
 """Temporal localisation of copied segments in a (query × reference) frame similarity matrix.
 
-A copy shows up as a run of high similarities along a diagonal-ish path: query time and reference
-time both advance (at any speed between slow motion and fast-forward). Following the temporal
-network idea (Tan et al. 2009, used by the VSC22 baseline), we keep the strongest cells of each
-query row as nodes, link node (i, j) to (i', j') when 0 < i' - i ≤ max_gap and
-0 ≤ j' - j ≤ max_gap, and take the longest path by summed (similarity - floor) with dynamic
-programming. Its nodes are removed and the next path is searched, up to `max_segments` per pair;
-paths shorter than `min_frames` nodes are dropped. A segment spans the first to the last node's
-time interval on each axis; its score is the highest similarity on the path after score
+A copy shows up as a run of high similarities along a diagonal-ish path: query time and reference time
+both advance (at any speed between slow motion and fast-forward). Following the temporal network idea
+(Tan et al. 2009, used by the VSC22 baseline), we keep the strongest cells of each query row as nodes,
+link node (i, j) to (i', j') when 0 < i' - i ≤ max_gap and 0 < j' - j ≤ max_gap (or j' = j for one step,
+see below), and take the longest path by summed (similarity - floor) with dynamic programming. Its nodes
+are removed and the next path is searched, up to `max_segments` per pair; paths shorter than
+`min_frames` nodes are dropped.
+
+Both times must advance from node to node, except that a path may hold a reference frame for one query
+frame after a step that advanced it (i' = i + 1, j' = j), so half-speed copies keep their last frame. A
+path that could stay on one reference frame for ever followed static or repeated reference frames down a
+column: it reported many query seconds against one reference second, then the next column as another
+"copy" (docs/benchmarks.md, copy detection, session 6). Slow motion and fast-forward still make paths,
+by holding or skipping frames (steps (1, 0) then (1, 1), or (1, 2)). A segment spans the first to the
+last node's time interval on each axis; its score is the highest similarity on the path after score
 normalisation (paths are found on the raw cosines, so normalisation changes the ranking only).
 """
 
@@ -39,8 +46,8 @@ def _nodes(sim: np.ndarray, per_row: int, floor: float) -> tuple[np.ndarray, np.
     return rows[keep][order], cols[keep][order], s[keep][order]
 
 
-def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_row: int = 3, floor: float = 0.0,
-             max_gap: int = 3, min_frames: int = 2, max_segments: int = 3,
+def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_row: int = 5, floor: float = 0.0,
+             max_gap: int = 5, min_frames: int = 2, max_segments: int = 3,
              bias: np.ndarray | None = None) -> list[Segment]:
     """Copied segments in `sim` [n_query_frames, n_ref_frames] (cosine similarities);
     `q_times`/`r_times` are [n, 2] start/end seconds of each frame's interval. Paths are found on
@@ -59,6 +66,7 @@ def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_r
             break
         best = np.full(len(ri), -np.inf)
         prev = np.full(len(ri), -1)
+        held = np.zeros(len(ri), bool)   # the step into this node kept the reference frame
         w = s - floor
         for n in range(len(ri)):
             if not alive[n]:
@@ -66,12 +74,14 @@ def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_r
             lo, hi = row_start[max(0, ri[n] - max_gap)], row_start[ri[n]]
             cand = np.arange(lo, hi)
             if len(cand):
-                ok = alive[cand] & (ci[cand] <= ci[n]) & (ci[cand] >= ci[n] - max_gap)
+                # the reference frame advances, or stays for one step after a step that advanced it
+                step_ok = (ci[cand] < ci[n]) | ((ci[cand] == ci[n]) & (ri[cand] == ri[n] - 1) & ~held[cand])
+                ok = alive[cand] & step_ok & (ci[cand] >= ci[n] - max_gap)
                 cand = cand[ok]
             if len(cand):
                 p = cand[np.argmax(best[cand])]
                 if best[p] > 0:
-                    best[n], prev[n] = w[n] + best[p], p
+                    best[n], prev[n], held[n] = w[n] + best[p], p, ci[p] == ci[n]
                     continue
             best[n] = w[n]
         end = int(np.argmax(best))
@@ -94,8 +104,8 @@ def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_r
     return out
 
 
-def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int = 3, floor: float = 0.0,
-                   max_gap: int = 3, min_frames: int = 2, max_segments: int = 3) -> list:
+def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int = 5, floor: float = 0.0,
+                   max_gap: int = 5, min_frames: int = 2, max_segments: int = 3) -> list:
     """VSC22 matches (`avmatch.copydetect.metrics.Match`) for every candidate pair (rows with query_id, ref_id).
 
     `queries`/`refs` map ids to `VideoFeatures`; `bias` maps query ids to the per-frame normalisation

@@ -67,9 +67,9 @@ class CdCandidatesParams(StrictModel):
 
 
 class CdLocaliseParams(StrictModel):
-    per_row: int = Field(3, ge=1, description="strongest cells of each query row that become nodes")
+    per_row: int = Field(5, ge=1, description="strongest cells of each query row that become nodes")
     floor: float = Field(0.7, description="cells at or below this cosine similarity are not path nodes")
-    max_gap: int = Field(3, ge=1, description="frames a path may skip on either axis")
+    max_gap: int = Field(5, ge=1, description="frames a path may skip on either axis")
     min_frames: int = Field(2, ge=1)
     max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
 
