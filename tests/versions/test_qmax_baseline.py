@@ -126,3 +126,26 @@ def test_too_short_or_unalignable_pairs_are_infinitely_far():
     rng = np.random.default_rng(1)
     assert s.distance(rng.random((5, 12)), rng.random((50, 12))) == float("inf")
     assert np.isfinite(s.distance(rng.random((40, 12)), rng.random((50, 12))))
+
+
+def test_configured_coarse_qmax_first_stage_keeps_the_versions_in_its_top_candidates(collection):
+    """The re-ranker's training-free first stage (params.yaml's versions.rerank.coarse) on the same tracks: every
+    query's version within its top 3 of 13, and re-ranking that top 3 with the configured Qmax reaches the full
+    Qmax's level, at 3 full alignments per query instead of 13."""
+    from avmatch.versions.rerank import rerank_distances
+    from pipelines.versions.evaluation import evaluate_track_distances
+    from pipelines.versions.qmax_collections import qmax_scorer
+    from pipelines.versions.rerank import _first_stages
+
+    params = load_params(project_root() / "params.yaml")
+    params = params.model_copy(update={"versions": params.versions.model_copy(update={
+        "rerank": params.versions.rerank.model_copy(update={"first_stages": ["qmax_coarse"]})})})
+    chroma, labels = collection
+    firsts = _first_stages(params, None, chroma, list(range(10)))   # the 10 family members are the queries
+    coarse, _ = firsts["qmax_coarse"]
+    for q in range(10):
+        partner = q + 1 if q % 2 == 0 else q - 1
+        assert partner in np.argsort(coarse[q])[:3], (q, np.argsort(coarse[q])[:5])
+    full = qmax_scorer(params)
+    rd = rerank_distances(coarse, 3, lambda q, j: full.distance(chroma[q], chroma[j]), rows=range(10))
+    assert evaluate_track_distances(rd, labels, 0, 0)["metrics"]["MAP"] >= 0.9

@@ -113,3 +113,19 @@ def test_fused_reranking_keeps_what_the_first_stage_is_sure_of():
     assert _ranking(alone[0]) == [4, 3, 1, 2]
     fused = rerank_distances(enc, 4, lambda q, j: align[j], weight=0.5, fusion="zscore")
     assert _ranking(fused[0])[0] == 1
+
+
+def test_coarse_qmax_pools_frames_and_fills_only_query_rows():
+    from avmatch.versions.rerank import coarse_qmax_distances
+
+    seen = []
+
+    def dist(a, b):
+        seen.append((len(a), len(b)))
+        return float(abs(a.mean() - b.mean()))
+
+    chroma = [np.full((12, 12), v, np.float32) for v in (0.1, 0.2, 0.9)]
+    d = coarse_qmax_distances(chroma, dist, pool=4, rows=[0, 2])
+    assert set(seen) == {(3, 3)}                         # 12 frames averaged by 4
+    assert np.isinf(d[1]).all() and np.isinf(d[0, 0]) and np.isinf(d[2, 2])
+    assert d[0, 1] == pytest.approx(0.1) and d[2, 0] == pytest.approx(0.8)

@@ -81,13 +81,18 @@ def test_dvc_repro_trained_beats_untrained(repo):
     assert (repo / "results/versions/versions.png").stat().st_size > 0
     assert b["seconds_per_query"] > 0 and set(b["collections"]) == {"test"}
     r = json.loads((repo / "metrics/versions_rerank.json").read_text())["collections"]["test"]
-    assert set(r["systems"]) == {"encoder", "k5"} and r["systems"]["k5"]["alignments_per_query"] == 5
+    # each first stage of params.yaml (the trained encoder, the training-free coarse Qmax), alone and re-ranked
+    assert set(r["systems"]) == {"encoder", "encoder_k5", "qmax_coarse", "qmax_coarse_k5"}
+    assert r["systems"]["encoder_k5"]["alignments_per_query"] == 5 == r["systems"]["qmax_coarse_k5"]["alignments_per_query"]
     for block in r["systems"].values():
         lo, hi = block["ci95"]["MAP"]
         assert lo <= block["track"]["MAP"] <= hi and block["n_queries"] == m["n_queries"]["track"]
     # the encoder's ranking is the evaluate stage's; re-ranking adds the alignments' time
     assert r["systems"]["encoder"]["track"]["MAP"] == pytest.approx(m["track"]["MAP"])
-    assert r["systems"]["k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
+    assert r["systems"]["encoder_k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
+    # the HPCP the baseline and the re-ranker align was computed once per track, by the hpcp stage
+    h = json.loads((repo / "metrics/versions_hpcp.json").read_text())
+    assert h["tracks"] == b["tracks"] + len(b["failed_files"]) and h["ms_per_track"] > 0
     tracks = (repo / "data/versions/corpus/tracks.csv").read_text().splitlines()
     assert tracks[0].startswith("id,path,clique,split,source") and tracks[0].endswith(",soundfont")
     # the collection rendered with soundfonts and programs training never used, evaluated on its own
@@ -108,7 +113,7 @@ def test_every_stage_logged_to_mlflow(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("avmatch-versions")
     runs = client.search_runs([exp.experiment_id])
-    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "baseline", "rerank"} <= {
+    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "hpcp", "baseline", "rerank"} <= {
         r.data.tags["stage"] for r in runs}
     ev = [r for r in runs if r.data.tags["stage"] == "evaluate"][0]
     assert "trained_track_MAP" in ev.data.metrics and "untrained_track_MAP" in ev.data.metrics

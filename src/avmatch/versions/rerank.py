@@ -134,3 +134,19 @@ def fuse_scores(first: np.ndarray, align: np.ndarray, weight: float, method: str
         return (x - x.mean()) / max(x.std(), 1e-12)
 
     return (1 - weight) * z(a) + weight * z(first)
+
+
+def coarse_qmax_distances(chroma: list[np.ndarray], distance: Callable[[np.ndarray, np.ndarray], float], pool: int,
+                          rows: Iterable[int] | None = None) -> np.ndarray:
+    """A training-free first stage: Qmax (`distance`, e.g. a QmaxScorer's with a short frame stack) of each query
+    row against every other track, on the chroma averaged by `pool` more frames, so each alignment has pool^2
+    fewer cells. It keeps what makes Qmax robust to unseen renderings (key by OTI, tempo and structure by the
+    alignment) at a fraction of its cost. [N, N], +inf on the diagonal and on rows not in `rows` (default all)."""
+    c = [pool_frames(x, pool) for x in chroma]
+    n = len(c)
+    out = np.full((n, n), np.inf)
+    for i in range(n) if rows is None else rows:
+        for j in range(n):
+            if j != i:
+                out[i, j] = distance(c[i], c[j])
+    return out
