@@ -223,10 +223,10 @@ def main(argv=None) -> int:
         for pool, stack in (tuple(map(int, c.split("x"))) for c in args.coarse):
             firsts[f"qmax-coarse-p{pool}s{stack}"] = coarse_qmax(params, chroma, pool, stack)
         if "encoder" in firsts:
-            for patch in args.patches:
+            for other in [f for f in firsts if f != "encoder"]:
                 for a in args.fuse_first:
-                    d = (1 - a) * zscore_rows(firsts["encoder"][0]) + a * zscore_rows(firsts[f"ftm2d-{patch}"][0])
-                    firsts[f"encoder+ftm2d-{patch} a={a}"] = (d, firsts["encoder"][1] + firsts[f"ftm2d-{patch}"][1])
+                    d = (1 - a) * zscore_rows(firsts["encoder"][0]) + a * zscore_rows(firsts[other][0])
+                    firsts[f"encoder+{other} a={a}"] = (d, firsts["encoder"][1] + firsts[other][1])
         for name, (d, ms) in firsts.items():
             r = evaluate_track_distances(d, cliques, ev.bootstrap, seed)
             emit({"collection": split, "system": "first stage alone", "first": name, "K": 0, "fusion": "-", "w": 1.0,

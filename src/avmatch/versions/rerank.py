@@ -1,14 +1,17 @@
-"""Alignment re-ranking of an embedding's candidates: fast recall first, Qmax on the few that matter.
+"""Alignment re-ranking of a first stage's candidates: fast recall first, Qmax on the few that matter.
 
-The encoder ranks a whole collection in milliseconds but confuses renderings; a chroma alignment
-(cross-similarity + Qmax, `qmax_baseline.py`) tells versions apart far better but costs one alignment
-per pair. Aligning a query only with the encoder's top K candidates keeps the cost at K alignments per
-query, whatever the collection size. The K candidates are put first, in Qmax order (ties keep the
-encoder's order); every other track keeps the encoder's order after them, so a version the encoder
+A first stage ranks a whole collection cheaply; a chroma alignment (cross-similarity + Qmax,
+`qmax_baseline.py`) tells versions apart far better but costs one alignment per pair. Aligning a query only
+with the first stage's top K candidates keeps that cost at K alignments per query. The K candidates are put
+first, in Qmax order (or Qmax fused with the first stage's distance, `fuse_scores`; ties keep the first
+stage's order); every other track keeps the first stage's order after them, so a version the first stage
 missed stays where it was.
 
-The alignment runs on the project's own CQT (the features stage's cache) folded to 12 pitch classes,
-so re-ranking needs no second decode of the audio.
+First stages here besides the trained encoder, both training-free and key-invariant: `ftm2d` (the 2D Fourier
+magnitude of chroma patches, Bertin-Mahieux & Ellis 2012) and `coarse_qmax_distances` (Qmax against every
+track on chroma pooled more coarsely: ~1/4 of the cells, a shorter frame stack). The alignment runs on
+Essentia's HPCP (the versions hpcp stage's, once per track) or on the project's CQT folded to 12 pitch
+classes (`cqt_chroma`).
 """
 
 from __future__ import annotations
