@@ -163,7 +163,10 @@ def _first_stages(params: Params, coll, chroma: list[np.ndarray], queries: list[
         if name.startswith("encoder_"):
             other = name[len("encoder_"):]
             t0 = time.perf_counter()
-            mixed = (1 - rp.first_mix) * zscore_rows(out["encoder"][0]) + rp.first_mix * zscore_rows(out[other][0])
+            a, b = zscore_rows(out["encoder"][0]), zscore_rows(out[other][0])
+            ok = np.isfinite(a) & np.isfinite(b)
+            mixed = np.full(a.shape, np.inf)
+            mixed[ok] = (1 - rp.first_mix) * a[ok] + rp.first_mix * b[ok]
             out[name] = (mixed, out["encoder"][1] + out[other][1] + (time.perf_counter() - t0) / n)
     return {name: out[name] for name in rp.first_stages}
 

@@ -41,6 +41,8 @@ TINY = {
     "versions.evaluate.bootstrap": 200,
     # one small K: the re-rank stage costs ~K alignments per query
     "versions.rerank.ks": [5],
+    # two of the demo's three first stages (the encoder + coarse Qmax mix is unit-tested: test_qmax_baseline.py)
+    "versions.rerank.first_stages": ["encoder", "qmax_coarse"],
     # the baseline and re-rank stages score one collection here (every ordered pair of it costs an alignment);
     # that they score each collection listed is the demo's job, the unseen collection is still evaluated below
     "versions.baseline.collections": ["test"],

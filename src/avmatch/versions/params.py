@@ -236,11 +236,11 @@ FIRST_STAGES = ("encoder", "ftm2d", "qmax_coarse", "encoder_ftm2d", "encoder_qma
 class VerRerankParams(StrictModel):
     collections: list[str] = Field(["test"], description="splits evaluated, each as its own collection")
     first_stages: list[Literal[FIRST_STAGES]] = Field(  # type: ignore[valid-type]
-        ["encoder", "qmax_coarse"], min_length=1,
+        ["encoder", "qmax_coarse", "encoder_qmax_coarse"], min_length=1,
         description="rankings whose top K are re-ranked, each reported: encoder (the trained encoder), ftm2d "
         "(training-free 2D Fourier magnitude of chroma patches), qmax_coarse (training-free: Qmax against every "
         "track on coarser chroma), encoder_<x> (the encoder's and x's distances z-scored per query, mixed)")
-    first_mix: float = Field(0.5, ge=0, le=1, description="encoder_<x>: the share of x in the mixed distance")
+    first_mix: float = Field(0.8, ge=0, le=1, description="encoder_<x>: the share of x in the mixed distance")
     ftm2d: VerFtm2dParams = VerFtm2dParams()
     coarse: VerCoarseQmaxParams = VerCoarseQmaxParams()
     ks: list[int] = Field([5, 10, 25], description="re-rank the first stage's top K candidates of each query, for each K")
