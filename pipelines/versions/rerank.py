@@ -74,6 +74,7 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
     from avmatch.core.progress import progress
     from avmatch.versions.rerank import rerank_distances
     from avmatch.versions.retrieval import Collection
+    from pipelines.versions.evaluate import _track_attributes, rendering_shares
     from pipelines.versions.evaluation import evaluate_track_distances, plot_data
 
     rp, ev = params.versions.rerank, params.versions.evaluate
@@ -107,9 +108,15 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
         return cache[(q, j)][0]
 
     systems, rows = {}, []
+    attrs = _track_attributes(paths)
+
+    def shares(d: np.ndarray) -> dict:
+        """top-1 same instrument / soundfont (and chance) of this ranking: does it match tunes or renderings?"""
+        return rendering_shares({"cliques": cliques, "dist": d}, list(items["id"]), attrs)
+
     for first, (dist, first_s) in firsts.items():
         res = evaluate_track_distances(dist, cliques, ev.bootstrap, params.common.seed)
-        blocks = {first: _block(res, 1000 * first_s, 0)}
+        blocks = {first: _block(res, 1000 * first_s, 0, shares(dist))}
         rows.append(plot_data({"track": res, "segment": _NO_SEGMENTS}, f"{first} {split}"))
         # the largest K first: a smaller K's candidates are a prefix of it, so its alignments are reused (timed once)
         for k in sorted(rp.ks, reverse=True):
@@ -119,7 +126,7 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
             # time per query: the first stage's ranking + this K's alignments (each timed when it ran); the
             # chroma is the hpcp stage's (or a CQT fold), computed once per track, not per query
             align_s = sum(cache[(q, int(j))][1] for q in queries for j in _top(dist[q], k)) / max(1, len(queries))
-            blocks[f"{first}_k{k}"] = _block(res, 1000 * (first_s + align_s), min(k, n - 1))
+            blocks[f"{first}_k{k}"] = _block(res, 1000 * (first_s + align_s), min(k, n - 1), shares(rd))
             rows.append(plot_data({"track": res, "segment": _NO_SEGMENTS}, f"{first} + rerank K={k} {split}"))
         systems.update({first: blocks[first], **{f"{first}_k{k}": blocks[f"{first}_k{k}"] for k in sorted(rp.ks)}})
     doc = {"systems": systems, "tracks": n, "n_queries": len(queries), "chroma": rp.chroma,
@@ -180,6 +187,6 @@ def _top(row: np.ndarray, k: int) -> np.ndarray:
     return cols[np.argsort(row[cols], kind="stable")][:k]
 
 
-def _block(res: dict, ms_per_query: float, alignments: int) -> dict:
+def _block(res: dict, ms_per_query: float, alignments: int, shares: dict | None = None) -> dict:
     return {"track": res["metrics"], "ci95": res["ci95"], "n_queries": res["n_queries"],
-            "ms_per_query": ms_per_query, "alignments_per_query": alignments}
+            "ms_per_query": ms_per_query, "alignments_per_query": alignments, **(shares or {})}

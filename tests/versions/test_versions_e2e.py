@@ -92,6 +92,9 @@ def test_dvc_repro_trained_beats_untrained(repo):
     # the encoder's ranking is the evaluate stage's; re-ranking adds the alignments' time
     assert r["systems"]["encoder"]["track"]["MAP"] == pytest.approx(m["track"]["MAP"])
     assert r["systems"]["encoder_k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
+    # each ranking's top-1 same-instrument rate next to its chance level (does it match tunes or renderings?)
+    for block in r["systems"].values():
+        assert 0 <= block["top1_same_instrument"] <= 1 and 0 < block["top1_same_instrument_chance"] < 1
     # the HPCP the baseline and the re-ranker align was computed once per track, by the hpcp stage
     h = json.loads((repo / "metrics/versions_hpcp.json").read_text())
     assert h["tracks"] == b["tracks"] + len(b["failed_files"]) and h["ms_per_track"] > 0
