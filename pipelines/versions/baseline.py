@@ -13,7 +13,7 @@ from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
 from pipelines.versions.qmax_collections import (
     collection_items,
-    hpcp_chroma,
+    load_hpcp,
     qmax_scorer,
     write_collections,
 )
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def baseline(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
-    """Essentia's cover-song chain (HPCP, cross-similarity, Qmax) on each collection of
+    """Essentia's cover-song chain (HPCP from the hpcp stage, cross-similarity, Qmax) on each collection of
     `versions.baseline.collections`: every track queries every other (track level; one alignment per ordered
     pair, the distance being asymmetric), and sampled 20 s segments query all segments of other tracks."""
     from pipelines.versions.evaluation import metrics_json, plot_data, plot_results
@@ -37,7 +37,7 @@ def baseline(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
             log.warning("baseline: collection %s capped at %d tracks (versions.baseline.max_tracks)", split,
                         bp.max_tracks)
         t0 = time.perf_counter()
-        chroma, failed = hpcp_chroma(params, items, desc=f"HPCP {split}")
+        chroma, failed = load_hpcp(paths, items)   # the hpcp stage's (its metrics file has the HPCP time)
         feat_s = time.perf_counter() - t0
         keep = np.array([len(c) > 0 for c in chroma])
         if not keep.all():

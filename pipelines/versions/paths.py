@@ -39,6 +39,11 @@ class VersionsPaths:
         return self.data / "cqt"
 
     @property
+    def hpcp(self) -> Path:
+        """The hpcp stage's Essentia HPCP of each track, <content hash>.npy (versions.baseline.hpcp)."""
+        return self.data / "hpcp"
+
+    @property
     def items(self) -> Path:
         return self.data / "features" / "items.parquet"
 

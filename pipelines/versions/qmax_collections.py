@@ -28,13 +28,13 @@ def collection_items(paths: VersionsPaths, split: str, key: str) -> pd.DataFrame
     return items
 
 
-def qmax_scorer(params: Params):
-    """Essentia cross-similarity + Qmax with `versions.baseline.qmax`."""
+def qmax_scorer(params: Params, frame_stack: int | None = None):
+    """Essentia cross-similarity + Qmax with `versions.baseline.qmax` (optionally another frame stack)."""
     from avmatch.versions.qmax_baseline import QmaxScorer, QmaxSettings
 
     q = params.versions.baseline.qmax
-    return QmaxScorer(QmaxSettings(q.frame_stack, q.binarize_percentile, q.oti, q.dis_onset, q.dis_extension,
-                                   q.alignment, q.distance))
+    return QmaxScorer(QmaxSettings(frame_stack or q.frame_stack, q.binarize_percentile, q.oti, q.dis_onset,
+                                   q.dis_extension, q.alignment, q.distance))
 
 
 def hpcp_chroma(params: Params, items: pd.DataFrame, desc: str) -> tuple[list[np.ndarray], list[str]]:
@@ -55,6 +55,29 @@ def hpcp_chroma(params: Params, items: pd.DataFrame, desc: str) -> tuple[list[np
             failed.append(str(path))
             continue
         out.append(hpcp(audio, hp.sample_rate, hp.frame_size, hp.hop_size, hp.pool))
+    return out, failed
+
+
+def hpcp_splits(params: Params) -> tuple[str, ...]:
+    """The splits whose tracks the hpcp stage stores: every collection of the baseline and the re-ranker."""
+    return tuple(dict.fromkeys([*params.versions.baseline.collections, *params.versions.rerank.collections]))
+
+
+def load_hpcp(paths: VersionsPaths, items: pd.DataFrame) -> tuple[list[np.ndarray], list[str]]:
+    """The hpcp stage's stored HPCP of each item (an empty [0, 12] chroma where it failed to decode, those
+    files returned as the second value); an item it never saw is an error naming the cause."""
+    index = pd.read_csv(paths.hpcp / "index.csv") if (paths.hpcp / "index.csv").exists() else None
+    if index is None or not set(items["content_hash"]) <= set(index["content_hash"]):
+        raise RuntimeError(f"{paths.hpcp} lacks HPCP of some tracks: run the versions hpcp stage for these "
+                           "collections (it stores versions.baseline.collections + versions.rerank.collections)")
+    out, failed = [], []
+    for h, path in zip(items["content_hash"], items["path"]):
+        f = paths.hpcp / f"{h}.npy"
+        if f.exists():
+            out.append(np.load(f))
+        else:
+            out.append(np.zeros((0, 12), np.float32))
+            failed.append(str(path))
     return out, failed
 
 

@@ -126,3 +126,63 @@ def test_too_short_or_unalignable_pairs_are_infinitely_far():
     rng = np.random.default_rng(1)
     assert s.distance(rng.random((5, 12)), rng.random((50, 12))) == float("inf")
     assert np.isfinite(s.distance(rng.random((40, 12)), rng.random((50, 12))))
+
+
+def test_configured_coarse_qmax_first_stage_keeps_the_versions_in_its_top_candidates(collection):
+    """The re-ranker's training-free first stage (params.yaml's versions.rerank.coarse) on the same tracks: every
+    query's version within its top 3 of 13, and re-ranking that top 3 with the configured Qmax reaches the full
+    Qmax's level, at 3 full alignments per query instead of 13."""
+    from avmatch.versions.rerank import rerank_distances
+    from pipelines.versions.evaluation import evaluate_track_distances
+    from pipelines.versions.qmax_collections import qmax_scorer
+    from pipelines.versions.rerank import _first_stages
+
+    params = load_params(project_root() / "params.yaml")
+    params = params.model_copy(update={"versions": params.versions.model_copy(update={
+        "rerank": params.versions.rerank.model_copy(update={"first_stages": ["qmax_coarse"]})})})
+    chroma, labels = collection
+    firsts = _first_stages(params, None, chroma, list(range(10)))   # the 10 family members are the queries
+    coarse, _ = firsts["qmax_coarse"]
+    for q in range(10):
+        partner = q + 1 if q % 2 == 0 else q - 1
+        assert partner in np.argsort(coarse[q])[:3], (q, np.argsort(coarse[q])[:5])
+    full = qmax_scorer(params)
+    rd = rerank_distances(coarse, 3, lambda q, j: full.distance(chroma[q], chroma[j]), rows=range(10))
+    assert evaluate_track_distances(rd, labels, 0, 0)["metrics"]["MAP"] >= 0.9
+
+
+def test_encoder_mixed_first_stage_is_between_its_two_parts(collection):
+    """encoder_qmax_coarse: the encoder's and the coarse Qmax's z-scored distances mixed by first_mix (1: the
+    coarse ranking, 0: the encoder's), with the time per query of both."""
+    import pandas as pd
+
+    from avmatch.versions.rerank import zscore_rows
+    from avmatch.versions.retrieval import Collection
+    from pipelines.versions.rerank import _first_stages
+
+    chroma, labels = collection
+    n = len(chroma)
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(2 * n, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [f"t{i:02d}" for i in range(n)]                  # sorted, as Collection orders its tracks
+    meta = pd.DataFrame({"item_id": np.repeat(ids, 2), "segment": np.tile([0, 1], n)})
+    coll = Collection.from_rows(meta, vecs)
+    base = load_params(project_root() / "params.yaml")
+
+    def firsts(mix):
+        rp = base.versions.rerank.model_copy(update={"first_stages": ["encoder", "qmax_coarse", "encoder_qmax_coarse"],
+                                                     "first_mix": mix})
+        p = base.model_copy(update={"versions": base.versions.model_copy(update={"rerank": rp})})
+        return _first_stages(p, coll, chroma, list(range(n)))
+
+    f = firsts(0.8)
+    assert list(f) == ["encoder", "qmax_coarse", "encoder_qmax_coarse"]
+    want = 0.2 * zscore_rows(f["encoder"][0]) + 0.8 * zscore_rows(f["qmax_coarse"][0])
+    np.testing.assert_allclose(f["encoder_qmax_coarse"][0], want)
+    assert f["encoder_qmax_coarse"][1] >= f["qmax_coarse"][1] > 0
+    for mix, part in ((1.0, "qmax_coarse"), (0.0, "encoder")):
+        g = firsts(mix)
+        for q in range(n):
+            assert list(np.argsort(g["encoder_qmax_coarse"][0][q], kind="stable")) == \
+                list(np.argsort(g[part][0][q], kind="stable"))

@@ -58,3 +58,74 @@ def test_cqt_folds_octaves_to_pitch_classes_and_scales_frames():
     np.testing.assert_allclose(ch[0], np.eye(12)[7] + 0.25 * np.eye(12)[0], atol=1e-6)
     with pytest.raises(ValueError, match="multiple of 12"):
         cqt_chroma(np.zeros((4, 30)), 10)
+
+
+def test_ftm2d_is_transposition_invariant_and_tells_tunes_apart():
+    from avmatch.versions.rerank import ftm2d
+
+    rng = np.random.default_rng(1)
+    tune = rng.random((200, 12)).astype(np.float32)
+    other = rng.random((200, 12)).astype(np.float32)
+    v = ftm2d(tune, patch=50)
+    assert v.shape == (50 * 7,)
+    assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(ftm2d(np.roll(tune, 5, axis=1), patch=50), v, atol=1e-5)   # any key
+    # a time shift by a whole hop only changes which windows are pooled, a little
+    shifted = ftm2d(np.concatenate([rng.random((12, 12)).astype(np.float32), tune]), patch=50)
+    assert np.linalg.norm(shifted - v) < 0.5 * np.linalg.norm(ftm2d(other, patch=50) - v)
+    assert ftm2d(tune[:10], patch=50).shape == (50 * 7,)                                     # padded to one patch
+    with pytest.raises(ValueError, match=r"\[frames, 12\]"):
+        ftm2d(np.zeros((100, 24)))
+
+
+def test_vector_and_zscored_distances():
+    from avmatch.versions.rerank import vector_distances, zscore_rows
+
+    d = vector_distances(np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]]))
+    assert np.isinf(np.diag(d)).all()
+    assert d[0, 1] == pytest.approx(5.0) and d[1, 0] == pytest.approx(5.0) and d[0, 2] == pytest.approx(1.0)
+    z = zscore_rows(d * 100)
+    assert np.isinf(np.diag(z)).all()
+    np.testing.assert_allclose(z[0, [1, 2]], [1.0, -1.0])
+
+
+def test_fusion_weights_between_alignment_and_first_stage():
+    from avmatch.versions.rerank import fuse_scores
+
+    first = np.array([0.1, 0.2, 0.3])          # the first stage prefers 0, then 1, then 2
+    align = np.array([0.9, np.inf, 0.1])       # the aligner prefers 2; 1 did not align
+    for method in ("rank", "zscore"):
+        assert list(np.argsort(fuse_scores(first, align, 0.0, method), kind="stable")) == [2, 0, 1]
+        assert list(np.argsort(fuse_scores(first, align, 1.0, method), kind="stable")) == [0, 1, 2]
+    # an equal mix of ranks: 0 (first, second) before 2 (third, first) before 1 (second, unaligned: last)
+    f = fuse_scores(first, align, 0.5, "rank")
+    np.testing.assert_allclose(f, [1.5, 2.5, 2.0])
+    with pytest.raises(ValueError, match="rank or zscore"):
+        fuse_scores(first, align, 0.5, "mean")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fuse_scores(first, align, 1.5)
+
+
+def test_fused_reranking_keeps_what_the_first_stage_is_sure_of():
+    enc = np.array([[np.inf, 0.0, 0.5, 0.6, 0.7]])      # the first stage: candidate 1 by far
+    align = {1: 0.45, 2: 0.5, 3: 0.42, 4: 0.4}          # the aligner puts 1 third of the four, by a little
+    alone = rerank_distances(enc, 4, lambda q, j: align[j])
+    assert _ranking(alone[0]) == [4, 3, 1, 2]
+    fused = rerank_distances(enc, 4, lambda q, j: align[j], weight=0.5, fusion="zscore")
+    assert _ranking(fused[0])[0] == 1
+
+
+def test_coarse_qmax_pools_frames_and_fills_only_query_rows():
+    from avmatch.versions.rerank import coarse_qmax_distances
+
+    seen = []
+
+    def dist(a, b):
+        seen.append((len(a), len(b)))
+        return float(abs(a.mean() - b.mean()))
+
+    chroma = [np.full((12, 12), v, np.float32) for v in (0.1, 0.2, 0.9)]
+    d = coarse_qmax_distances(chroma, dist, pool=4, rows=[0, 2])
+    assert set(seen) == {(3, 3)}                         # 12 frames averaged by 4
+    assert np.isinf(d[1]).all() and np.isinf(d[0, 0]) and np.isinf(d[2, 2])
+    assert d[0, 1] == pytest.approx(0.1) and d[2, 0] == pytest.approx(0.8)

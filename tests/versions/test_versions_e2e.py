@@ -41,6 +41,8 @@ TINY = {
     "versions.evaluate.bootstrap": 200,
     # one small K: the re-rank stage costs ~K alignments per query
     "versions.rerank.ks": [5],
+    # two of the demo's three first stages (the encoder + coarse Qmax mix is unit-tested: test_qmax_baseline.py)
+    "versions.rerank.first_stages": ["encoder", "qmax_coarse"],
     # the baseline and re-rank stages score one collection here (every ordered pair of it costs an alignment);
     # that they score each collection listed is the demo's job, the unseen collection is still evaluated below
     "versions.baseline.collections": ["test"],
@@ -81,13 +83,21 @@ def test_dvc_repro_trained_beats_untrained(repo):
     assert (repo / "results/versions/versions.png").stat().st_size > 0
     assert b["seconds_per_query"] > 0 and set(b["collections"]) == {"test"}
     r = json.loads((repo / "metrics/versions_rerank.json").read_text())["collections"]["test"]
-    assert set(r["systems"]) == {"encoder", "k5"} and r["systems"]["k5"]["alignments_per_query"] == 5
+    # each first stage of params.yaml (the trained encoder, the training-free coarse Qmax), alone and re-ranked
+    assert set(r["systems"]) == {"encoder", "encoder_k5", "qmax_coarse", "qmax_coarse_k5"}
+    assert r["systems"]["encoder_k5"]["alignments_per_query"] == 5 == r["systems"]["qmax_coarse_k5"]["alignments_per_query"]
     for block in r["systems"].values():
         lo, hi = block["ci95"]["MAP"]
         assert lo <= block["track"]["MAP"] <= hi and block["n_queries"] == m["n_queries"]["track"]
     # the encoder's ranking is the evaluate stage's; re-ranking adds the alignments' time
     assert r["systems"]["encoder"]["track"]["MAP"] == pytest.approx(m["track"]["MAP"])
-    assert r["systems"]["k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
+    assert r["systems"]["encoder_k5"]["ms_per_query"] > r["systems"]["encoder"]["ms_per_query"]
+    # each ranking's top-1 same-instrument rate next to its chance level (does it match tunes or renderings?)
+    for block in r["systems"].values():
+        assert 0 <= block["top1_same_instrument"] <= 1 and 0 < block["top1_same_instrument_chance"] < 1
+    # the HPCP the baseline and the re-ranker align was computed once per track, by the hpcp stage
+    h = json.loads((repo / "metrics/versions_hpcp.json").read_text())
+    assert h["tracks"] == b["tracks"] + len(b["failed_files"]) and h["ms_per_track"] > 0
     tracks = (repo / "data/versions/corpus/tracks.csv").read_text().splitlines()
     assert tracks[0].startswith("id,path,clique,split,source") and tracks[0].endswith(",soundfont")
     # the collection rendered with soundfonts and programs training never used, evaluated on its own
@@ -108,7 +118,7 @@ def test_every_stage_logged_to_mlflow(repo):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("avmatch-versions")
     runs = client.search_runs([exp.experiment_id])
-    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "baseline", "rerank"} <= {
+    assert {"corpus", "ingest", "features", "train", "extract", "evaluate", "hpcp", "baseline", "rerank"} <= {
         r.data.tags["stage"] for r in runs}
     ev = [r for r in runs if r.data.tags["stage"] == "evaluate"][0]
     assert "trained_track_MAP" in ev.data.metrics and "untrained_track_MAP" in ev.data.metrics

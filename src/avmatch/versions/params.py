@@ -215,13 +215,43 @@ class VerBaselineParams(StrictModel):
     _collections = field_validator("collections")(_check_collections)
 
 
+class VerFtm2dParams(StrictModel):
+    """The training-free first stage (Bertin-Mahieux & Ellis 2012): 2D Fourier magnitude of chroma patches."""
+
+    patch: int = Field(75, ge=4, description="chroma frames per patch (75 pooled HPCP frames: ~19 s)")
+    power: float = Field(2.0, gt=0, description="chroma raised to this power first (contrast)")
+
+
+class VerCoarseQmaxParams(StrictModel):
+    """The training-free first stage that aligns a query with every track cheaply: Qmax on coarser chroma."""
+
+    pool: int = Field(2, ge=1, description="the re-ranker's chroma frames averaged once more (2: 4x fewer cells)")
+    frame_stack: int = Field(3, ge=1, description="frames stacked in the cross-similarity (3: 3x cheaper distances "
+                             "than the full Qmax's 9)")
+
+
+FIRST_STAGES = ("encoder", "ftm2d", "qmax_coarse", "encoder_ftm2d", "encoder_qmax_coarse")
+
+
 class VerRerankParams(StrictModel):
     collections: list[str] = Field(["test"], description="splits evaluated, each as its own collection")
-    ks: list[int] = Field([10, 25, 50], description="re-rank the encoder's top K candidates of each query, for each K")
-    chroma: Literal["cqt", "hpcp"] = Field("cqt", description="cqt: the features stage's CQT folded to 12 pitch "
-                                           "classes (no extra decoding); hpcp: Essentia HPCP as versions.baseline.hpcp")
+    first_stages: list[Literal[FIRST_STAGES]] = Field(  # type: ignore[valid-type]
+        ["encoder", "qmax_coarse", "encoder_qmax_coarse"], min_length=1,
+        description="rankings whose top K are re-ranked, each reported: encoder (the trained encoder), ftm2d "
+        "(training-free 2D Fourier magnitude of chroma patches), qmax_coarse (training-free: Qmax against every "
+        "track on coarser chroma), encoder_<x> (the encoder's and x's distances z-scored per query, mixed)")
+    first_mix: float = Field(0.8, ge=0, le=1, description="encoder_<x>: the share of x in the mixed distance")
+    ftm2d: VerFtm2dParams = VerFtm2dParams()
+    coarse: VerCoarseQmaxParams = VerCoarseQmaxParams()
+    ks: list[int] = Field([5, 10, 25], description="re-rank the first stage's top K candidates of each query, for each K")
+    chroma: Literal["cqt", "hpcp"] = Field("hpcp", description="hpcp: Essentia HPCP as versions.baseline.hpcp "
+                                           "(the hpcp stage's, computed once per track); cqt: the features stage's "
+                                           "CQT folded to 12 pitch classes")
     cqt_pool: int = Field(3, ge=1, description="CQT frames averaged (the CQT has 10 frames/s; 3 -> 3.3/s, "
                           "about the pooled HPCP's 3.9/s)")
+    fusion: Literal["rank", "zscore"] = Field("zscore", description="how the K candidates' alignment and "
+                                              "first-stage distances are mixed (when weight > 0)")
+    weight: float = Field(0.2, ge=0, le=1, description="first-stage share of the re-ranking score (0: Qmax alone)")
 
     _collections = field_validator("collections")(_check_collections)
 
@@ -231,6 +261,13 @@ class VerRerankParams(StrictModel):
         if not v or any(k < 1 for k in v):
             raise ValueError(f"versions.rerank.ks must be positive candidate counts (got {v})")
         return sorted(set(v))
+
+    @field_validator("first_stages")
+    @classmethod
+    def _unique_first(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"versions.rerank.first_stages must name each first stage once (got {v})")
+        return v
 
 
 class VersionsParams(StrictModel):
