@@ -10,7 +10,9 @@ Each pipeline has a thin flow module (`flows/<pipeline>.py`) so it gets its own 
 name, deployment and UI form; the work itself is here and in `pipelines.runner`. A stage that
 the pipeline can split (extraction) runs its partitions as tasks on a Dask task runner when
 `<pipeline>.extract.num_partitions` > 1 in params.yaml (a plain run): a local cluster, or
-`orchestration.dask.address`. Inside an experiment the extraction stage runs as its dvc.yaml command.
+`orchestration.dask.address`. Inside an experiment the extraction stage runs as its dvc.yaml command
+(DVC's checkout of the experiment's outputs would delete shards written before it starts). Overrides of
+`orchestration.*` only (a Dask address, retries) change no stage, so such a run is a plain one.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pipelines.runner import load_run_params
 from tasks.stages import stage_task, with_retries
 
 PARTITIONED_STAGE = "extract"
+ORCHESTRATION = "orchestration"   # the params section no stage reads (dvc.yaml lists none of it)
 
 
 def merge_overrides(pipeline: str, section: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,7 +59,9 @@ def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages:
     root_s = str(root or project_root())
     overrides = dict(overrides or {})
     params = load_run_params(project_root(root_s), overrides=overrides, systems=[pipeline])
-    if not overrides:
+    if not any(k.partition(".")[0] != ORCHESTRATION for k in overrides):
+        # no stage reads `orchestration` (how runs are scheduled, not what they compute): DVC tracks none of
+        # these keys, so the run is a plain one of the workspace with them applied (e.g. a Dask address)
         return _plain_run(pipeline, params, root_s, stages)
     if _num_partitions(params, pipeline, PARTITIONED_STAGE) > 1:
         print(f"{pipeline}: inside a DVC experiment extraction runs as its dvc.yaml command, not in Dask "
