@@ -153,11 +153,13 @@ def prepare_experiment(root: str, targets: list[str], overrides: dict[str, Any],
                                                 wdir=queue._standalone_tmp_dir)
         infofile = queue.get_infofile_path(entry.stash_rev)
         executor.info.dump_json(infofile)
+        # init_executor also writes the executor's info where DVC's queue workers keep theirs
+        leftover = repo.experiments.celery_queue.get_infofile_path(entry.stash_rev)
         tmp = Path(executor.root_dir)
         placed = uncached_inputs(repo, needed)
         for rel, copy in placed:
             _put(Path(root) / rel, tmp / rel, link=not copy)
-    return {"infofile": infofile, "tmp_dir": str(tmp), "stash_rev": entry.stash_rev,
+    return {"infofile": infofile, "leftover": leftover, "tmp_dir": str(tmp), "stash_rev": entry.stash_rev,
             "placed": [p for p, _ in placed], "setup_seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -185,7 +187,7 @@ def execute_experiment(root: str, infofile: str, env: dict[str, str]) -> dict[st
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def collect_experiment(root: str, infofile: str) -> str | None:
+def collect_experiment(root: str, infofile: str, leftovers: tuple[str, ...] = ()) -> str | None:
     """Step 3: bring the experiment's ref into the workspace's repository; remove the temp workspace.
     Returns the experiment's commit, None when it failed."""
     from dvc.repo import Repo
@@ -204,6 +206,8 @@ def collect_experiment(root: str, infofile: str) -> str | None:
         return next(iter(revs), None)
     finally:
         executor.cleanup(infofile)
+        for f in (infofile, *leftovers):   # the experiment's own info folders (named by its stash commit)
+            shutil.rmtree(Path(f).parent, ignore_errors=True)
 
 
 def experiment_env(root: str, tracking: str | None) -> dict[str, str]:
@@ -252,7 +256,7 @@ def experiment_task(pipeline: str, overrides: dict[str, Any], stages: list[str] 
     try:
         run = execute_experiment(root, setup["infofile"], experiment_env(root, tracking))
     finally:
-        rev = collect_experiment(root, setup["infofile"])
+        rev = collect_experiment(root, setup["infofile"], (setup["leftover"],))
     if run["returncode"] != 0 or rev is None:
         tail = "\n".join(run["log"][-40:])
         raise RuntimeError(f"DVC experiment {name} failed (exit {run['returncode']}):\n{tail}")
