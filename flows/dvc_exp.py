@@ -60,7 +60,8 @@ from flows.dvc_run import RUN_LOCK, stage_graph
 log = logging.getLogger(__name__)
 
 RAN = re.compile(r"^Running stage '([^']+)'")
-SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+# up to date, or restored from DVC's run cache (the same deps and params ran before)
+SKIPPED = re.compile(r"^Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
 
 
 def hydra_value(value: Any) -> str:
