@@ -1,13 +1,18 @@
-"""What every pipeline flow shares: validate parameters, run the chosen stages in order, parse `-S`.
+"""What every pipeline flow shares: validate parameters, run the chosen stages through DVC, parse `-S`.
 
-A plain run (no overrides) goes through DVC (`flows.dvc_run`): stale stages run and `dvc.lock` is
-updated, up-to-date ones are skipped. A run with overrides still calls the stage functions itself,
-in the workspace, every named stage, leaving dvc.lock alone (issue 13 moves these to DVC experiments).
+A plain run (no overrides) goes through DVC in the workspace (`flows.dvc_run`): stale stages run and
+`dvc.lock` is updated, up-to-date ones are skipped. A run with overrides is a DVC experiment in a
+temporary workspace (`flows.dvc_exp`): `dvc exp run --temp -n <name> -S key=value ...`, isolated from the
+workspace's params.yaml, models, metrics and dvc.lock, listed by `dvc exp show`, promoted with
+`dvc exp apply <name>`.
 
 Each pipeline has a thin flow module (`flows/<pipeline>.py`) so it gets its own Prefect flow
 name, deployment and UI form; the work itself is here and in `pipelines.runner`. A stage that
 the pipeline can split (extraction) runs its partitions as tasks on a Dask task runner when
-`<pipeline>.extract.num_partitions` > 1: a local cluster, or `orchestration.dask.address`.
+`<pipeline>.extract.num_partitions` > 1 in params.yaml (a plain run): a local cluster, or
+`orchestration.dask.address`. Inside an experiment the extraction stage runs as its dvc.yaml command
+(DVC's checkout of the experiment's outputs would delete shards written before it starts). Overrides of
+`orchestration.*` only (a Dask address, retries) change no stage, so such a run is a plain one.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from avmatch.core.config import (
     parse_overrides,
 )
 from avmatch.core.paths import project_root
+from avmatch.core.tracking import tracking_uri
+from flows.dvc_exp import experiment_name, experiment_task
 from flows.dvc_run import run_through_dvc
 from pipelines.registry import stage_order
 from pipelines.runner import load_run_params
-from tasks.stages import stage_task
+from tasks.stages import stage_task, with_retries
 
 PARTITIONED_STAGE = "extract"
+ORCHESTRATION = "orchestration"   # the params section no stage reads (dvc.yaml lists none of it)
 
 
 def merge_overrides(pipeline: str, section: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -41,31 +49,28 @@ def merge_overrides(pipeline: str, section: Any, overrides: dict[str, Any] | Non
 
 
 def run_pipeline(pipeline: str, overrides: dict[str, Any] | None = None, stages: list[str] | None = None,
-                 root: str | None = None) -> dict[str, dict]:
-    """Run the pipeline's stages (all, or the named ones in pipeline order); returns each stage's summary.
+                 root: str | None = None, experiment: str | None = None) -> dict[str, dict]:
+    """Run the pipeline's stages (all, or the named ones) through DVC; returns each stage's summary.
 
-    Parameters are validated before any stage starts, so a bad key fails the run at once.
+    Parameters are validated before DVC starts, so a bad key fails the run at once. With overrides the
+    run is the DVC experiment `experiment` (default: a name made from the pipeline, the overrides and the
+    time); each stage's summary then says whether it ran in the experiment or was restored (`ran`).
     """
     root_s = str(root or project_root())
     overrides = dict(overrides or {})
     params = load_run_params(project_root(root_s), overrides=overrides, systems=[pipeline])
-    if not overrides:
+    if not any(k.partition(".")[0] != ORCHESTRATION for k in overrides):
+        # no stage reads `orchestration` (how runs are scheduled, not what they compute): DVC tracks none of
+        # these keys, so the run is a plain one of the workspace with them applied (e.g. a Dask address)
         return _plain_run(pipeline, params, root_s, stages)
-    order = stage_order(pipeline, project_root(root_s))
-    wanted = stages or list(order)
-    unknown = sorted(set(wanted) - set(order))
-    if unknown:
-        raise ValueError(f"unknown {pipeline} stage(s) {unknown}; known: {list(order)}")
-    run = stage_task(params.orchestration.retries)
-    results: dict[str, dict] = {}
-    for stage in [s for s in order if s in wanted]:
-        n = _num_partitions(params, pipeline, stage)
-        if n > 1:
-            results[stage] = {"partitions": run_partitions(f"{pipeline}.{stage}", overrides, n, root_s,
-                                                           params.orchestration.dask, params.orchestration.retries)}
-        else:
-            results[stage] = run(f"{pipeline}.{stage}", overrides, None, root_s)
-    return results
+    if _num_partitions(params, pipeline, PARTITIONED_STAGE) > 1:
+        print(f"{pipeline}: inside a DVC experiment extraction runs as its dvc.yaml command, not in Dask "
+              "partitions (set extract.num_partitions in params.yaml and run without overrides for that)")
+    name = experiment or experiment_name(pipeline, overrides)
+    tracking = tracking_uri(params.common, project_root(root_s)) if params.common.mlflow.enabled else None
+    task_ = with_retries(experiment_task, params.orchestration.retries)
+    return task_(pipeline, overrides, stages, root_s, name, tracking,
+                 f"{params.common.mlflow.experiment_prefix}-{pipeline}")
 
 
 def _plain_run(pipeline: str, params: Params, root: str, stages: list[str] | None) -> dict[str, dict]:
@@ -118,9 +123,11 @@ def cli_main(pipeline: str, flow_fn: Callable[..., Any], doc: str | None, argv: 
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                     help=f"override a parameter, e.g. {pipeline}.train.max_steps=200 (repeatable)")
     ap.add_argument("--stages", nargs="+", choices=order, help="run only these stages")
+    ap.add_argument("-n", "--name", help="the DVC experiment's name (runs with -S; default: "
+                    f"{pipeline}-<hash of the overrides>-<UTC time>)")
     args = ap.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
     except ConfigError as exc:
         ap.error(str(exc))
-    flow_fn(overrides=overrides, stages=args.stages)
+    flow_fn(overrides=overrides, stages=args.stages, experiment=args.name)

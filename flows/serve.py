@@ -4,8 +4,11 @@
 
 Deployments: `<pipeline>/avmatch` for each pipeline flow (UI form = that pipeline's params.yaml
 section; only filled-in values become overrides) and `reevaluate/scheduled` on
-`orchestration.reevaluate.cron` (or `interval_s`). Runs execute in this process's workspace, the
-same code and stores `dvc repro` uses. Stop with Ctrl-C; schedules pause until it serves again.
+`orchestration.reevaluate.cron` (or `interval_s`). Runs start from this process's workspace, with the
+same code and stores `dvc repro` uses: a plain run reproduces the workspace through DVC (one at a time,
+flows/dvc_run.py), a run with values in the form is a DVC experiment in a temporary workspace
+(flows/dvc_exp.py), so `CONCURRENT_RUNS` runs go at once. Stop with Ctrl-C; schedules pause until it
+serves again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pipelines.runner import load_run_params
 
 DEPLOYMENT = "avmatch"
 SCHEDULED = "scheduled"
+# runs served at once: experiments run side by side in their own temporary workspaces (plain runs of the
+# workspace still take turns on its run lock); two suit the 2-core machines the project targets
+CONCURRENT_RUNS = 2
 
 
 def pipeline_flow(pipeline: str):
@@ -48,7 +54,7 @@ def deployments(params: Params, root: str) -> list:
 
 def main() -> None:
     root = project_root()
-    serve(*deployments(load_run_params(root), str(root)), limit=1)
+    serve(*deployments(load_run_params(root), str(root)), limit=CONCURRENT_RUNS)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 
 Overrides are validated before any stage starts. A run without overrides goes through DVC
 (flows/dvc_run.py): stale stages run and dvc.lock is updated as `dvc repro` would, up-to-date ones end
-as Cached. A run with overrides still calls the stage functions in
-this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
+as Cached. A run with overrides is a DVC
+experiment in a temporary workspace (flows/dvc_exp.py; `-n`/`experiment` names it): `dvc exp show` lists it,
+the workspace is left as it was, `dvc exp apply <name>` promotes it.
 
 From the Prefect UI (deployment `versions/avmatch`, served by `python -m flows.serve`) the `versions`
 parameter is a form of the params.yaml section: fill in only what to change.
@@ -27,12 +28,13 @@ VersionsOverrides = partial_model(VersionsParams, "VersionsOverrides")
 
 @flow(name="versions", log_prints=True, validate_parameters=True)
 def versions_flow(versions: VersionsOverrides | None = None, overrides: dict[str, Any] | None = None,  # type: ignore[valid-type]
-                  stages: list[str] | None = None, root: str | None = None) -> dict:
+                  stages: list[str] | None = None, root: str | None = None,
+        experiment: str | None = None) -> dict:
     """Run the version identification stages (all, or the named ones in pipeline order); returns each stage's summary.
 
     `versions`: values to change in the params.yaml section; `overrides`: dotted keys of any section.
     """
-    return run_pipeline("versions", merge_overrides("versions", versions, overrides), stages, root)
+    return run_pipeline("versions", merge_overrides("versions", versions, overrides), stages, root, experiment)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,9 @@ order. The demo corpus is a SIMULATED cohort of expert embeddings (not real data
 
 From the Prefect UI the `voiceface` parameter is a form of the params.yaml section: fill in only what to
 change. Values are validated before any stage starts. A run without overrides goes through DVC (flows/dvc_run.py): stale stages run and dvc.lock is updated as
-`dvc repro` would, up-to-date ones end as Cached. A run with overrides still calls the stage functions in
-this workspace, every named stage, and leaves dvc.lock alone (`dvc exp run -S` keeps the lineage).
+`dvc repro` would, up-to-date ones end as Cached. A run with overrides is a DVC
+experiment in a temporary workspace (flows/dvc_exp.py; `-n`/`experiment` names it): `dvc exp show` lists it,
+the workspace is left as it was, `dvc exp apply <name>` promotes it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ VoicefaceOverrides = partial_model(VoicefaceParams, "VoicefaceOverrides")
 
 @flow(name="voiceface", log_prints=True, validate_parameters=True)
 def voiceface_flow(voiceface: VoicefaceOverrides | None = None, overrides: dict[str, Any] | None = None,  # type: ignore[valid-type]
-                   stages: list[str] | None = None, root: str | None = None) -> dict:
+                   stages: list[str] | None = None, root: str | None = None,
+        experiment: str | None = None) -> dict:
     """Run the voice-face stages (all, or the named ones in pipeline order); returns each stage's summary. `voiceface`: values to change in the params.yaml section; `overrides`: dotted keys of any section."""
-    return run_pipeline("voiceface", merge_overrides("voiceface", voiceface, overrides), stages, root)
+    return run_pipeline("voiceface", merge_overrides("voiceface", voiceface, overrides), stages, root, experiment)
 
 
 def main(argv: list[str] | None = None) -> None:

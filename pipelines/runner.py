@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from avmatch.core.config import Params, load_params
 from avmatch.core.device import set_threads
 from avmatch.core.failures import StageError, failing_input
-from avmatch.core.paths import project_root
+from avmatch.core.paths import origin_repo, project_root
 from avmatch.core.tracking import (
     dvc_lock_entry,
     dvc_lock_records_file,
@@ -61,9 +62,16 @@ def run_stage(name: str, params: Params | None = None, root: str | Path | None =
         summary["stage_seconds"] = time.perf_counter() - t0
         tracker.log_metrics(summary)
         if stage == spec.register_after and spec.model_attr and not options:
-            version = register_encoder(spec, pipeline, params, paths, root_p, tracker, summary)
-            if version:
-                summary["registered_version"] = int(version)
+            if origin_repo(root_p) != root_p:
+                # a `dvc exp run --temp` workspace: the encoder is this experiment's, not the project's model
+                # (the scheduled re-evaluation takes the newest registered version); `dvc exp apply` + `dvc
+                # repro` promote it, and that repro's evaluate registers it
+                tracker.set_tags({"registered": "no (temporary DVC experiment "
+                                                f"{os.environ.get('DVC_EXP_NAME', '?')})"})
+            else:
+                version = register_encoder(spec, pipeline, params, paths, root_p, tracker, summary)
+                if version:
+                    summary["registered_version"] = int(version)
     log.info("%s finished in %.1f s", name, summary["stage_seconds"])
     return summary
 
@@ -83,6 +91,8 @@ def register_encoder(spec: PipelineSpec, pipeline: str, params: Params, paths: A
     entry = dvc_lock_entry(root, f"{pipeline}_{spec.train_stage}")
     file_md5 = hashlib.md5(model_file.read_bytes()).hexdigest()
     tags: dict[str, Any] = {"pipeline": pipeline, "file_md5": file_md5}
+    if os.environ.get("DVC_EXP_NAME"):   # a workspace `dvc exp run`: the version says which experiment
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     if entry:
         tags["dvc_lock_md5"] = hashlib.md5(json.dumps(entry, sort_keys=True).encode()).hexdigest()
         tags["dvc_lock_matches"] = dvc_lock_records_file(root, entry, model_file, file_md5)

@@ -1,4 +1,5 @@
-"""One Prefect task that runs any pipeline stage through the same runner `dvc repro` uses.
+"""One Prefect task that runs any pipeline stage through the same runner `dvc repro` uses (the Dask
+partitions of extraction; whole stages go through DVC: flows/dvc_run.py, flows/dvc_exp.py).
 
 Transient failures (I/O, timeouts, a locked tracking database) are retried with exponential
 backoff as `orchestration.retries` says; anything else fails at once with the stage and input named.

@@ -2,8 +2,9 @@
 
 One temporary git+DVC repo (a copy of this project) is shared by the tests in this module, which
 run in order: `dvc repro` from scratch, a no-op `dvc repro`, `dvc exp run -S`, the user commands, then
-the operations: model registry, run comparison, and through a real Prefect server a deployment run
-with overrides, a schedule firing, a regression failing a run, distributed extraction on Dask, `make ui`.
+the operations: model registry, run comparison, and through a real Prefect server two overlapping
+deployment runs with overrides (DVC experiments in temporary workspaces), a schedule firing, a
+regression failing a run, distributed extraction on Dask (a plain run through DVC), `make ui`.
 """
 
 from __future__ import annotations
@@ -260,24 +261,71 @@ def _stop_schedule(deployment_id) -> None:
             client.delete_flow_run(run.id)
 
 
-def test_deployment_run_with_override_through_the_api(repo, prefect_server):
+def _wait_for_runs(ids, timeout: float):
+    import time
+
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = [client.read_flow_run(i) for i in ids]
+        if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(2)
+
+
+def test_deployment_runs_with_overrides_are_dvc_experiments(repo, prefect_server):
+    """Two UI-form runs triggered at once through the served deployment, with different overrides: each is a
+    DVC experiment in its own temporary workspace. Both complete, `dvc exp show` lists them with their params
+    and metrics, the workspace is byte-identical, the stages upstream of what changed were restored, not
+    re-run (no MLflow run of theirs), and the partitioned index build answers like the one-pass one."""
     from mlflow.tracking import MlflowClient
     from prefect.deployments import run_deployment
 
+    watched = ["params.yaml", "dvc.lock", "metrics/fingerprint.json", "metrics/fingerprint_train.json",
+               "models/fingerprint/encoder.pt", "results/fingerprint/results.csv"]
+    before = {f: (repo / f).read_bytes() for f in watched}
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("avmatch-fingerprint")
+    n_runs = len(client.search_runs([exp.experiment_id], max_results=5000))
+    versions = len(client.search_model_versions("name='avmatch-fingerprint-encoder'"))
+    same = {"search": {"top_k": 7}, "evaluate": {"compare_untrained": False}}
     with _api(prefect_server):
         _wait_for_deployment("fingerprint/avmatch")
         with pytest.raises(Exception, match="top_kk"):   # the server checks the typed form: fails at once
             run_deployment("fingerprint/avmatch", parameters={"fingerprint": {"search": {"top_kk": 7}}}, timeout=0)
-        run = run_deployment("fingerprint/avmatch", timeout=600,
-                             parameters={"fingerprint": {"search": {"top_k": 7}, "evaluate": {"compare_untrained": False}},
-                                         "stages": ["index", "evaluate"],
-                                         "root": str(repo)})
-    assert run.state.is_completed(), run.state
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("avmatch-fingerprint")
-    runs = client.search_runs([exp.experiment_id], "params.`fingerprint.search.top_k` = '7'")
-    assert {r.data.tags["stage"] for r in runs} == {"index", "evaluate"}
-    assert all(r.data.tags["orchestrator"] == "prefect" for r in runs)
+        started = [run_deployment("fingerprint/avmatch", timeout=0, parameters={
+            "fingerprint": form, "stages": ["index", "evaluate"], "root": str(repo), "experiment": name})
+            for name, form in (("topk7", same), ("topk7-ivf3", {**same, "index": {"partitions": 3}}))]
+        one, parts = _wait_for_runs([r.id for r in started], timeout=900)
+    assert one.state.is_completed() and parts.state.is_completed(), (one.state, parts.state)
+    assert one.start_time < parts.end_time and parts.start_time < one.end_time, "the two runs overlapped"
+    assert {f: (repo / f).read_bytes() for f in watched} == before, "the workspace was left as it was"
+
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout)
+    exps = {r["name"]: r["data"] for b in shown for e in (b.get("experiments") or []) for r in e["revs"]}
+    for name, partitions in (("topk7", None), ("topk7-ivf3", 3)):
+        data = exps[name]
+        params = data["params"]["params.yaml"]["data"]["fingerprint"]
+        assert params["search"]["top_k"] == 7 and params["index"]["partitions"] == (partitions or 1), params
+        assert data["metrics"]["metrics/fingerprint.json"]["data"]["track_hit_rate"]["3s"] >= 0.7, data["metrics"]
+
+    def runs_of(name):
+        return {r.data.tags["stage"]: r for r in client.search_runs([exp.experiment_id], f"tags.dvc_experiment = '{name}'")}
+
+    only_eval, index_too = runs_of("topk7"), runs_of("topk7-ivf3")
+    # upstream of what changed, DVC restored the outputs: corpus ... extract (and index for top_k) never ran
+    assert set(only_eval) == {"evaluate"} and set(index_too) == {"index", "evaluate"}, (only_eval, index_too)
+    assert len(client.search_runs([exp.experiment_id], max_results=5000)) == n_runs + 3
+    for r in (*only_eval.values(), *index_too.values()):
+        assert r.data.tags["orchestrator"] == "prefect" and r.data.params["fingerprint.search.top_k"] == "7"
+    assert index_too["index"].data.metrics["partitions"] == 3
+    for k in ("track_hit_rate_3s", "track_hit_rate_5s", "false_match_rate"):
+        assert index_too["evaluate"].data.metrics[k] == pytest.approx(only_eval["evaluate"].data.metrics[k], abs=1e-9), k
+    # an experiment's encoder is not registered as the project's model (the re-evaluation takes the newest)
+    assert len(client.search_model_versions("name='avmatch-fingerprint-encoder'")) == versions
+    assert only_eval["evaluate"].data.tags["registered"].startswith("no (temporary DVC experiment topk7")
 
 
 def test_schedule_fires_and_reevaluates_the_registered_model(repo, prefect_server):
@@ -337,24 +385,36 @@ def test_regression_fails_the_reevaluation_naming_the_metric(repo, prefect_serve
 
 
 def test_distributed_extraction_equals_single_process(repo, prefect_server, monkeypatch):
+    """`fingerprint.extract.num_partitions: 2` in params.yaml and a plain run: the stale extraction runs as
+    two Dask partitions, each writing its own shards, equal to the single-process shards; DVC then runs
+    the stage's command (it finds the shards done) and records them in dvc.lock."""
     from avmatch.core.config import load_params
     from avmatch.core.hashing import file_hash
     from avmatch.core.shards import ShardStore
     from flows.fingerprint import fingerprint_flow
 
-    params = load_params(repo / "params.yaml")
+    saved = (repo / "params.yaml").read_bytes()
+    params = yaml.safe_load(saved)
+    params["fingerprint"]["extract"]["num_partitions"] = 2
+    params["orchestration"]["dask"]["n_workers"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shards = repo / "data/fingerprint/shards"
     single = repo / "single-shards"
     shutil.move(shards, single)
     monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", _env(repo)["PATH"])            # DVC runs the stage's `python -m pipelines ...`
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PREFECT_API_URL", prefect_server.url)   # Dask workers report to the same server
-    with _api(prefect_server):
-        results = fingerprint_flow(overrides={"fingerprint.extract.num_partitions": 2,
-                                              "orchestration.dask.n_workers": 2},
-                                   stages=["extract"], root=str(repo))
-    assert len(results["extract"]["partitions"]) == 2
-    dim, model = params.fingerprint.model.dim, file_hash(repo / "models/fingerprint/encoder.pt")
+    try:
+        with _api(prefect_server):
+            results = fingerprint_flow(stages=["extract"], root=str(repo))
+    finally:
+        (repo / "params.yaml").write_bytes(saved)
+    assert results["extract"]["ran"] and len(results["extract"]["before"]) == 2, results
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["fingerprint_extract"]
+    assert lock["params"]["params.yaml"]["fingerprint.extract"]["num_partitions"] == 2
+    dim = load_params(repo / "params.yaml").fingerprint.model.dim
+    model = file_hash(repo / "models/fingerprint/encoder.pt")
     names = {p.name.split("-")[1] for p in (shards / "refs").glob("part-*.parquet")}
     assert names == {"000", "001"}, "each partition writes its own shards"
     for name in ("refs", "queries"):
@@ -364,17 +424,6 @@ def test_distributed_extraction_equals_single_process(repo, prefect_server, monk
         pd_equal = meta_a[cols].reset_index(drop=True).equals(meta_b[cols].reset_index(drop=True))
         assert pd_equal, name
         np.testing.assert_allclose(vec_a, vec_b, atol=1e-5)
-
-    # the partitioned index build (train once, add per partition, merge) answers like the one-pass one
-    with _api(prefect_server):
-        # (no untrained-encoder comparison: it is the same in both and costs seconds each)
-        same = {"fingerprint.search.top_k": 7, "fingerprint.evaluate.compare_untrained": False}
-        one = fingerprint_flow(overrides=same, stages=["index", "evaluate"], root=str(repo))
-        parts = fingerprint_flow(overrides={**same, "fingerprint.index.partitions": 3},
-                                 stages=["index", "evaluate"], root=str(repo))
-    assert parts["index"]["partitions"] == 3 and parts["index"]["segments"] == one["index"]["segments"]
-    for k in ("track_hit_rate_3s", "track_hit_rate_5s", "false_match_rate"):
-        assert parts["evaluate"][k] == pytest.approx(one["evaluate"][k], abs=1e-9), k
 
 
 def test_ui_starts_servers_on_loopback_and_stops_them_all(repo):

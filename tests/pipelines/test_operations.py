@@ -145,3 +145,27 @@ def test_runs_compare_lines_up_params_and_metrics(tmp_path):
     assert plot_comparison(cmp, tmp_path / "cmp.png").stat().st_size > 1000
     with pytest.raises(LookupError, match="no MLflow experiment"):
         find_runs(client, "avmatch-none", None, 2)
+
+
+def test_overrides_reach_params_yaml_through_dvcs_set_param_as_given(tmp_path):
+    """A run with overrides is `dvc exp run -S key=value`: every kind of value the UI form sends must come back
+    out of DVC's (Hydra's) parser as the value the form held, and as our own loader applies it."""
+    from dvc.utils.hydra import apply_overrides
+
+    from avmatch.core.config import load_params
+    from flows.dvc_exp import experiment_name, set_params
+
+    overrides = {"fingerprint.search.top_k": 7, "fingerprint.search.score": "similarity",
+                 "fingerprint.evaluate.compare_untrained": False, "fingerprint.evaluate.target_false_match_rate": 0.1,
+                 "fingerprint.corpus.degradations": ["noise", "phone_codec", "clean"],
+                 "fingerprint.corpus.query_lengths_s": [1, 2.5, 10], "common.device": "cpu"}
+    p = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", p)
+    apply_overrides(p, set_params(overrides))
+    through_dvc = load_params(p)
+    direct = load_params(ROOT / "params.yaml", overrides)
+    assert through_dvc.model_dump() == direct.model_dump()
+    assert through_dvc.fingerprint.corpus.degradations == ["noise", "phone_codec", "clean"]
+    name = experiment_name("fingerprint", overrides)
+    assert name.startswith("fingerprint-") and name.split("-")[1] == experiment_name("fingerprint", dict(overrides)).split("-")[1]
+    assert experiment_name("fingerprint", {"fingerprint.search.top_k": 8}).split("-")[1] != name.split("-")[1]
