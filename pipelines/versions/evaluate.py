@@ -126,6 +126,11 @@ def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
             summary.update({f"{key}{prefix}{lvl}_{k}": v for lvl in ("track", "segment") for k, v in m[lvl].items()})
             summary.update({f"{key}{prefix}{k}": v for k, v in ext.items() if k.startswith("top1_")})
         summary[f"{'' if name == 'test' else name + '_'}seconds_per_query"] = per_query_s
+    if untrained is None:   # dvc.yaml declares the untrained outputs: present and empty, so DVC can record the run
+        for kind in ("ranks", "pr"):
+            columns = pd.read_csv(paths.plots / f"versions_{kind}.csv", nrows=0).columns
+            pd.DataFrame(columns=columns).to_csv(paths.plots / f"versions_untrained_{kind}.csv", index=False)
+        write_json(paths.metrics / "versions_untrained.json", {})
     # the other collections go into the same metrics files, under their names
     for label, fname in (("trained", "versions.json"), ("untrained", "versions_untrained.json")):
         if others[label]:
