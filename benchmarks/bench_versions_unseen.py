@@ -97,8 +97,8 @@ def main(argv=None) -> int:
     from avmatch.core.device import resolve_device
     from avmatch.versions.model import load_encoder
     from avmatch.versions.retrieval import Collection, track_distance_matrix
-    from pipelines.versions.evaluate import _track_attributes, rendering_shares
     from pipelines.versions.evaluation import evaluate_track_distances
+    from pipelines.versions.renderings import rendering_shares, track_attributes
     from pipelines.versions.paths import VersionsPaths
     from pipelines.versions.shared import ok_items
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     paths = VersionsPaths.from_params(params, root)
     device = resolve_device("cpu")
     model, _ = load_encoder(Path(args.encoder) if args.encoder else paths.encoder, device)
-    attrs = _track_attributes(paths)
+    attrs = track_attributes(paths)
     ev = params.versions.evaluate
     rep = Report("versions_unseen", "Versions: unseen renderings", args)
     rep.refresh_machine()

@@ -10,6 +10,7 @@ import pandas as pd
 from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.versions.paths import VersionsPaths
+from pipelines.versions.renderings import rendering_shares, track_attributes
 from pipelines.versions.shared import (
     embed_items,
     ok_items,
@@ -18,35 +19,6 @@ from pipelines.versions.shared import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _track_attributes(paths: VersionsPaths) -> dict[str, dict[str, str]]:
-    """{track id: {"instrument": ..., "soundfont": ...}} from tracks.csv (empty strings when a column is absent,
-    as in an imported dataset's table written before the soundfont column)."""
-    from avmatch.versions.corpus import read_tracks_csv
-
-    if not paths.tracks_csv.exists():
-        return {}
-    return {r["id"]: {"instrument": r.get("instrument") or "", "soundfont": r.get("soundfont") or ""}
-            for r in read_tracks_csv(paths.tracks_csv)}
-
-
-def rendering_shares(result: dict, track_ids: list[str], attrs: dict[str, dict[str, str]]) -> dict[str, float]:
-    """Top-1 same-instrument and same-soundfont rates of a collection's track queries, with chance levels
-    (`avmatch.versions.metrics.top1_shares`); only for attributes the tracks have."""
-    import numpy as np
-
-    from avmatch.versions.metrics import top1_shares
-
-    c = np.asarray(result["cliques"], dtype=object)
-    queries = (c[:, None] == c[None]).sum(1) > 1
-    out: dict[str, float] = {}
-    for key in ("instrument", "soundfont"):
-        values = [attrs.get(t, {}).get(key, "") for t in track_ids]
-        if any(values):
-            sh = top1_shares(result["dist"], queries, values)
-            out[f"top1_same_{key}"], out[f"top1_same_{key}_chance"] = sh["rate"], sh["chance"]
-    return out
 
 
 def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
@@ -72,7 +44,7 @@ def evaluate(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dic
 
     vp, ev = params.versions, params.versions.evaluate
     store = ShardStore(paths.shards, vp.model.dim, shard_key(params, paths))
-    attrs = _track_attributes(paths)
+    attrs = track_attributes(paths)
     args = (ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates, ev.max_segment_queries, ev.bootstrap,
             params.common.seed)
     untrained = None

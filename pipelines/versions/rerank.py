@@ -74,8 +74,8 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
     from avmatch.core.progress import progress
     from avmatch.versions.rerank import rerank_distances
     from avmatch.versions.retrieval import Collection
-    from pipelines.versions.evaluate import _track_attributes, rendering_shares
     from pipelines.versions.evaluation import evaluate_track_distances, plot_data
+    from pipelines.versions.renderings import rendering_shares, track_attributes
 
     rp, ev = params.versions.rerank, params.versions.evaluate
     coll = None
@@ -108,7 +108,7 @@ def _collection(params: Params, paths: VersionsPaths, model, device, scorer, ite
         return cache[(q, j)][0]
 
     systems, rows = {}, []
-    attrs = _track_attributes(paths)
+    attrs = track_attributes(paths)
 
     def shares(d: np.ndarray) -> dict:
         """top-1 same instrument / soundfont (and chance) of this ranking: does it match tunes or renderings?"""
