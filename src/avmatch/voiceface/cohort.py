@@ -31,7 +31,12 @@ How a track's expert vectors are made (all parameters in params.yaml `voiceface.
    own coverage, noise (then without the random factor) and missing rate: real experts are of unequal quality
    (a network trained for identity carries more of it than a generic image or action network) and fail on
    different tracks (a face-recognition network needs a detected, aligned face).
-5. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (or the
+5. Low-quality tracks (`degraded_fraction` per modality, default none): on a share of the tracks (a profile,
+   blurred or tiny face; a noisy or overlapped voice) every expert of that modality sees its input scaled by
+   1 - `sensitivity` (per expert profile; a face-recognition network needs a frontal, aligned face and loses
+   more than a scene or action network) while its output noise keeps the level of its normal output, so its
+   vector is weaker and less reliable on exactly those tracks. Which expert to trust then varies per track.
+6. Missing experts: each (track, expert) vector is left out with probability `missing_fraction` (or the
    expert's profile's `missing`; a track keeps at least one expert); experts/missing.parquet lists every one
    with the reason.
 
@@ -161,6 +166,12 @@ def expert_quality(sp: Any, name: str) -> tuple[float, float | None, float]:
     return float(cov), (None if noise is None else float(noise)), float(missing)
 
 
+def expert_sensitivity(sp: Any, name: str) -> float:
+    """The share of its input signal an expert loses on a low-quality track (profile, else the common one)."""
+    prof = sp.expert_profiles.get(name)
+    return float(prof.sensitivity if prof is not None and prof.sensitivity is not None else sp.degraded_sensitivity)
+
+
 def simulate_cohort(cp: VfCorpusParams) -> Cohort:
     """Draw the cohort of `cp` (size, seed, simulator); see the module docstring for the model."""
     sp = cp.simulator
@@ -238,9 +249,13 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
     experts = dict(sp.experts)
     by_modality = {m: [e for e in experts if e.startswith("v_" if m == "voice" else "f_")] for m in ("voice", "face")}
     rng_missing = _rng(seed, 6)
+    degraded_count = {}
     for m in ("voice", "face"):
         sel, z = z_tracks[m]
         names = tracks["track"].to_numpy()[sel]
+        # low-quality tracks (own stream: a cohort without them draws exactly what it drew before)
+        degraded = _rng(seed, 9, zlib.crc32(m.encode())).random(len(sel)) < sp.degraded_fraction.get(m, 0.0)
+        degraded_count[m] = int(degraded.sum())
         es = by_modality[m]
         quality = {e: expert_quality(sp, e) for e in es}
         absent = rng_missing.random((len(sel), len(es))) < np.array([quality[e][2] for e in es])
@@ -252,9 +267,13 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
             coverage, noise, _ = quality[e]
             dims, w1, b1, w2, factor = _expert_view(e, latent_dim, experts[e], coverage, seed)
             out = np.tanh(z[:, dims] @ w1 + b1) @ w2
+            noise_std = float(out.std())  # the expert's noise level is set by its normal (full-signal) output
+            if degraded.any():  # the input signal weakens, the expert's own noise does not
+                kept = 1.0 - expert_sensitivity(sp, e)
+                out[degraded] = np.tanh(kept * z[degraded][:, dims] @ w1 + b1) @ w2
             noise_rng = _rng(seed, 8, zlib.crc32(e.encode()))
             rel = sp.expert_noise * factor if noise is None else noise
-            out = out + noise_rng.normal(0, rel * float(out.std()), out.shape)
+            out = out + noise_rng.normal(0, rel * noise_std, out.shape)
             keep_rows = ~absent[:, j]
             vectors[e] = ([str(t) for t in names[keep_rows]], out[keep_rows].astype(np.float32))
             missing_rows += [{"track": str(t), "expert": e, "reason": "simulated: expert output unavailable"}
@@ -269,6 +288,7 @@ def simulate_cohort(cp: VfCorpusParams) -> Cohort:
         "face_tracks": int((tracks["modality"] == "face").sum()),
         "noisy_tracks": int(tracks["noisy"].sum()),
         "missing_vectors": len(missing),
+        **({f"degraded_{m}_tracks": n for m, n in degraded_count.items()} if sp.degraded_fraction else {}),
         "male_fraction": float((ids["gender"] == "m").mean()),
         "experts": experts,
         **({"expert_profiles": {e: dict(zip(("coverage", "noise", "missing"), expert_quality(sp, e)))

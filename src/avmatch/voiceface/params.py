@@ -42,6 +42,8 @@ class VfExpertProfile(StrictModel):
                                 "(default: expert_noise times a random factor in [0.7, 1.3])")
     missing: float | None = Field(None, ge=0, lt=1, description="probability that a track has no vector of this "
                                   "expert (default: missing_fraction)")
+    sensitivity: float | None = Field(None, ge=0, le=1, description="how much of its input signal it loses on a "
+                                      "low-quality track (default: degraded_sensitivity)")
 
 
 class VfSimulatorParams(StrictModel):
@@ -70,6 +72,12 @@ class VfSimulatorParams(StrictModel):
     noisy_modalities: list[Literal["voice", "face"]] = Field(["face"], description="which tracks can be noisy")
     missing_fraction: float = Field(0.05, ge=0, lt=1, description="(track, expert) vectors left out "
                                     "(listed in experts/missing.parquet); a track keeps at least one expert")
+    degraded_fraction: dict[Literal["voice", "face"], float] = Field(
+        {}, description="per modality, the share of tracks of low quality (a profile, blurred or small face; a "
+        "noisy or overlapped voice): on them every expert of that modality loses `sensitivity` of its input signal "
+        "while its own noise stays, so it answers with a weaker, less reliable vector (absent: 0)")
+    degraded_sensitivity: float = Field(0.5, ge=0, le=1, description="an expert's signal loss on a low-quality "
+                                        "track, where its profile does not set one")
     experts: dict[str, int] = Field(default_factory=lambda: dict(SIM_EXPERTS),
                                     description="simulated experts: name (v_sim_* / f_sim_*) -> output size")
     expert_profiles: dict[str, VfExpertProfile] = Field(
@@ -100,6 +108,9 @@ class VfSimulatorParams(StrictModel):
         unknown = sorted(set(self.expert_profiles) - set(self.experts))
         if unknown:
             raise ValueError(f"expert_profiles for experts the simulator does not draw: {unknown}")
+        bad = {m: f for m, f in self.degraded_fraction.items() if not 0 <= f < 1}
+        if bad:
+            raise ValueError(f"degraded_fraction must be in [0, 1) per modality: {bad}")
         return self
 
 
