@@ -145,6 +145,35 @@ def test_expert_profiles_set_each_experts_quality_and_missing_rate():
                         systems=["voiceface"])
 
 
+def test_degraded_tracks_weaken_the_sensitive_experts_on_those_tracks_only():
+    """Low-quality tracks: about the asked share of one modality's tracks change, the other modality and the
+    other tracks are the vectors of the cohort without them, and a sensitive expert's vector moves more than a
+    robust one's on the same tracks."""
+    sim = VfSimulatorParams(degraded_fraction={"face": 0.5}, expert_profiles={
+        "f_sim_inception": {"sensitivity": 0.9, "missing": 0.0}, "f_sim_swin": {"sensitivity": 0.1, "missing": 0.0}})
+    base = VfSimulatorParams(expert_profiles={"f_sim_inception": {"missing": 0.0}, "f_sim_swin": {"missing": 0.0}})
+    plain = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=base))
+    c = simulate_cohort(VfCorpusParams(size="tiny", seed=2, simulator=sim))
+    n_face = int((c.tracks["modality"] == "face").sum())
+    assert c.info["degraded_face_tracks"] == pytest.approx(0.5 * n_face, abs=0.1 * n_face)
+    assert c.info["degraded_voice_tracks"] == 0
+
+    def moved(expert):
+        (ta, a), (tb, b) = c.vectors[expert], plain.vectors[expert]
+        assert ta == tb
+        return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1).mean()
+
+    inc, swin = moved("f_sim_inception"), moved("f_sim_swin")
+    changed = inc > 1e-6
+    assert changed.sum() == c.info["degraded_face_tracks"] and np.array_equal(changed, swin > 1e-6)
+    assert np.median(inc[changed]) > 3 * np.median(swin[changed])
+    for e in ("v_sim_ecapa", "v_sim_resemblyzer"):
+        assert np.array_equal(c.vectors[e][1], plain.vectors[e][1])
+    with pytest.raises(ConfigError, match="degraded_fraction"):
+        validate_params({"voiceface": {"corpus": {"simulator": {"degraded_fraction": {"face": 1.0}}}}},
+                        systems=["voiceface"])
+
+
 def test_params_errors_name_the_key():
     with pytest.raises(ConfigError, match="voiceface.corpus.size"):
         validate_params({"voiceface": {"corpus": {"size": "huge"}}}, systems=["voiceface"])
