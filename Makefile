@@ -14,7 +14,7 @@ help:  ## list the targets
 setup:  ## system packages (apt, as root), .venv with pinned dependencies
 	@bash scripts/setup.sh
 
-demo: setup  ## the main job: build the demo corpus and run the fingerprint pipeline with dvc repro (~17 min)
+demo: setup  ## the main job: build the demo corpus and run the fingerprint pipeline with dvc repro (~20 min)
 	@echo "[demo] running the pipeline: corpus -> ingest -> features -> train -> extract -> index -> evaluate"
 	dvc repro fingerprint_evaluate
 	@echo
