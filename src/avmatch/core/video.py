@@ -141,11 +141,21 @@ def decode_frames(path: str | os.PathLike, fps: float = 1.0, size: int | tuple[i
     return DecodedFrames(np.stack(frames), np.stack([k * step, (k + 1) * step], axis=1), float(duration), vfr, note)
 
 
+# x264 settings that make the output a function of the input frames only. Without them a build is not
+# byte-reproducible: x264's AVX-512 code (chosen automatically on CPUs that have it) gave 2-4 different
+# streams for the same frames in one process, single-threaded too (the first I-frame's size already differs),
+# and its automatic thread count follows the core count and the frame height, and the output follows the
+# thread count. `cpu-independent=1` (x264's own switch for "exact reproducibility across different CPUs")
+# makes every CPU take the same arithmetic; one thread fixes the rest. See docs/benchmarks.md (copydetect).
+X264_REPRODUCIBLE = {"threads": "1", "x264-params": "cpu-independent=1"}
+
+
 def encode_video(path: str | os.PathLike, frames, fps: float, bitrate: int | None = None, crf: int = 23,
                  codec: str = "libx264") -> Path:
     """Write RGB uint8 frames (an iterable of [h, w, 3]) as H.264 in mp4, atomically.
 
-    `bitrate` (bits/s) gives a low-bitrate re-encode; otherwise constant quality `crf`.
+    `bitrate` (bits/s) gives a low-bitrate re-encode; otherwise constant quality `crf`. With libx264, identical
+    frames give a byte-identical file whatever the CPU's SIMD level and core count (`X264_REPRODUCIBLE`).
     """
     from fractions import Fraction
 
@@ -158,7 +168,8 @@ def encode_video(path: str | os.PathLike, frames, fps: float, bitrate: int | Non
     with av.open(str(tmp), "w") as out:
         st = out.add_stream(codec, rate=rate)
         st.pix_fmt = "yuv420p"
-        st.options = {"preset": "veryfast", **({"crf": str(crf)} if bitrate is None else {})}
+        st.options = {"preset": "veryfast", **({"crf": str(crf)} if bitrate is None else {}),
+                      **(X264_REPRODUCIBLE if codec == "libx264" else {})}
         if bitrate is not None:
             st.bit_rate = int(bitrate)
         first = True
