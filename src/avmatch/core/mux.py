@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from avmatch.core.video import X264_REPRODUCIBLE
+
 
 def write_av(path: str | os.PathLike, frames: Iterable[np.ndarray] | None, fps: float, audio: np.ndarray | None,
              sample_rate: int, crf: int = 23, audio_bitrate: int | None = None) -> Path:
     """RGB uint8 frames ([h, w, 3] each, cropped to even sides; None: no picture) at `fps` and mono float
     `audio` in [-1, 1] (None: no soundtrack) as `path` (H.264 yuv420p + AAC). Written under a temporary
-    name and renamed, so a reader never sees half a file."""
+    name and renamed, so a reader never sees half a file. The same frames and audio give the same bytes on
+any machine (`X264_REPRODUCIBLE`): x264's automatic threads and CPU-specific code do not."""
     import av
 
     path = Path(path)
@@ -33,7 +36,7 @@ def write_av(path: str | os.PathLike, frames: Iterable[np.ndarray] | None, fps: 
             h, w = first.shape[0] - first.shape[0] % 2, first.shape[1] - first.shape[1] % 2
             vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             vs.pix_fmt, vs.height, vs.width = "yuv420p", h, w
-            vs.options = {"preset": "veryfast", "crf": str(crf)}
+            vs.options = {"preset": "veryfast", "crf": str(crf), **X264_REPRODUCIBLE}
         if audio is not None:
             ast = out.add_stream("aac", rate=sample_rate)
             ast.layout = "mono"
