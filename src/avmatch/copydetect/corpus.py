@@ -21,6 +21,15 @@ Queries splice 1-2 transformed copies of reference segments (crop, flip, blur, c
 overlay, picture-in-picture, speed change; per query a frame-rate change and sometimes a low-bitrate
 re-encode) between distractor footage; some queries contain no copy at all.
 
+The same builder makes the **unseen-source collection** (`build_unseen_collection`, issue 17): `FootageSources`
+names where footage comes from; `UNSEEN_SOURCES` shares no source with the demo corpus or training
+(`DEMO_SOURCE_NAMES`): scikit-learn's and matplotlib's sample photos and Debian's
+plasma-workspace-wallpapers, gnome-backgrounds, sway-backgrounds, desktop-base, debian-edu-artwork-emerald and
+xplanet-images (one file per wallpaper and theme variant, no logos), and any of its photos whose file-name
+family or pHash matches a demo, noise-only or texture photo (`demo_photo_pool`) is dropped. It is all photo
+pans: no package outside the demo's sources that ships real video was found. `benchmarks/bench_copydetect_unseen.py`
+scores descriptors on it.
+
 Layout under the corpus root (VSC22 names; ids `Q000001`, `R000001`, `N000001`)::
 
     query/  reference/  noise/                       H.264 mp4
