@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
@@ -37,7 +35,7 @@ from avmatch.fingerprint.training import train_fingerprinter  # noqa: E402
 from pipelines.fingerprint.evaluate import _evaluate_in_memory  # noqa: E402
 from pipelines.fingerprint.evaluation import read_ground_truth  # noqa: E402
 from pipelines.fingerprint.paths import FingerprintPaths  # noqa: E402
-from pipelines.fingerprint.train import _load_set_audio  # noqa: E402
+from pipelines.fingerprint.train import _load_set_audio, split_train_val  # noqa: E402
 
 SECTIONS = ("train", "model", "evaluate", "search", "audio")
 
@@ -68,15 +66,14 @@ def main() -> int:
     else:
         _, audio = _load_set_audio(paths, "train")
         _, noise = _load_set_audio(paths, "noise_train")
-        order = np.random.default_rng(params.common.seed).permutation(len(audio))   # the train stage's split
-        n_val = max(1, len(audio) // 10) if len(audio) > 3 else 0
+        train_audio, val_audio = split_train_val(audio, params.common.seed)
         t0 = time.perf_counter()
         result = train_fingerprinter(
-            [audio[i] for i in order[n_val:]], noise, train_params=fp.train, model_params=fp.model,
+            train_audio, noise, train_params=fp.train, model_params=fp.model,
             logmel_params=fp.logmel, audio_params=fp.audio, common_params=params.common,
             checkpoint_dir=args.out / "checkpoints",
             log=lambda m, s: print(s, m, file=sys.stderr, flush=True) if "val_top1" in m else None,
-            val_audio=[audio[i] for i in order[:n_val]] or None)
+            val_audio=val_audio or None)
         print(f"train_seconds {time.perf_counter() - t0:.0f}", file=sys.stderr)
         model = result.model.eval()
         save_encoder(model, enc, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),

@@ -19,6 +19,14 @@ def _load_set_audio(paths: FingerprintPaths, name: str) -> tuple[pd.DataFrame, l
     return items, [load_pcm(p) for p in items["pcm_file"]]
 
 
+def split_train_val(audio: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training tracks, validation tracks): a seeded tenth of the tracks (none with 3 or fewer) is held out
+    for the validation curve; benchmarks that retrain a variant use the same split."""
+    order = np.random.default_rng(seed).permutation(len(audio))
+    n_val = max(1, len(audio) // 10) if len(audio) > 3 else 0
+    return [audio[i] for i in order[n_val:]], [audio[i] for i in order[:n_val]]
+
+
 def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dict:
     """Contrastive training of the fingerprint encoder with on-the-fly degradations; resumable."""
     from avmatch.fingerprint.hubness import embed_background
@@ -30,11 +38,7 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
     if not audio:
         raise RuntimeError(f"no usable training audio in {paths.set_dir('train')} (see {paths.bad_files})")
     _, noise = _load_set_audio(paths, "noise_train")
-    rng = np.random.default_rng(params.common.seed)
-    order = rng.permutation(len(audio))
-    n_val = max(1, len(audio) // 10) if len(audio) > 3 else 0
-    val_audio = [audio[i] for i in order[:n_val]]
-    train_audio = [audio[i] for i in order[n_val:]]
+    train_audio, val_audio = split_train_val(audio, params.common.seed)
 
     def on_log(metrics: dict, step: int) -> None:
         tracker.log_metrics(metrics, step=step)
