@@ -158,6 +158,35 @@ def test_chroma_input_is_exactly_transposition_invariant():
         assert not torch.allclose(m(x), m(unrelated), atol=1e-3)
 
 
+def test_crp_chroma_ignores_a_smooth_spectral_envelope():
+    """crp_coeffs whitens the input against the instrument: the same notes under another smooth EQ across the 7
+    octaves (an instrument's envelope, in the log CQT an added slow curve along the bins) give the same whitened
+    chroma, while the plain chroma changes; other notes still change it."""
+    from avmatch.versions.model import VersionEncoder
+
+    torch.manual_seed(0)
+    notes = (torch.rand(1, 84, 200) > 0.9).float() * 0.5
+    bins = torch.arange(84.0)[None, :, None]
+    eq = 0.3 * torch.cos(torch.pi * bins / 84) + 0.2 * torch.cos(2 * torch.pi * bins / 84 + 1.0)  # 1-2 cycles
+    x, y = notes + 0.5, notes + 0.5 + eq
+    whitened, plain = (VersionEncoder(84, [8, 16], 32, pitch_input="chroma", crp_coeffs=k).eval() for k in (38, 0))
+
+    def chroma(m, v):  # what the first layer sees
+        seen = {}
+        m.body[0].register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0]))
+        m(v)
+        return seen["x"]
+
+    other = (torch.rand(1, 84, 200) > 0.9).float() * 0.5 + 0.5
+    cw, cp = (chroma(whitened, x), chroma(whitened, y)), (chroma(plain, x), chroma(plain, y))
+    gap = lambda a, b: float((a - b).abs().max())
+    assert gap(*cw) < 0.05 < gap(*cp)
+    assert gap(cw[0], chroma(whitened, other)) > 0.2
+    with pytest.raises(ValueError, match="crp_coeffs"):
+        from avmatch.versions.params import VerModelParams
+        VerModelParams(pitch_input="octaves", crp_coeffs=38)
+
+
 def test_temporal_layers_widen_the_receptive_field_to_the_whole_segment():
     """Without them the last pooled position sees ~7 s of a 20 s segment, so the pooled features are a bag of
     local patterns; with 3 dilated layers it depends on the segment's first frames too (the order of events

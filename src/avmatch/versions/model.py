@@ -64,9 +64,11 @@ class VersionEncoder(nn.Module):
 
     def __init__(self, n_bins: int = 84, channels: list[int] | tuple[int, ...] = (16, 32, 64, 128), dim: int = 128,
                  gem_p: float = 3.0, fold_octaves: bool = True, bins_per_octave: int = 12, pitch_input: str = "octaves",
-                 frame_norm: bool = False, temporal_layers: int = 0, chroma_top: int = 0):
+                 frame_norm: bool = False, temporal_layers: int = 0, chroma_top: int = 0, crp_coeffs: int = 0):
         super().__init__()
-        self.frame_norm, self.chroma_top = frame_norm, chroma_top
+        self.frame_norm, self.chroma_top, self.crp_coeffs = frame_norm, chroma_top, crp_coeffs
+        if crp_coeffs:
+            self.register_buffer("crp_lifter", _crp_lifter(n_bins, crp_coeffs), persistent=False)
         self.fold = fold_octaves and n_bins % bins_per_octave == 0
         self.bpo = bins_per_octave
         self.pitch_input = pitch_input if self.fold else "octaves"
@@ -88,11 +90,16 @@ class VersionEncoder(nn.Module):
     @classmethod
     def from_params(cls, m: VerModelParams, c: CQTParams) -> "VersionEncoder":
         return cls(c.n_bins, list(m.channels), m.dim, m.gem_p, m.fold_octaves, c.bins_per_octave, m.pitch_input,
-                   m.frame_norm, m.temporal_layers, m.chroma_top)
+                   m.frame_norm, m.temporal_layers, m.chroma_top, m.crp_coeffs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, bins, frames] CQT segments -> [B, dim] unit vectors."""
         x = normalise_segments(x)
+        silent = None
+        if self.crp_coeffs:
+            # the frame's smooth spectral envelope (lowest DCT coefficients along the bins) removed: CRP chroma
+            silent = x.amax(-2, keepdim=True) < SILENCE_FLOOR                      # [B, 1, T]
+            x = torch.einsum("ij,bjt->bit", self.crp_lifter, x)
         if self.frame_norm:
             # each frame by its largest bin
             x = x / x.amax(-2, keepdim=True).clamp(min=SILENCE_FLOOR)
@@ -101,6 +108,9 @@ class VersionEncoder(nn.Module):
             x = x.view(b, f // self.bpo, self.bpo, t)
             if self.pitch_input != "octaves":
                 chroma = torch.stack([x.mean(1), x.amax(1)], 1)
+                if silent is not None:  # each chroma frame to unit length, silent frames to 0
+                    chroma = chroma / chroma.norm(dim=2, keepdim=True).clamp(min=1e-6)
+                    chroma = chroma.masked_fill(silent[:, None], 0.0)
                 if self.chroma_top:
                     kth = chroma.topk(self.chroma_top, 2).values[:, :, -1:]       # [B, 2, 1, T]
                     floor = SILENCE_FLOOR * chroma.flatten(2).amax(-1)[..., None, None]
@@ -110,6 +120,16 @@ class VersionEncoder(nn.Module):
             x = x.unsqueeze(1)
         h = self.body(x)
         return nn.functional.normalize(self.head(self.pool(h)), dim=-1)
+
+
+def _crp_lifter(n: int, k: int) -> torch.Tensor:
+    """[n, n] matrix that zeroes the lowest `k` orthonormal DCT-II coefficients of a length-n vector (the
+    inverse DCT of the kept coefficients): removes what varies slower than ~2n/k bins along the pitch axis."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(torch.pi / n * (i[None] + 0.5) * i[:, None]) * (2.0 / n) ** 0.5
+    d[0] /= 2 ** 0.5
+    keep = (i >= k).to(torch.float64)
+    return (d.T @ torch.diag(keep) @ d).to(torch.float32)
 
 
 def save_encoder(model: VersionEncoder, path: Path, config: dict) -> None:

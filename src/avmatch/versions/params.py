@@ -103,12 +103,19 @@ class VerModelParams(StrictModel):
     temporal_layers: int = Field(0, ge=0, le=6, description="dilated residual convolutions along time (dilation 1, 2, "
                                  "4, ..) after the 2-D blocks, before pooling: each position then sees the order of "
                                  "events across the whole segment, not only ~7 s around it")
+    crp_coeffs: int = Field(0, ge=0, description="timbre-whitened chroma (CRP, Mueller & Ewert 2010): the lowest "
+                            "`crp_coeffs` DCT coefficients of each frame's log CQT along the bins (the smooth spectral "
+                            "envelope, i.e. the instrument) set to 0 before folding, each chroma frame L2-normalised; "
+                            "0 = off")
 
     @model_validator(mode="after")
     def _chroma_options_need_chroma(self) -> "VerModelParams":
         if self.chroma_top and (self.pitch_input == "octaves" or not self.fold_octaves):
             raise ValueError(f"versions.model.chroma_top ({self.chroma_top}) acts on the chroma input: set "
                              "versions.model.pitch_input to chroma or both (with fold_octaves: true), or chroma_top to 0")
+        if self.crp_coeffs and (self.pitch_input == "octaves" or not self.fold_octaves):
+            raise ValueError(f"versions.model.crp_coeffs ({self.crp_coeffs}) whitens the chroma input: set "
+                             "versions.model.pitch_input to chroma or both (with fold_octaves: true), or crp_coeffs to 0")
         return self
 
 
