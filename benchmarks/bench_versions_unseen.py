@@ -82,6 +82,27 @@ def embed_variant(model, items, params, device, variant: str):
     return pd.concat(metas, ignore_index=True), np.concatenate(vecs)
 
 
+def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: int) -> dict:
+    """Paired per-query AP difference (dist's minus the other encoder's) with a percentile bootstrap CI."""
+    import numpy as np
+
+    from avmatch.versions.metrics import confidence_interval, per_query
+    from avmatch.versions.retrieval import Collection, track_distance_matrix
+
+    coll = Collection.from_rows(*other_embedded)
+    if list(coll.track_ids) != list(track_ids):
+        raise RuntimeError("the two encoders embedded different tracks")
+    d2 = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+    c = np.asarray([clique_of[t] for t in track_ids], dtype=object)
+    valid = ~np.eye(len(c), dtype=bool)
+    relevant = (c[:, None] == c[None]) & valid
+    ap_other = per_query(d2, relevant, valid)["AP"]
+    diff = per_query(dist, relevant, valid)["AP"] - ap_other
+    lo, hi = confidence_interval(diff, ev.bootstrap, seed)
+    return {"other MAP": round(float(ap_other.mean()), 3),
+            "paired MAP difference [95% CI]": f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -90,6 +111,9 @@ def main(argv=None) -> int:
     p.add_argument("--collections", nargs="+", default=["val", "test_unseen"])
     p.add_argument("--variant", nargs="+", default=["plain", "key2"], choices=VARIANTS)
     p.add_argument("--label", default="", help="what the encoder is (a column of the table)")
+    p.add_argument("--paired-with", default=None, metavar="ENCODER",
+                   help="also score this encoder (plain) and report the paired per-query AP difference (this "
+                        "encoder's minus that one's) with its 95%% bootstrap CI over the queries")
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
@@ -107,6 +131,7 @@ def main(argv=None) -> int:
     paths = VersionsPaths.from_params(params, root)
     device = resolve_device("cpu")
     model, _ = load_encoder(Path(args.encoder) if args.encoder else paths.encoder, device)
+    other = load_encoder(Path(args.paired_with), device)[0] if args.paired_with else None
     attrs = track_attributes(paths)
     ev = params.versions.evaluate
     rep = Report("versions_unseen", "Versions: unseen renderings", args)
@@ -125,6 +150,10 @@ def main(argv=None) -> int:
             res = evaluate_track_distances(dist, [cl[t] for t in coll.track_ids], ev.bootstrap, params.common.seed)
             sh = rendering_shares({"cliques": [cl[t] for t in coll.track_ids], "dist": dist}, coll.track_ids, attrs)
             lo, hi = res["ci95"]["MAP"]
+            paired = {}
+            if other is not None:
+                paired = _paired(dist, embed_variant(other, items, params, device, "plain"), cl, coll.track_ids, ev,
+                                 params.common.seed)
             rows.append({"encoder": args.label or "-", "collection": name, "variant": variant,
                          "tracks": len(items), "queries": res["n_queries"], "track MAP": res["metrics"]["MAP"],
                          "95% CI": f"[{lo:.3f}, {hi:.3f}]", "MR1": res["metrics"]["MR1"],
@@ -132,7 +161,7 @@ def main(argv=None) -> int:
                                                            f"({sh.get('top1_same_instrument_chance', float('nan')):.3f})",
                          "top-1 same soundfont (chance)": f"{sh.get('top1_same_soundfont', float('nan')):.3f} "
                                                           f"({sh.get('top1_same_soundfont_chance', float('nan')):.3f})",
-                         "seconds": round(time.perf_counter() - t0, 1)})
+                         **paired, "seconds": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
     rep.table(rows)
     print(rep.finish())
