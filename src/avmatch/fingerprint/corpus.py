@@ -100,7 +100,7 @@ class SizeSpec:
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(8, 0.0, 6, 0.0, 2, (28.0, 34.0), 8, False, dict(TINY_WEIGHTS), 4, 1, 12.0),
-    "demo": SizeSpec(100, 1.1 * 3600, 40, 35 * 60, 10, (30.0, 48.0), 100, True),
+    "demo": SizeSpec(100, 1.1 * 3600, 40, 35 * 60, 40, (30.0, 48.0), 100, True),
     "large": SizeSpec(500, 5.5 * 3600, 200, 3 * 3600, 40, (30.0, 60.0), 500, True, speech_files=4),
 }
 
