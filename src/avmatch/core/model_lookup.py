@@ -6,6 +6,11 @@ looked for in `$AVMATCH_ROOT` when set (the user named the project), else in the
 working directory and in the checkout the `avmatch` package runs from (an editable install or
 `PYTHONPATH=src`), first match wins. A `--model PATH` given by the user is relative to the working
 directory, as any path argument.
+
+A system may also ship an encoder with the package (`src/avmatch/shipped/<system>/`, laid out as a
+small project: params.yaml, models/, metrics/ and lineage.json saying which pipeline run made it),
+trained by a configuration a 2-core demo cannot afford. It is the default when the user names no
+project (`shipped_project`, `default_projects`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,25 @@ def candidate_projects() -> list[Path]:
     if (checkout / "params.yaml").exists() and checkout not in found:
         found.append(checkout)
     return found
+
+
+SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "shipped"
+
+
+def shipped_project(system: str, rel: Path) -> Path | None:
+    """The folder of the encoder the package ships for `system` when it holds `rel`, else None."""
+    folder = SHIPPED_ROOT / system
+    return folder if (folder / rel).is_file() and (folder / "params.yaml").is_file() else None
+
+
+def default_projects(system: str, rel: Path) -> list[Path]:
+    """Where a command without `--model` looks, first match wins: the project `$AVMATCH_ROOT` names
+    (the user chose it), else the shipped encoder, else the project around the working directory and
+    the checkout `avmatch` runs from."""
+    if os.environ.get("AVMATCH_ROOT"):
+        return candidate_projects()
+    shipped = shipped_project(system, rel)
+    return ([shipped] if shipped is not None else []) + candidate_projects()
 
 
 def project_of(model: Path) -> Path | None:

@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -607,8 +608,26 @@ class ItemPlanner:
         self.seed = seed
         self.count = 0
         self.names: set[str] = set()
+        self.decks: dict[str, list[str]] = {}
+        self.dealt_first: set[str] = set()
 
-    def make(self, group: str) -> RenderSpec:
+    def _dealt(self, kind: str, names: list[str], first: Sequence[str]) -> str:
+        """The next instrument (set) of a seeded shuffled deck: the `first` ones, then all of `names`,
+        dealt anew when empty, so every one is used once before any is used twice."""
+        deck = self.decks.setdefault(kind, [])
+        if not deck:
+            rng = np.random.default_rng([self.seed, 2029, self.count, len(names)])
+            want = [n for n in dict.fromkeys(first) if n in names] if kind not in self.dealt_first else []
+            self.dealt_first.add(kind)
+            rest = [n for n in names if n not in want]
+            deck.extend([rest[int(i)] for i in rng.permutation(len(rest))]
+                        + [want[int(i)] for i in rng.permutation(len(want))])   # popped from the end: want first
+        return deck.pop()
+
+    def make(self, group: str, cover: Sequence[str] | None = None) -> RenderSpec:
+        """One item of `group`. `cover` (instrument names, e.g. the references'): its instruments are dealt
+        from a deck, those named first, then every ensemble or solo instrument before any repeats: training
+        material that spans the timbres the references have. Otherwise drawn independently."""
         g = GROUPS[group]
         rng = np.random.default_rng([self.seed, 2027, self.count])
         self.count += 1
@@ -631,12 +650,11 @@ class ItemPlanner:
             spare_ql = pieces[0].length_ql - target * bpm / 60.0
             bars = int(spare_ql // 4)
             start_ql = 4.0 * int(rng.integers(0, bars + 1)) if bars > 0 else 0.0
-        if g.polyphonic:
-            ens = sorted(ENSEMBLES)[int(rng.integers(len(ENSEMBLES)))]
-            programs = ENSEMBLES[ens]
-        else:
-            ens = sorted(SOLO)[int(rng.integers(len(SOLO)))]
-            programs = [SOLO[ens]]
+        table = ENSEMBLES if g.polyphonic else SOLO
+        ens = sorted(table)[int(rng.integers(len(table)))]   # drawn even when dealt: the later draws stay put
+        if cover is not None:
+            ens = self._dealt("ensemble" if g.polyphonic else "solo", sorted(table), cover)
+        programs = list(table[ens]) if g.polyphonic else [table[ens]]
         transpose = int(rng.integers(-4, 5))
         reverb = int(rng.integers(20, 80))
         medley = f"_medley{len(pieces)}" if len(pieces) > 1 else ""

@@ -154,17 +154,22 @@ reason and the rest are stored; the exit status is {EXIT_SOME_FAILED} when any i
 Each recording gets a stable id, its file name without extension (with as many parent folders as
 make it unique), or the id given in `--manifest`; `identify` reports it as `ref_id`.
 
-Encoder: A new database is built with `--model`, else with the project's trained
-`models/fingerprint/encoder.pt`, found from `$AVMATCH_ROOT` (when set), else from the avmatch
-project around the current folder or the checkout avmatch runs from; its threshold is the one the
-project's evaluation chose (`metrics/fingerprint.json`). The database keeps both (db.json), so
-later commands need neither.
+Encoder: A new database is built with `--model`, else with the trained
+`models/fingerprint/encoder.pt` of the project `$AVMATCH_ROOT` names (when set), else with the
+encoder avmatch ships (`src/avmatch/shipped/fingerprint`: the pipeline's `large` configuration,
+6000 training steps; its lineage.json names the DVC experiment and MLflow registry version that
+made it), else with the project's around the current folder or the checkout avmatch runs from.
+Its threshold is the one that encoder's evaluation chose (its `metrics/fingerprint.json`). The
+database keeps both (db.json), so later commands need neither. To use the encoder your own `make
+demo` trained, give `--model /path/to/avmatch/models/fingerprint/encoder.pt` or set
+`AVMATCH_ROOT`.
 """))
 def add(
     inputs: Optional[list[str]] = typer.Argument(None, metavar="FILE_OR_FOLDER", help="audio files or folders", show_default=False),
     db: Path = typer.Option(..., "--db", help="database folder (created if missing)"),
-    model: Optional[Path] = typer.Option(None, help="encoder for a new database (default: the project's trained "
-                                         "encoder); for an existing one it must be the encoder it was built with"),
+    model: Optional[Path] = typer.Option(None, help="encoder for a new database (default: $AVMATCH_ROOT's trained "
+                                         "encoder, else the shipped one); for an existing one it must be the encoder "
+                                         "it was built with"),
     threshold: Optional[float] = typer.Option(None, help="no-match threshold of a new database (default: the one "
                                               "evaluated for the encoder)"),
     manifest: Optional[Path] = typer.Option(None, help="CSV (or Parquet) with columns path,id: files to add "

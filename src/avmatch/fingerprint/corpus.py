@@ -100,7 +100,7 @@ class SizeSpec:
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(8, 0.0, 6, 0.0, 2, (28.0, 34.0), 8, False, dict(TINY_WEIGHTS), 4, 1, 12.0),
-    "demo": SizeSpec(100, 1.1 * 3600, 40, 35 * 60, 10, (30.0, 48.0), 100, True),
+    "demo": SizeSpec(100, 1.1 * 3600, 40, 35 * 60, 40, (30.0, 48.0), 100, True),
     "large": SizeSpec(500, 5.5 * 3600, 200, 3 * 3600, 40, (30.0, 60.0), 500, True, speech_files=4),
 }
 
@@ -159,8 +159,13 @@ def _recorded_tracks(seed: int, cache: Path | None) -> tuple[dict[str, list[Path
 
 
 def _plan_rendered(spec: SizeSpec, seed: int, rec_ref_s: float, rec_ref_n: int, rec_train_s: float,
-                   rec_train_n: int, cache: Path | None, workers: int) -> dict[str, list[RenderSpec]]:
-    """Choose music21 pieces (disjoint across splits) and how to render each: refs, train, oov."""
+                   rec_train_n: int, cache: Path | None, workers: int, cover_ref_instruments: bool = False
+                   ) -> dict[str, list[RenderSpec]]:
+    """Choose music21 pieces (disjoint across splits) and how to render each: refs, train, oov.
+
+    `cover_ref_instruments`: the training pieces get the references' instruments first (dealt, not drawn),
+    so that the encoder and the null queries cut from the training music have heard every timbre of the
+    database; the pieces themselves, and so the references and held-out pieces, are the same either way."""
     pool = PiecePool(list(spec.weights), seed, cache, workers)
     planner = ItemPlanner(pool, seed, *spec.dur_s)
     mean_s = sum(spec.dur_s) / 2
@@ -181,7 +186,8 @@ def _plan_rendered(spec: SizeSpec, seed: int, rec_ref_s: float, rec_ref_n: int, 
         while len(out[split]) < n_min or secs < s_min:
             g = next(sched)
             try:
-                item = planner.make(g)
+                cover = [r.ensemble for r in out["ref"]] if split == "train" and cover_ref_instruments else None
+                item = planner.make(g, cover)
             except RuntimeError as exc:  # a group ran out of pieces (large corpora): drop it
                 log.warning("%s", exc)
                 weights.pop(g)
@@ -620,7 +626,8 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
 
     # 2. music21 renderings -----------------------------------------------------------------------
     plan = _plan_rendered(spec, seed, sum(t.duration_s for t in rec_refs), len(rec_refs),
-                          sum(t.duration_s for t in rec_train), len(rec_train), cache, workers)
+                          sum(t.duration_s for t in rec_train), len(rec_train), cache, workers,
+                          params.cover_ref_instruments)
     stage("plan_music21")
     folders = {"ref": tmp / "refs", "train": tmp / "train", "oov": tmp / "_heldout"}
     jobs = [(s, folders[split] / f"{s.name}.flac") for split in ("ref", "train", "oov") for s in plan[split]]

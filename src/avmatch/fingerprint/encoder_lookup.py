@@ -4,9 +4,12 @@ A threshold is only meaningful for the encoder (and score definition) it was cho
 queries, so the two are looked up together and stored together in the database's db.json; nothing
 falls back silently to a made-up number. The encoder is found the same way wherever the command runs:
 `--model PATH` (relative to the working directory), else the trained `models/fingerprint/encoder.pt`
-of the project named by `$AVMATCH_ROOT`, or when that is unset of the first of the project around
-the working directory and the checkout the `avmatch` package runs from. Its threshold is that
-project's `metrics/fingerprint.json` (per query length when the file has them).
+of the project named by `$AVMATCH_ROOT`, or when that is unset the encoder the package ships
+(`src/avmatch/shipped/fingerprint`: the pipeline's `large` configuration, stronger than the 2-core
+demo's; its lineage.json names the DVC experiment and MLflow registry version that made it), else
+the first of the project around the working directory and the checkout the `avmatch` package runs
+from. Its threshold is that project's `metrics/fingerprint.json` (per query length when the file
+has them).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from avmatch.core.hashing import file_hash
 from avmatch.core.model_lookup import (
     ModelNotFound,
     candidate_projects,
-    find_project_model,
+    default_projects,
     given_model,
     not_found_message,
     project_of,
+    shipped_project,
 )
 from avmatch.fingerprint.calibration import Thresholds
 from avmatch.fingerprint.params import FpIndexParams, FpSearchParams
@@ -88,10 +92,11 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
     threshold from the project it lives in, or from any candidate project whose trained encoder is
     the same file (same hash); with neither, a threshold must be given.
     """
-    projects = candidate_projects()
+    projects = default_projects("fingerprint", ENCODER_REL)
     warnings: list[str] = []
     if model is None:
-        path, looked = find_project_model(ENCODER_REL)
+        looked = [root / ENCODER_REL for root in projects]
+        path = next((p for p in looked if p.exists()), None)
         if path is None:
             raise EncoderNotFound(_not_found_message(looked))
         owners = [path.parents[2]]
@@ -125,7 +130,8 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
             f"{metrics} has no similarity thresholds (similarity_thresholds_by_length), which the decision "
             f"fingerprint.search.score: either needs: it predates that decision. Run `dvc repro fingerprint_evaluate` "
             f"in {owner} again, or pass --threshold T (the margin alone).")
-    if owner is not None and metrics.stat().st_mtime < (owner / ENCODER_REL).stat().st_mtime:
+    if owner is not None and owner != shipped_project("fingerprint", ENCODER_REL) \
+            and metrics.stat().st_mtime < (owner / ENCODER_REL).stat().st_mtime:
         warnings.append(f"{owner / ENCODER_REL} is newer than {metrics}: the threshold may have been evaluated for "
                         f"an earlier encoder (run `dvc repro fingerprint_evaluate` there to re-evaluate)")
     return EncoderChoice(path, digest, thresholds, str(metrics), index, search, tuple(warnings))

@@ -24,6 +24,9 @@ class FpCorpusParams(StrictModel):
     snr_db: tuple[float, float] = (0.0, 10.0)
     queries_per_length: int | None = Field(None, ge=1, description="None: size default")
     oov_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of queries from music not in the db")
+    cover_ref_instruments: bool = Field(
+        False, description="builtin: deal the training pieces' instruments so that the references' instruments "
+                           "come first (training and null-query music spanning the references' timbres)")
     source: Literal["builtin", "nafp"] = Field(
         "builtin", description="builtin: the offline demo corpus; nafp: import the NAFP dataset at dataset_root")
     dataset_root: str | None = Field(None, description="neural-audio-fp-dataset folder (source: nafp)")
