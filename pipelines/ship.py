@@ -22,7 +22,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from avmatch.core.config import load_params
+from avmatch.core.config import ConfigError, load_params
 from avmatch.core.model_lookup import SHIPPED_ROOT
 from avmatch.core.tracking import dvc_lock_entry, dvc_lock_records_file, model_name, tracking_uri
 from pipelines.registry import pipeline_spec
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         dest = ship(args.system, args.source.resolve(), args.experiment, note=args.note)
-    except (ShipError, KeyError, subprocess.CalledProcessError) as exc:
+    except (ShipError, ConfigError, KeyError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"shipped {args.system} encoder to {dest} (lineage: {dest / 'lineage.json'})")

@@ -70,9 +70,10 @@ def project_of(model: Path) -> Path | None:
     return None
 
 
-def find_project_model(rel: Path) -> tuple[Path | None, list[Path]]:
-    """(the first candidate project's `rel` that exists, or None; every path looked at)."""
-    looked = [root / rel for root in candidate_projects()]
+def find_project_model(rel: Path, projects: list[Path] | None = None) -> tuple[Path | None, list[Path]]:
+    """(the first of `projects` (default: the candidate projects) whose `rel` exists, or None; every path
+    looked at)."""
+    looked = [root / rel for root in (candidate_projects() if projects is None else projects)]
     return next((p for p in looked if p.exists()), None), looked
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from avmatch.core.hashing import file_hash
 from avmatch.core.model_lookup import (
     ModelNotFound,
-    candidate_projects,
     default_projects,
+    find_project_model,
     given_model,
     not_found_message,
     project_of,
@@ -95,8 +95,7 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
     projects = default_projects("fingerprint", ENCODER_REL)
     warnings: list[str] = []
     if model is None:
-        looked = [root / ENCODER_REL for root in projects]
-        path = next((p for p in looked if p.exists()), None)
+        path, looked = find_project_model(ENCODER_REL, projects)
         if path is None:
             raise EncoderNotFound(_not_found_message(looked))
         owners = [path.parents[2]]
