@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.set)}
     aug = {"versions.train.augment.timbre": 0.0, "versions.train.augment.pitch_shift_bins": 0,
            "versions.train.augment.freq_mask_bins": 2, "versions.train.augment.time_mask_frames": 16}
-    params = load_params(root / "params.yaml", {**aug, **overrides, "versions.train.max_steps": args.steps})
+    params = load_params(root / "params.yaml", {"versions.train.threads": args.threads, **aug, **overrides,
+                                                  "versions.train.max_steps": args.steps})
     vp = params.versions
     paths = VersionsPaths.from_params(params, root)
     cache = Path(args.cache) if args.cache else root / "data" / "versions" / "hpcp_bench"

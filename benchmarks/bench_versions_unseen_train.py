@@ -45,7 +45,8 @@ def main(argv=None) -> int:
 
     root = Path(args.project).resolve()
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.set)}
-    params = load_params(root / "params.yaml", {**overrides, "versions.train.max_steps": args.steps})
+    params = load_params(root / "params.yaml", {"versions.train.threads": args.threads, **overrides,
+                                                  "versions.train.max_steps": args.steps})
     vp = params.versions
     paths = VersionsPaths.from_params(params, root)
     tr = ok_items(paths, ("train",))

@@ -200,8 +200,10 @@ def test_copydetect_training_is_fixed_by_seed_and_steps_not_by_time(tmp_path):
     from avmatch.copydetect.training import train_frame_encoder
 
     videos, mp, tp = _cd_setup()
+    torch.set_num_threads(3)   # the trainer runs on train.threads, whatever the process had
     fast = train_frame_encoder(videos, train_params=tp, model_params=mp, seed=1, device="cpu",
                                checkpoint_dir=tmp_path / "fast")
+    assert torch.get_num_threads() == tp.threads
     slow = train_frame_encoder(videos, train_params=tp.model_copy(update={"max_minutes": 0.5}), model_params=mp,
                                seed=1, device="cpu", checkpoint_dir=tmp_path / "slow",
                                log_fn=lambda m, step: time.sleep(0.1))

@@ -404,3 +404,25 @@ def test_version_time_limit_fails_loudly_and_a_rerun_resumes_the_same_sequence(t
     # a checkpoint made for another validation is not resumed: its best-so-far weights were chosen by that one
     other = train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu", checkpoint_dir=tmp_path, val_id="other")
     assert other.resumed_from_step is None and other.steps == 20
+
+
+def test_version_training_runs_on_its_configured_threads_whatever_the_process_had(tmp_path):
+    """The trained weights must not depend on the machine's cores: the trainer sets `train.threads` itself, so
+    runs started from processes with different thread counts train the same weights on the same count."""
+    from avmatch.versions.params import CQTParams
+    from avmatch.versions.training import train_version_encoder
+
+    feats, cliques, mp, tp = _version_training_setup()
+    tp = tp.model_copy(update={"threads": 2, "max_steps": 6})
+    args = (feats, cliques, _val_score(feats))
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for process_threads in (1, 3):
+            torch.set_num_threads(process_threads)
+            runs.append(train_version_encoder(*args, tp, mp, CQTParams(), 40, 5, "cpu",
+                                              checkpoint_dir=tmp_path / str(process_threads)))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert runs[0].history == runs[1].history and _same_state(runs[0].model, runs[1].model)

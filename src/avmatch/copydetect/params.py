@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
+from avmatch.core.config import MAX_MINUTES_HELP, TRAIN_THREADS_HELP, StrictModel
 
 
 class CdCorpusParams(StrictModel):
@@ -42,6 +42,7 @@ class CdTrainParams(StrictModel):
     max_steps: int = Field(3000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
     max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     checkpoint_every: int = Field(100, ge=1)
+    threads: int = Field(2, ge=0, description=TRAIN_THREADS_HELP)
     augment_strength: float = Field(1.0, gt=0, le=1.0)
     koleo_weight: float = Field(0.0, ge=0, description="weight of the KoLeo entropy regulariser (SSCD; 0 = off): "
                                 "spreads descriptors so noise-set normalisation can work")

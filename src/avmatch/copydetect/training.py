@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from avmatch.copydetect.model import FrameEncoder
 from avmatch.copydetect.train_log import StepReporter
-from avmatch.core.device import resolve_device, seed_everything
+from avmatch.core.device import resolve_device, seed_everything, set_threads
 from avmatch.core.losses import koleo, nt_xent
 from avmatch.core.progress import progress
 from avmatch.core.training import (
@@ -192,6 +192,8 @@ def train_frame_encoder(videos: list[np.ndarray], *, train_params: Any, model_pa
     """
     tp, mp = train_params, model_params
     timer = SafetyTimer(tp.max_minutes)
+    if tp.threads:
+        set_threads(tp.threads)
     dev = resolve_device(device)
     seed_everything(seed)
     sampler = FrameSampler(videos)

@@ -37,6 +37,8 @@ class StrictModel(BaseModel):
 # every trainer's `train.max_minutes` (avmatch.core.training says why it is only a safety stop)
 MAX_MINUTES_HELP = ("optional safety stop (null = no limit): reaching it before max_steps saves the checkpoint "
                     "and fails the train stage; a rerun resumes from the checkpoint")
+TRAIN_THREADS_HELP = ("torch threads while training. A fixed count makes the trained weights the same on any machine "
+                      "(the thread count orders the float sums); 0 = common.num_threads (machine-dependent)")
 
 
 # ---------------------------------------------------------------- common

@@ -108,6 +108,9 @@ class FpTrainParams(StrictModel):
     checkpoint_every: int = Field(200, ge=1)
     validate_every: int = Field(200, ge=1)
     num_workers: int = Field(1, ge=0)
+    threads: int = Field(1, ge=0, description="torch threads of the training step. A fixed count makes the "
+                         "trained weights the same on any machine (the thread count orders the float sums); 0 = "
+                         "common.num_threads, or the cores the data workers leave (machine-dependent)")
     augment: FpAugmentParams = FpAugmentParams()
     background_excerpts: int = Field(600, ge=0, description="degraded excerpts of the training music embedded "
                                      "after training and stored in the encoder file: the background that "

@@ -385,7 +385,9 @@ def train_fingerprinter(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     device = resolve_device(cp.device)
-    if cp.num_threads == 0 and device.type == "cpu" and tp.num_workers > 0:
+    if tp.threads:
+        set_threads(tp.threads)
+    elif cp.num_threads == 0 and device.type == "cpu" and tp.num_workers > 0:
         # leave the workers their cores: oversubscribed OpenMP threads spin and halve the step rate
         set_threads(max(1, available_cores() - tp.num_workers))
     else:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from avmatch.core.config import MAX_MINUTES_HELP, StrictModel
+from avmatch.core.config import MAX_MINUTES_HELP, TRAIN_THREADS_HELP, StrictModel
 
 _BPWR = re.compile(r"^bpwr-(\d+)$")
 
@@ -148,6 +148,7 @@ class VerTrainParams(StrictModel):
     max_steps: int = Field(3000, ge=1, description="the stopping rule; the LR schedule depends on step/max_steps only")
     max_minutes: float | None = Field(None, gt=0, description=MAX_MINUTES_HELP)
     validate_every: int = Field(100, ge=1)
+    threads: int = Field(2, ge=0, description=TRAIN_THREADS_HELP)
     ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
                        "is validated and kept instead of the raw weights; 0 = off")
     augment: VerAugmentParams = VerAugmentParams()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avmatch.core.device import resolve_device, seed_everything
+from avmatch.core.device import resolve_device, seed_everything, set_threads
 from avmatch.core.training import (
     SafetyTimer,
     TimeLimitReached,
@@ -225,6 +225,8 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
     `tp.max_minutes` runs out before `max_steps`.
     """
     timer = SafetyTimer(tp.max_minutes)
+    if tp.threads:
+        set_threads(tp.threads)
     seed_everything(seed)
     device = resolve_device(device_name)
     model = VersionEncoder.from_params(mp, cp).to(device)
