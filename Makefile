@@ -53,7 +53,7 @@ TEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: setup  ## run the whole test suite (slow end-to-end tests included; ~9 min on 2 cores, docs/benchmarks.md)
-	python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_PARALLEL)
+	python -m pytest -q -p no:cacheprovider --durations=40 $(PYTEST_PARALLEL)
 
 test-fast: setup  ## skip the slow end-to-end tests
 	python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_PARALLEL)
