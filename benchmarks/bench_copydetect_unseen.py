@@ -59,15 +59,23 @@ def describe_collection(folder: Path, embed, fps: float, size: int) -> tuple[lis
 
 def score(gt, queries, refs, noise, cd, beta: float, n_boot: int, seed: int = 0) -> dict:
     """µAPs of one descriptor set at normalisation weight β, with bootstrap intervals over queries."""
-    import numpy as np
-
     from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.localisation import detect_copies
-    from avmatch.copydetect.metrics import Match, VideoFeatures, descriptor_ap, matching_metrics
 
     _, matches = detect_copies(queries, refs, noise, beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
                                **cd.localise.model_dump())
     qa, ra = descriptor_submission(queries, refs, noise, beta)
+    return score_matches(gt, matches, qa, ra, n_boot, seed)
+
+
+def score_matches(gt, matches, qa, ra, n_boot: int, seed: int = 0) -> dict:
+    """Descriptor µAP of the submission descriptors `qa` / `ra`, matching and pairwise µAP of `matches`, with
+    95 % percentile bootstrap intervals over queries (`n_boot` resamples of seed `seed`; a resampled query's
+    copies are renamed so each counts as its own query). "_samples" keeps the resampled values: the same
+    seed gives the same resamples for every method, so differences of samples are paired."""
+    import numpy as np
+
+    from avmatch.copydetect.metrics import Match, VideoFeatures, descriptor_ap, matching_metrics
 
     def measure(gt_, matches_, qa_) -> dict:
         mm = matching_metrics(gt_, matches_)

@@ -18,7 +18,7 @@ from avmatch.copydetect.candidates import (
     reference_index,
 )
 from avmatch.copydetect.corpus import SIZES, missing_sources
-from avmatch.copydetect.localisation import localise
+from avmatch.copydetect.localisation import diagonal_smooth, localise
 from avmatch.copydetect.metrics import VideoFeatures
 
 
@@ -48,6 +48,37 @@ def test_localise_follows_slow_motion_and_reports_two_copies():
     segs = sorted(localise(sim, _times(30), _times(40), floor=0.1), key=lambda s: s.query_start)
     assert [(s.query_start, s.query_end, s.ref_start, s.ref_end) for s in segs] == [(2, 10, 5, 9), (20, 25, 30, 35)]
     assert localise(np.zeros((5, 5)), _times(5), _times(5), floor=0.1) == []
+
+
+def test_ref_extend_reports_the_reference_frames_a_still_copy_cannot_be_told_from():
+    """A copy of a still (or slowly panned) stretch of the reference: every frame of the stretch is about as
+    similar to the copied query frames, so the path lands at one guessed offset. ref_extend grows the
+    reference bounds over the frames within ref_extend of the best mean similarity, and stops where the
+    similarity drops (a different shot); 0 keeps the path's own bounds."""
+    sim = np.zeros((20, 30))
+    sim[5:10, 8:20] = 0.80                    # query 5..9 against a still stretch, ref 8..19
+    sim[5:10, 12:17] += 0.02 * np.eye(5)      # the path's diagonal, barely above the rest
+    sim[5:10, 18:20] = 0.70                   # the end of the stretch fades: within 0.15, not within 0.05
+    seg = localise(sim, _times(20), _times(30), floor=0.5)[0]
+    assert (seg.query_start, seg.query_end, seg.ref_start, seg.ref_end) == (5, 10, 12, 17)
+    seg = localise(sim, _times(20), _times(30), floor=0.5, ref_extend=0.05)[0]
+    assert (seg.query_start, seg.query_end, seg.ref_start, seg.ref_end) == (5, 10, 8, 18)
+    seg = localise(sim, _times(20), _times(30), floor=0.5, ref_extend=0.15)[0]
+    assert (seg.ref_start, seg.ref_end, seg.score) == (8, 20, pytest.approx(0.82))
+
+
+def test_diagonal_smoothing_keeps_a_copy_and_lowers_lone_cells():
+    sim = np.zeros((12, 12))
+    for i in range(6):
+        sim[2 + i, 3 + i] = 0.9               # a copy along a diagonal
+    sim[10, 1] = 0.95                         # one lone high cell
+    sim[0:4, 10] = 0.9                        # a column run (one reference frame against many query frames)
+    sm = diagonal_smooth(sim, 5)
+    assert sm[4, 5] == pytest.approx(0.9) and sm[10, 1] < 0.4 and sm[1, 10] < 0.4
+    assert np.array_equal(diagonal_smooth(sim, 1), sim)
+    segs = localise(sim, _times(12), _times(12), floor=0.5, smooth=5)
+    assert [(s.query_start, s.query_end, s.ref_start, s.ref_end) for s in segs] == [(2, 8, 3, 9)]   # whole copy, nothing else
+    assert segs[0].score == pytest.approx(0.9)   # scores stay the raw cells'
 
 
 def _vf(vid: str, feats: np.ndarray) -> VideoFeatures:

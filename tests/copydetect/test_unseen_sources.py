@@ -12,6 +12,8 @@ from avmatch.copydetect.corpus import (
     SIZES,
     UNSEEN_SIZE,
     UNSEEN_SOURCES,
+    UNSEEN_SPLIT_SIZE,
+    UNSEEN_SPLIT_SOURCES,
     FootageSources,
     _load_hash_cache,
     _package_files,
@@ -20,6 +22,7 @@ from avmatch.copydetect.corpus import (
     demo_photo_pool,
     gather_units,
     missing_sources,
+    unseen_split_sources,
 )
 
 
@@ -31,6 +34,17 @@ def test_unseen_sources_share_no_source_with_the_demo_corpus_or_training():
 
 def test_unseen_photos_are_no_near_duplicate_of_any_demo_photo():
     units, sources = gather_units(None, UNSEEN_SOURCES)
+    # the val / test halves (session 9) split this pool by source: no source, no photo in both
+    val, test = (unseen_split_sources(s) for s in ("val", "test"))
+    assert not set(val.names()) & set(test.names()) and set(val.names()) | set(test.names()) == set(UNSEEN_SOURCES.names())
+    halves = {}
+    for name, footage in (("val", val), ("test", test)):
+        half, half_sources = gather_units(None, footage)
+        assert set(half_sources) == set(UNSEEN_SPLIT_SOURCES[name]) & set(sources)
+        assert {u.source for u in half} <= set(UNSEEN_SPLIT_SOURCES[name])
+        assert len(half) > UNSEEN_SPLIT_SIZE.refs + UNSEEN_SPLIT_SIZE.noise, f"not enough footage for the {name} half"
+        halves[name] = {u.path.resolve() for u in half}
+    assert halves["val"] | halves["test"] == {u.path.resolve() for u in units} and not halves["val"] & halves["test"]
     assert len(units) > UNSEEN_SIZE.refs + UNSEEN_SIZE.noise, "not enough unseen footage for the collection"
     assert not set(sources) & DEMO_SOURCE_NAMES and {u.source for u in units} <= set(sources)
     pool = demo_photo_pool()

