@@ -68,14 +68,16 @@ class CdCandidatesParams(StrictModel):
 
 
 class CdLocaliseParams(StrictModel):
-    per_row: int = Field(5, ge=1, description="strongest cells of each query row that become nodes")
-    floor: float = Field(0.7, description="cells at or below this cosine similarity are not path nodes")
+    # defaults = params.yaml's (chosen on unseen footage, docs/benchmarks.md session 9), also used by
+    # `avmatch copydetect add` when no project params.yaml is found
+    per_row: int = Field(8, ge=1, description="strongest cells of each query row that become nodes")
+    floor: float = Field(0.3, description="cells at or below this cosine similarity are not path nodes")
     max_gap: int = Field(5, ge=1, description="frames a path may skip on either axis")
     min_frames: int = Field(2, ge=1)
     max_segments: int = Field(3, ge=1, description="segments reported per candidate pair")
     smooth: int = Field(1, ge=1, description="nodes are picked on the similarities averaged along diagonals over "
                         "this many frames (1 = off)")
-    ref_extend: float = Field(0.0, ge=0, description="grow a segment's reference bounds over the frames whose mean "
+    ref_extend: float = Field(0.05, ge=0, description="grow a segment's reference bounds over the frames whose mean "
                               "similarity to its query frames is within this of the best (stills, slow pans; 0 = off)")
 
 
