@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-demo", action="store_true", help="skip the demo corpus check")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples over queries (0 = none)")
     p.add_argument("--methods", default="trained,dct_colour", help="comma-separated, of " + ", ".join(METHODS)
-                   + " (fused: the trained descriptor and dct_colour concatenated, equal weight; an exploration)")
+                   + " (fused: the trained descriptor and dct_colour concatenated; an exploration)")
+    p.add_argument("--fused-weight", type=float, default=1.0, help="weight w of dct_colour in fused (1 = equal)")
     add_common_args(p)
     args = p.parse_args(argv)
     args.no_doc = args.no_doc or args.doc is None
@@ -158,9 +159,11 @@ def main(argv=None) -> int:
     trained = load_frame_encoder(encoder)
     import numpy as np
 
-    def fused(f):   # both unit vectors, equal weight: inner product = mean of the two cosines (not tuned)
-        return np.concatenate([embed_frames(trained, f, "cpu", cd.extract.batch_size), dct_colour_descriptors(f)],
-                              1) / np.sqrt(2.0)
+    w = args.fused_weight
+
+    def fused(f):   # unit vectors: inner product = (trained cosine + w × dct_colour cosine) / (1 + w)
+        return np.concatenate([embed_frames(trained, f, "cpu", cd.extract.batch_size),
+                               np.sqrt(w) * dct_colour_descriptors(f)], 1) / np.sqrt(1.0 + w)
 
     embedders = {"trained": lambda f: embed_frames(trained, f, "cpu", cd.extract.batch_size),
                  "dct_colour": dct_colour_descriptors, "fused": fused}
