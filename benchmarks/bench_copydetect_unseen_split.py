@@ -213,6 +213,9 @@ def main(argv=None) -> int:
                 for row in results[method][s]:
                     paired[s][f"{method} − dct_colour, {row}"] = paired_difference(results[method][s][row],
                                                                                   results["dct_colour"][s][row])
+            if {"fused", "trained"} <= set(results):
+                paired[s]["fused − trained, all"] = paired_difference(results["fused"][s]["all"],
+                                                                      results["trained"][s]["all"])
             for method in results:
                 paired[s][f"{method}: all − params"] = paired_difference(results[method][s]["all"],
                                                                          results[method][s]["params"])
