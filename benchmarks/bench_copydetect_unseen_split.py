@@ -23,6 +23,10 @@ differences are paired: trained − dct_colour per row, (c) − (a) per descript
 (frame cache, read only; every demo query is a test query) is scored with (a), (a) + the validated
 ref_extend / smooth only, and (c), to check that what was chosen on unseen footage does not lower the demo.
 
+--methods fused (an exploration, not a pipeline descriptor): the trained descriptor and dct_colour concatenated,
+[trained, √w · dct_colour] / √(1 + w) (--fused-weight w), so a frame pair's similarity is (trained cosine +
+w × dct_colour cosine) / (1 + w); chosen like the others, paired against dct_colour and the trained encoder.
+
 Prints the report (--json PATH: the raw numbers, every grid point too); writes docs/benchmarks.md only with
 --doc PATH. Session 9's run and what it says: docs/benchmarks.md, Copy detection, "2026-12-02 (session 9)".
 """
