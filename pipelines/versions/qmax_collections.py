@@ -116,3 +116,34 @@ def _flat(doc: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
             out[key] = float(v)
     return out
+
+
+def training_teacher(params: Params, paths: VersionsPaths, items: pd.DataFrame) -> np.ndarray:
+    """The coarse Qmax's [N, N] distances between the training tracks `items` (versions.rerank.coarse on the CQT
+    chroma, versions.rerank.cqt_pool; `avmatch.versions.distill.teacher_distances`), for the distillation term
+    (versions.train.distill_weight). Cached beside the training checkpoints, keyed by the tracks' content and
+    order and the settings: ~N^2 / 2 alignments, minutes for the demo's training split."""
+    import hashlib
+    import json
+
+    from avmatch.core.progress import progress
+    from avmatch.versions.distill import teacher_distances
+
+    rp = params.versions.rerank
+    key = hashlib.sha256(json.dumps([list(items["content_hash"]), rp.coarse.model_dump(), rp.cqt_pool,
+                                     params.versions.cqt.bins_per_octave, params.versions.baseline.qmax.model_dump()]
+                                    ).encode()).hexdigest()[:16]
+    f = paths.checkpoints / f"teacher_{key}.npy"
+    if f.exists():
+        return np.load(f)
+    n = len(items)
+    pairs = progress(((i, j) for i in range(n) for j in range(i + 1, n)), desc="teacher (coarse Qmax)",
+                     total=n * (n - 1) // 2, unit="pair")
+    d = teacher_distances(cqt_chroma_of(params, items), qmax_scorer(params, rp.coarse.frame_stack).distances,
+                          rp.coarse.pool, pairs)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f"{f.stem}.tmp.npy")
+    np.save(tmp, d)
+    tmp.replace(f)
+    log.info("teacher distances of %d training tracks cached in %s", n, f)
+    return d

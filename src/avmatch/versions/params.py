@@ -151,6 +151,11 @@ class VerTrainParams(StrictModel):
     threads: int = Field(2, ge=0, description=TRAIN_THREADS_HELP)
     ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
                        "is validated and kept instead of the raw weights; 0 = off")
+    distill_weight: float = Field(0.0, ge=0, description="weight of the listwise distillation of the coarse Qmax's "
+                                  "distances between training tracks (versions.rerank.coarse on the CQT chroma, "
+                                  "computed once and cached) into the encoder's batch distances; 0 = off")
+    distill_temperature: float = Field(1.0, gt=0, description="softmax temperature of the distillation term, on "
+                                       "per-track z-scored distances")
     augment: VerAugmentParams = VerAugmentParams()
 
     _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)
