@@ -470,7 +470,7 @@ def test_version_training_with_distillation_needs_the_teacher_and_uses_it():
     from avmatch.versions.training import train_version_encoder
 
     feats, cliques, mp, tp = _version_training_setup()
-    tp = tp.model_copy(update={"max_steps": 3, "distill_weight": 1.0})
+    tp = tp.model_copy(update={"max_steps": 2, "distill_weight": 1.0})
     with pytest.raises(ValueError, match="teacher"):
         train_version_encoder(feats, cliques, None, tp, mp, CQTParams(), 40, 5, "cpu")
     teacher = np.abs(np.subtract.outer(np.arange(12.0), np.arange(12.0))).astype(np.float32)
