@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     from avmatch.versions.model import save_encoder
     from avmatch.versions.training import train_version_encoder
     from pipelines.versions.paths import VersionsPaths
+    from pipelines.versions.qmax_collections import training_teacher
     from pipelines.versions.shared import ok_items, segment_sizes
     from pipelines.versions.train import _validation_map
 
@@ -55,8 +56,11 @@ def main(argv=None) -> int:
     if args.quick:
         val = val.head(8)
     seg, _ = segment_sizes(params)
+    # versions.train.distill_weight > 0: the coarse Qmax teacher between the training tracks (cached)
+    teacher = training_teacher(params, paths, tr) if vp.train.distill_weight > 0 else None
     res = train_version_encoder([np.load(f) for f in tr["cqt_file"]], list(tr["label"]), _validation_map(params, val),
-                                vp.train, vp.model, vp.cqt, seg, params.common.seed, "cpu", None, list(tr["source"]))
+                                vp.train, vp.model, vp.cqt, seg, params.common.seed, "cpu", None, list(tr["source"]),
+                                teacher=teacher)
     if args.save:
         save_encoder(res.model, Path(args.save), {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
                                                   "audio": vp.audio.model_dump()})

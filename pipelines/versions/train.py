@@ -12,6 +12,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.io import write_csv, write_json
 from pipelines.versions.paths import VersionsPaths
+from pipelines.versions.qmax_collections import training_teacher
 from pipelines.versions.shared import embed_items, ok_items, segment_sizes
 
 
@@ -68,9 +69,11 @@ def train(params: Params, paths: VersionsPaths, tracker: StageTracker) -> dict:
 
     # the best-so-far weights in a checkpoint were chosen by this validation: another one must not resume it
     val_id = _validation_id(params, val)
+    teacher = training_teacher(params, paths, tr) if vp.train.distill_weight > 0 else None
     result = train_version_encoder(feats, list(tr["label"]), _validation_map(params, val) if len(val) else None,
                                    vp.train, vp.model, vp.cqt, seg, params.common.seed, params.common.device, on_log,
-                                   list(tr["source"]), checkpoint_dir=paths.checkpoints, val_id=val_id)
+                                   list(tr["source"]), checkpoint_dir=paths.checkpoints, val_id=val_id,
+                                   teacher=teacher)
     save_encoder(result.model, paths.encoder, {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
                                                "audio": vp.audio.model_dump()})
     history = pd.DataFrame(result.history)

@@ -426,3 +426,58 @@ def test_version_training_runs_on_its_configured_threads_whatever_the_process_ha
     finally:
         torch.set_num_threads(before)
     assert runs[0].history == runs[1].history and _same_state(runs[0].model, runs[1].model)
+
+
+def test_distillation_term_asks_for_the_teachers_order_and_teacher_matrix_is_symmetric():
+    from avmatch.versions.distill import distill_loss, teacher_distances
+
+    torch.manual_seed(0)
+    t = torch.rand(6, 6)
+    t = (t + t.T) / 2
+    t.fill_diagonal_(0)
+    assert distill_loss(3 * t + 1, t) < 1e-5              # an increasing affine map of the teacher: nothing to learn
+    assert distill_loss(-t, t) > 0.1                       # the reverse order costs
+    holes = t.clone()
+    holes[0, 1] = holes[1, 0] = float("nan")               # a pair the teacher did not align is left out
+    s = (3 * t + 1).clone()
+    s[0, 1] = s[1, 0] = 100.0
+    assert distill_loss(s, holes) < distill_loss(s, t)
+    student = torch.rand(6, 6, requires_grad=True)
+    before = distill_loss(student, t)
+    before.backward()
+    with torch.no_grad():
+        after = distill_loss(student - 0.5 * student.grad, t)
+    assert after < before
+
+    # both directions averaged, a pair that never aligns gets the largest finite distance, `pairs` subsamples
+    calls = []
+
+    def fake(a, b):
+        calls.append(1)
+        x, y = float(a.sum()), float(b.sum())
+        return (float("inf"), float("inf")) if {x, y} == {0.0, 1.5} else (x + y, 2 * (x + y))
+
+    chroma = [np.full((2, 12), v / 24, np.float32) for v in (0.0, 1.0, 3.0)]
+    d = teacher_distances(chroma, fake, pool=2)
+    assert len(calls) == 3 and np.allclose(d, d.T) and np.allclose(np.diag(d), 0)
+    assert np.isclose(d[0, 1], 0.75) and np.isclose(d[1, 2], 3.0) and np.isclose(d[0, 2], 3.0)
+    part = teacher_distances(chroma, fake, pairs=[(0, 1)])
+    assert np.isnan(part[1, 2]) and np.isclose(part[0, 1], 1.5)
+
+
+def test_version_training_with_distillation_needs_the_teacher_and_uses_it():
+    from avmatch.versions.params import CQTParams
+    from avmatch.versions.training import train_version_encoder
+
+    feats, cliques, mp, tp = _version_training_setup()
+    tp = tp.model_copy(update={"max_steps": 2, "distill_weight": 1.0})
+    with pytest.raises(ValueError, match="teacher"):
+        train_version_encoder(feats, cliques, None, tp, mp, CQTParams(), 40, 5, "cpu")
+    teacher = np.abs(np.subtract.outer(np.arange(12.0), np.arange(12.0))).astype(np.float32)
+    run = train_version_encoder(feats, cliques, None, tp, mp, CQTParams(), 40, 5, "cpu", teacher=teacher)
+    plain = train_version_encoder(feats, cliques, None, tp.model_copy(update={"distill_weight": 0.0}), mp,
+                                  CQTParams(), 40, 5, "cpu")
+    assert all(h["distill"] > 0 for h in run.history) and "distill" not in plain.history[0]
+    assert [h["loss"] for h in run.history] != [h["loss"] for h in plain.history]
+    with pytest.raises(ConfigError):
+        validate_params({"versions": {"train": {"distill_weight": -1.0}}})

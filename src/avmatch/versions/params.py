@@ -130,6 +130,15 @@ class VerAugmentParams(StrictModel):
                           "0 = off")
 
 
+class VerDistillTeacherParams(StrictModel):
+    """The distillation teacher: the coarse Qmax (as the re-ranker's qmax_coarse first stage, on the CQT chroma)
+    between training tracks. Its own settings, so that tuning the re-ranker does not retrain the encoder."""
+
+    cqt_pool: int = Field(3, ge=1, description="CQT frames averaged into one chroma frame (10 -> 3.3 frames/s)")
+    pool: int = Field(2, ge=1, description="chroma frames averaged once more (the re-ranker's coarse pool)")
+    frame_stack: int = Field(3, ge=1, description="frames stacked in the cross-similarity")
+
+
 class VerTrainParams(StrictModel):
     loss: Literal["clews", "triplet", "supcon"] = "clews"
     # materials of the built-in corpus to train on; an imported dataset trains on all its train split
@@ -151,6 +160,12 @@ class VerTrainParams(StrictModel):
     threads: int = Field(2, ge=0, description=TRAIN_THREADS_HELP)
     ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights that "
                        "is validated and kept instead of the raw weights; 0 = off")
+    distill_weight: float = Field(0.0, ge=0, description="weight of the listwise distillation of the coarse Qmax's "
+                                  "distances between training tracks (distill_teacher, computed once and cached) "
+                                  "into the encoder's batch distances; 0 = off")
+    distill_temperature: float = Field(1.0, gt=0, description="softmax temperature of the distillation term, on "
+                                       "per-track z-scored distances")
+    distill_teacher: VerDistillTeacherParams = VerDistillTeacherParams()
     augment: VerAugmentParams = VerAugmentParams()
 
     _reduction = field_validator("positive_reduction", "negative_reduction")(_check_reduction)

@@ -38,7 +38,8 @@ from avmatch.core.training import (
     step_rng,
     warmup_cosine,
 )
-from avmatch.versions.losses import version_loss
+from avmatch.versions.distill import distill_loss
+from avmatch.versions.losses import track_pair_distances, version_loss
 from avmatch.versions.model import VersionEncoder
 from avmatch.versions.params import (
     CQTParams,
@@ -153,15 +154,17 @@ class CliqueSampler:
             w = np.array([1.0 / count[s] for s in src])
             self.weights = w / w.sum()
 
-    def batch(self, p: int, s: int, augment: VerAugmentParams | None, rng: np.random.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, p: int, s: int, augment: VerAugmentParams | None, rng: np.random.Generator | None = None,
+              tracks: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`rng`: the generator of this batch (training passes one seeded by its step); default: the
-        sampler's own running generator."""
+        sampler's own running generator. `tracks`, when given, receives the batch rows' track indices."""
         rng = rng if rng is not None else self.rng
         chosen = rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False, p=self.weights)
         x, y = [], []
         for ci in chosen:
             for ti in rng.choice(self.groups[ci], 2, replace=False):
+                if tracks is not None:
+                    tracks.append(int(ti))
                 f = self.feats[ti]
                 if f.shape[0] < self.seg_frames:  # short track: pad at the end
                     f = np.concatenate([f, np.zeros((self.seg_frames - f.shape[0], f.shape[1]), f.dtype)])
@@ -182,7 +185,8 @@ def embed_windows(model: VersionEncoder, windows: np.ndarray, device: torch.devi
 
 
 def config_hash(tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frames: int, seed: int,
-                feats: list[np.ndarray], cliques: list[str], sources: list[str] | None, val_id: str | None) -> str:
+                feats: list[np.ndarray], cliques: list[str], sources: list[str] | None, val_id: str | None,
+                teacher: np.ndarray | None = None) -> str:
     """What the kept weights depend on: a checkpoint made with anything else is not resumed. The safety
     time limit is left out so that raising or clearing it resumes instead of restarting."""
     h = hashlib.sha256()
@@ -192,6 +196,8 @@ def config_hash(tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frame
     blob = {"train": json.loads(tp.model_dump_json(exclude={"max_minutes"})), "model": json.loads(mp.model_dump_json()),
             "cqt": json.loads(cp.model_dump_json()), "seg_frames": int(seg_frames), "seed": int(seed),
             "data": h.hexdigest()[:16], "sources": sources, "val": val_id, "format": CKPT_FORMAT}
+    if teacher is not None and tp.distill_weight > 0:   # absent otherwise: older checkpoints still resume
+        blob["teacher"] = hashlib.sha256(np.ascontiguousarray(teacher, np.float32).tobytes()).hexdigest()[:16]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -215,15 +221,22 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
                           device_name: str = "auto", log_fn: Callable[[dict, int], None] | None = None,
                           train_sources: list[str] | None = None,
                           checkpoint_dir: str | os.PathLike | None = None,
-                          val_id: str | None = None) -> VersionTrainResult:
+                          val_id: str | None = None, teacher: np.ndarray | None = None) -> VersionTrainResult:
     """Train for `tp.max_steps` steps (or resume from `checkpoint_dir`); keep the weights with the best
     `val_score` (validation MAP).
 
     `val_id` names what `val_score` measures (e.g. a digest of the validation tracks and the distance
     settings): it is part of the checkpoint's config hash, because the best-so-far weights a checkpoint
-    carries were chosen by it. Raises TimeLimitReached, after saving the checkpoint, when
+    carries were chosen by it. `teacher`: [N, N] distances between the training tracks (`distill.teacher_distances`),
+    required when `tp.distill_weight` > 0 (the listwise distillation term). Raises TimeLimitReached, after saving the checkpoint, when
     `tp.max_minutes` runs out before `max_steps`.
     """
+    if tp.distill_weight > 0:
+        if teacher is None or np.shape(teacher) != (len(train_feats), len(train_feats)):
+            raise ValueError(f"versions.train.distill_weight > 0 needs teacher distances [{len(train_feats)}, "
+                             f"{len(train_feats)}] between the training tracks (got "
+                             f"{None if teacher is None else np.shape(teacher)})")
+        teacher_t = torch.from_numpy(np.asarray(teacher, np.float32))
     timer = SafetyTimer(tp.max_minutes)
     if tp.threads:
         set_threads(tp.threads)
@@ -241,7 +254,7 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
         return {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    want = config_hash(tp, mp, cp, seg_frames, seed, train_feats, train_cliques, train_sources, val_id)
+    want = config_hash(tp, mp, cp, seg_frames, seed, train_feats, train_cliques, train_sources, val_id, teacher)
     ck = _load_checkpoint(ckpt_path, want) if ckpt_path is not None else None
     step, prev_elapsed, history, resumed = 0, 0.0, [], None
     best: tuple[float, int, dict[str, torch.Tensor] | None]
@@ -285,11 +298,18 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
         for g in opt.param_groups:
             g["lr"] = tp.lr * warmup_cosine(step, tp.max_steps, WARMUP_STEPS)
         model.train()
-        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment, step_rng(seed, step))
+        rows: list[int] = []
+        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment, step_rng(seed, step), rows)
         b, s = x.shape[:2]
         emb = model(x.flatten(0, 1).to(device)).view(b, s, -1)
         loss, diag = version_loss(emb, y.to(device), tp.loss, tp.positive_reduction, tp.negative_reduction,
                                   tp.uniformity_t, tp.uniformity_weight, tp.triplet_margin, tp.temperature)
+        if tp.distill_weight > 0:
+            idx = torch.tensor(rows)
+            kd = distill_loss(track_pair_distances(emb, tp.negative_reduction), teacher_t[idx][:, idx].to(device),
+                              tp.distill_temperature)
+            loss = loss + tp.distill_weight * kd
+            diag["distill"] = float(kd.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
