@@ -171,7 +171,7 @@ def localise_pairs(pairs, queries: dict, refs: dict, bias: dict, *, per_row: int
 def detect_copies(queries: list, refs: list, noise, beta: float, k: int = 20, max_pairs_per_query: int = 25,
                   ref_index=None, **localise_options) -> tuple:
     """Candidate recall then localisation: (Candidates, list of Match). `localise_options` are the
-    `copydetect.localise` params (per_row, floor, max_gap, min_frames, max_segments); `ref_index`, the
+    `copydetect.localise` params (per_row, floor, max_gap, min_frames, max_segments, smooth, ref_extend); `ref_index`, the
     references' `reference_index` when the caller keeps one for many queries (built here otherwise)."""
     import numpy as np
 
