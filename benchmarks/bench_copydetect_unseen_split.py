@@ -23,9 +23,10 @@ differences are paired: trained − dct_colour per row, (c) − (a) per descript
 (frame cache, read only; every demo query is a test query) is scored with (a), (a) + the validated
 ref_extend / smooth only, and (c), to check that what was chosen on unseen footage does not lower the demo.
 
---methods fused (an exploration, not a pipeline descriptor): the trained descriptor and dct_colour concatenated,
-[trained, √w · dct_colour] / √(1 + w) (--fused-weight w), so a frame pair's similarity is (trained cosine +
-w × dct_colour cosine) / (1 + w); chosen like the others, paired against dct_colour and the trained encoder.
+--methods fused: the pipeline's `trained_dct` descriptor (`avmatch.copydetect.descriptor`, params.yaml
+copydetect.descriptor; session 10): the trained descriptor and dct_colour concatenated, [trained, √w · dct_colour]
+/ √(1 + w) (--fused-weight w), so a frame pair's similarity is (trained cosine + w × dct_colour cosine) / (1 + w);
+chosen like the others, paired against dct_colour and the trained encoder.
 
 Prints the report (--json PATH: the raw numbers, every grid point too); writes docs/benchmarks.md only with
 --doc PATH. Session 9's run and what it says: docs/benchmarks.md, Copy detection, "2026-12-02 (session 9)".
@@ -123,8 +124,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-demo", action="store_true", help="skip the demo corpus check")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples over queries (0 = none)")
     p.add_argument("--methods", default="trained,dct_colour", help="comma-separated, of " + ", ".join(METHODS)
-                   + " (fused: the trained descriptor and dct_colour concatenated; an exploration)")
-    p.add_argument("--fused-weight", type=float, default=1.0, help="weight w of dct_colour in fused (1 = equal)")
+                   + " (fused: the pipeline's trained_dct descriptor, the trained one and dct_colour concatenated)")
+    p.add_argument("--fused-weight", type=float, default=0.5, help="weight w of dct_colour in fused (params.yaml's "
+                   "copydetect.descriptor.dct_weight: 0.5, chosen on val)")
     add_common_args(p)
     args = p.parse_args(argv)
     args.no_doc = args.no_doc or args.doc is None
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
     from avmatch.copydetect.corpus import build_unseen_collection
     from avmatch.copydetect.dct_colour import dct_colour_descriptors
     from avmatch.copydetect.metrics import read_matches
-    from avmatch.copydetect.model import embed_frames, load_frame_encoder
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.core.config import load_params
     from pipelines.copydetect.evaluate import _describe_sets
     from pipelines.copydetect.paths import CopydetectPaths
@@ -161,16 +164,11 @@ def main(argv=None) -> int:
 
     encoder = root / "models/copydetect/encoder.pt"
     trained = load_frame_encoder(encoder)
-    import numpy as np
-
-    w = args.fused_weight
-
-    def fused(f):   # unit vectors: inner product = (trained cosine + w × dct_colour cosine) / (1 + w)
-        return np.concatenate([embed_frames(trained, f, "cpu", cd.extract.batch_size),
-                               np.sqrt(w) * dct_colour_descriptors(f)], 1) / np.sqrt(1.0 + w)
-
-    embedders = {"trained": lambda f: embed_frames(trained, f, "cpu", cd.extract.batch_size),
-                 "dct_colour": dct_colour_descriptors, "fused": fused}
+    # fused: the pipeline's trained_dct descriptor (copydetect.descriptor), the library's own builder
+    embedders = {"trained": frame_describer(DescriptorSpec("trained"), trained, "cpu", cd.extract.batch_size),
+                 "dct_colour": dct_colour_descriptors,
+                 "fused": frame_describer(DescriptorSpec("trained_dct", args.fused_weight), trained, "cpu",
+                                          cd.extract.batch_size)}
     embedders = {k: v for k, v in embedders.items() if k in args.methods.split(",")}
     n_boot = 10 if args.quick else args.bootstrap
 

@@ -16,11 +16,13 @@ def candidates(params: Params, paths: CopydetectPaths, tracker: StageTracker) ->
     (β = copydetect.candidates.beta; 0 = off); pairs ranked by their best frame score. The reference index
     is copydetect.candidates.index (flat = exact; ivfpq for large collections)."""
     from avmatch.copydetect.candidates import find_candidates, reference_index
+    from avmatch.copydetect.descriptor import DescriptorSpec
     from avmatch.copydetect.noise_set import warn_if_off
 
-    cc = params.copydetect.candidates
+    cd = params.copydetect
+    cc = cd.candidates
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
-    noise = noise_matrix(stored_features(paths, "noise"), params.copydetect.model.dim)
+    noise = noise_matrix(stored_features(paths, "noise"), DescriptorSpec.from_params(cd.descriptor).dim(cd.model.dim))
     warn_if_off(cc.beta, paths.set_dir("noise"), len(noise), paths.root)
     index = reference_index(refs, cc.index, nlist=cc.nlist, nprobe=cc.nprobe, pq_m=cc.pq_m,
                             seed=params.common.seed)

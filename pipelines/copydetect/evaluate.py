@@ -81,46 +81,59 @@ def _describe_sets(paths: CopydetectPaths, embed) -> tuple[list[VideoFeatures], 
 
 def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, model_file) -> dict:
     """A given (registered) descriptor on the current corpus, same recall and localisation (scheduled runs)."""
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
     from avmatch.copydetect.metrics import read_matches
-    from avmatch.copydetect.model import embed_frames, load_frame_encoder
+    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.core.device import resolve_device
 
     cd = params.copydetect
     device = resolve_device(params.common.device)
-    model = load_frame_encoder(model_file, device)
-    q, r, n = _describe_sets(paths, lambda f: embed_frames(model, f, device, cd.extract.batch_size))
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    q, r, n = _describe_sets(paths, frame_describer(spec, load_frame_encoder(model_file, device), device,
+                                                    cd.extract.batch_size))
     metrics, _ = _variant_metrics(read_matches(paths.ground_truth, is_gt=True), q, r,
-                                  noise_matrix(n, cd.model.dim), cd, {"main": cd.candidates.beta})
+                                  noise_matrix(n, spec.dim(cd.model.dim)), cd, {"main": cd.candidates.beta})
     tracker.log_dict(metrics, "reevaluate_metrics.json")
     return metrics["main"]
 
 
 def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
-    """VSC22 descriptor µAP and matching segment/pairwise µAP of the trained descriptor, with the
-    training-free baselines (pHash; DCT layout + colour histogram) and the untrained encoder through the
-    same recall and localisation."""
+    """VSC22 descriptor µAP and matching segment/pairwise µAP of the pipeline's descriptor (copydetect.descriptor;
+    its kind names the variant in copydetect_compare.json), with the trained encoder alone when that is not the
+    descriptor, the training-free baselines (pHash; DCT layout + colour histogram) and the untrained encoder
+    through the same recall and localisation."""
     from avmatch.copydetect.metrics import plot_pr_curves, read_matches
     from avmatch.copydetect.model import FrameEncoder
     from avmatch.copydetect.noise_set import normalisation_record
     from avmatch.copydetect.dct_colour import DIM as DCT_COLOUR_DIM
     from avmatch.copydetect.dct_colour import dct_colour_descriptors
+    from avmatch.copydetect.descriptor import DescriptorSpec, encoder_part
     from avmatch.copydetect.phash import phash_descriptors
     from avmatch.copydetect.vsc_npz import read_vsc_npz
 
     cd = params.copydetect
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    main_key = spec.kind
     gt = read_matches(paths.ground_truth, is_gt=True)
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
     noise_videos = stored_features(paths, "noise")
-    noise = noise_matrix(noise_videos, cd.model.dim)
+    noise = noise_matrix(noise_videos, spec.dim(cd.model.dim))
     # "main": the pipeline's settings (its stored matches); "raw" / "normalised": β = 0 / evaluate.normalised_beta
     betas = {"main": cd.candidates.beta, "raw": 0.0, "normalised": cd.evaluate.normalised_beta}
     stored = {"main": read_matches(paths.results / "matches.csv")}
     # the main descriptor µAP is computed on the exported submission files, so evaluating them reproduces it
     submitted = {"main": (read_vsc_npz(paths.export("queries")), read_vsc_npz(paths.export("refs")))}
     compare, curves = {}, {}
-    compare["trained"], curves["trained"] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored, submitted)
+    compare[main_key], curves[main_key] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored, submitted)
     if cd.evaluate.beta_grid:
-        compare["trained"]["beta_by_validation"] = _beta_by_validation(gt, queries, refs, noise, cd)
+        compare[main_key]["beta_by_validation"] = _beta_by_validation(gt, queries, refs, noise, cd)
+    if main_key != "trained":   # the trained encoder alone: its part of the stored descriptors, renormalised
+        t0 = time.perf_counter()
+        alone = [[VideoFeatures(v.video_id, v.timestamps, encoder_part(v.features, cd.model.dim)) for v in vs]
+                 for vs in (queries, refs, noise_videos)]
+        compare["trained"], curves["trained"] = _variant_metrics(gt, alone[0], alone[1],
+                                                                 noise_matrix(alone[2], cd.model.dim), cd, betas)
+        compare["trained"]["seconds"] = time.perf_counter() - t0
 
     def from_frames(embed) -> tuple[list[VideoFeatures], ...]:
         return _describe_sets(paths, embed)
@@ -146,7 +159,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         uq, ur, un = from_frames(lambda f: embed_frames(model, f, "cpu", cd.extract.batch_size))
         compare["untrained"], curves["untrained"] = _variant_metrics(gt, uq, ur, noise_matrix(un, cd.model.dim), cd, betas)
 
-    main = compare["trained"]["main"]
+    main = compare[main_key]["main"]
+    main["descriptor"] = spec.label
     main["descriptor_dim"] = int(submitted["main"][0][0].features.shape[1]) if submitted["main"][0] else 0
     main.update(normalisation_record(cd.candidates.beta, paths.set_dir("noise"), len(noise_videos), len(noise),
                                      paths.root))

@@ -15,12 +15,13 @@ from pipelines.copydetect.shared import noise_matrix
 
 
 def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
-    """Descriptors of every frame into Parquet shards (resumable) and VSC22 npz files per set (read by the
-    later stages), the descriptor-track submission (export/: what the reported descriptor µAP is computed on)
-    and the query db."""
+    """Descriptors of every frame (copydetect.descriptor: the trained encoder's, or with DCT/colour) into Parquet
+    shards (resumable) and VSC22 npz files per set (read by the later stages), the descriptor-track submission
+    (export/: what the reported descriptor µAP is computed on) and the query db (which records the descriptor)."""
     from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.database import CopyDB, settings_from
-    from avmatch.copydetect.model import embed_frames, load_frame_encoder
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.vsc_npz import write_vsc_npz
     from avmatch.core.device import resolve_device
     from avmatch.core.frame_cache import load_frames
@@ -31,14 +32,16 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     if not paths.encoder.exists():
         raise FileNotFoundError(f"{paths.encoder}: no trained encoder (run the train stage first)")
     device = resolve_device(params.common.device)
-    model = load_frame_encoder(paths.encoder, device)
-    model_hash = file_hash(paths.encoder)
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    describe = frame_describer(spec, load_frame_encoder(paths.encoder, device), device, cd.extract.batch_size)
+    dim = spec.dim(cd.model.dim)
+    shard_key = spec.shard_key(file_hash(paths.encoder))
     summary: dict = {}
     exported: dict[str, list[VideoFeatures]] = {}
     for name in SETS:
         items = read_manifest(paths.items(name))
         items = items[items["status"] == "ok"]
-        store = ShardStore(paths.shards(name), cd.model.dim, model_hash, reset_on_mismatch=True)
+        store = ShardStore(paths.shards(name), dim, shard_key, reset_on_mismatch=True)
         done = store.done_keys()
         t0, n_frames, n_new = time.perf_counter(), 0, 0
         with store.writer(0, cd.extract.shard_items) as w:
@@ -46,7 +49,7 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
                 if (row.id, row.content_hash) in done:
                     continue
                 fr, ts = load_frames(row.frames_file)
-                w.add_item(row.id, row.content_hash, embed_frames(model, fr, device, cd.extract.batch_size), ts[:, 0], ts[:, 1])
+                w.add_item(row.id, row.content_hash, describe(fr), ts[:, 0], ts[:, 1])
                 n_frames += len(fr)
                 n_new += 1
         secs = time.perf_counter() - t0
@@ -60,12 +63,13 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
         summary.update({f"{name}_videos": len(videos), f"{name}_embedded": n_new,
                         f"{name}_frames_per_s": n_frames / secs if n_frames and secs > 0 else 0.0})
     queries, refs = descriptor_submission(exported["queries"], exported["refs"],
-                                          noise_matrix(exported["noise"], cd.model.dim), cd.candidates.beta)
+                                          noise_matrix(exported["noise"], dim), cd.candidates.beta)
     write_vsc_npz(paths.export("queries"), queries)
     write_vsc_npz(paths.export("refs"), refs)
+    summary["descriptor_dim"] = dim
     summary["export_dim"] = int(queries[0].features.shape[1]) if queries else 0
     CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"],
                   settings_from(fps=cd.frames.fps, frame_size=cd.frames.size, beta=cd.candidates.beta,
                                 k=cd.candidates.k, max_pairs_per_query=cd.candidates.max_pairs_per_query,
-                                localise=cd.localise.model_dump()))
+                                localise=cd.localise.model_dump(), descriptor=spec))
     return summary

@@ -15,12 +15,13 @@ from pipelines.copydetect.shared import noise_matrix, stored_features
 def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
     """Copied segments of every candidate pair by temporal alignment; VSC22 matching CSV."""
     from avmatch.copydetect.candidates import noise_bias
+    from avmatch.copydetect.descriptor import DescriptorSpec
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.metrics import write_matches
 
     cd = params.copydetect
     queries, refs = stored_features(paths, "queries"), stored_features(paths, "refs")
-    noise = noise_matrix(stored_features(paths, "noise"), cd.model.dim)
+    noise = noise_matrix(stored_features(paths, "noise"), DescriptorSpec.from_params(cd.descriptor).dim(cd.model.dim))
     q_by, r_by = {q.video_id: q for q in queries}, {r.video_id: r for r in refs}
     pairs = pd.read_csv(paths.results / "candidates.csv", dtype={"query_id": str, "ref_id": str})
     bias = {q.video_id: noise_bias(q.features, noise, cd.candidates.beta) for q in queries}

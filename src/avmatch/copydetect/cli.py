@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -92,11 +93,13 @@ added; the exit status is {EXIT_SOME_FAILED} when any input failed.
 
 A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`,
 found from `$AVMATCH_ROOT` (when set), else from the avmatch project around the current folder or the
-checkout avmatch runs from. Its settings (1 fps frames, k, β, localisation) and noise set are those
-of the project's pipeline database (`data/copydetect/db`) when it was built with the same encoder,
-else the project's params.yaml and `--noise DIR`. Without a noise set, score normalisation is off and
-the command says so. The database keeps its encoder and settings, so `query` needs neither. Give `--db`
-a folder of your own: the pipeline's `data/copydetect/db` is a DVC output that `dvc repro` rewrites."""
+checkout avmatch runs from. Its settings (1 fps frames, frame descriptor, k, β, localisation) and noise
+set are those of the project's pipeline database (`data/copydetect/db`) when it was built with the same
+encoder and descriptor, else the project's params.yaml and `--noise DIR`. Without a noise set, score
+normalisation is off and the command says so. The database keeps its encoder, descriptor and settings, so
+`query` needs none of them; `--descriptor` for an existing database must be the one it was built with.
+Give `--db` a folder of your own: the pipeline's `data/copydetect/db` is a DVC output that `dvc repro`
+rewrites."""
 
 QUERY_HELP = f"""Find the parts of each query video that copy parts of the database's reference videos.
 Prints the VSC22 matching CSV on stdout (and writes it to `--out`), best first per query, with a
@@ -105,6 +108,32 @@ names without extension, times in seconds). A query that cannot be read is an er
 naming it and the reason; the others are still answered and the exit status is {EXIT_SOME_FAILED}.
 The score is the segment's best frame similarity minus the noise-set bias (when the database has a
 noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage."""
+
+
+class DescriptorKind(str, Enum):
+    trained = "trained"
+    trained_dct = "trained_dct"
+
+
+DESCRIPTOR_HELP = ("frame descriptor of a new database (default: the pipeline database's, else params.yaml's "
+                   "copydetect.descriptor): trained = the encoder alone, trained_dct = encoder + DCT/colour; an "
+                   "existing database refuses another one than its own")
+DCT_WEIGHT_HELP = "trained_dct: weight of the DCT/colour similarity (default 0.5, params.yaml's)"
+
+
+def _descriptor_option(kind: Optional[DescriptorKind], dct_weight: Optional[float]):
+    """The DescriptorSpec the options ask for (None when neither is given)."""
+    from avmatch.copydetect.descriptor import DescriptorSpec
+    from avmatch.copydetect.params import CdDescriptorParams
+
+    if kind is None and dct_weight is None:
+        return None
+    if kind is None or kind.value == "trained" and dct_weight is not None:
+        fail("--dct-weight needs --descriptor trained_dct")
+    try:
+        return DescriptorSpec(kind.value, dct_weight if dct_weight is not None else CdDescriptorParams().dct_weight)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @app.command("add", help=paragraphs(ADD_HELP))
@@ -117,13 +146,17 @@ def add(
     noise: Optional[Path] = typer.Option(None, "--noise", help="folder of videos that are certainly NOT references: "
                                          "(re)places the noise set used for score normalisation"),
     wait: Optional[float] = typer.Option(None, "--wait", min=0, metavar="SECONDS", help=WAIT_HELP),
+    descriptor: Optional[DescriptorKind] = typer.Option(None, "--descriptor", help=DESCRIPTOR_HELP),
+    dct_weight: Optional[float] = typer.Option(None, "--dct-weight", min=0, help=DCT_WEIGHT_HELP),
 ) -> None:
     from avmatch.copydetect.db_build import EncoderNotFound, add_references
+    from avmatch.copydetect.descriptor import DescriptorMismatch
     from avmatch.core.db_store import DamagedDatabase, DatabaseBusy
 
     try:
-        report = add_references(db, videos, model, noise, wait, waiting, report_error)
-    except (EncoderNotFound, DamagedDatabase, DatabaseBusy, FileNotFoundError) as exc:
+        report = add_references(db, videos, model, noise, wait, waiting, report_error,
+                                _descriptor_option(descriptor, dct_weight))
+    except (EncoderNotFound, DamagedDatabase, DatabaseBusy, FileNotFoundError, DescriptorMismatch) as exc:
         fail(str(exc))
     for note in report.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
@@ -143,8 +176,12 @@ def query(
                             "pipeline's data/copydetect/db"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the matches here (VSC22 matching CSV)"),
     min_score: Optional[float] = typer.Option(None, help="hide matches below this score (default: the db's)"),
+    descriptor: Optional[DescriptorKind] = typer.Option(None, "--descriptor", help="refuse to run unless the "
+                                                        "database was built with this descriptor (default: any)"),
+    dct_weight: Optional[float] = typer.Option(None, "--dct-weight", min=0, help=DCT_WEIGHT_HELP),
 ) -> None:
     from avmatch.copydetect.database import CopyDB
+    from avmatch.copydetect.descriptor import DescriptorMismatch, check_same
     from avmatch.copydetect.metrics import MATCH_COLUMNS
     from avmatch.core.cli_io import CsvRows
     from avmatch.core.db_store import DamagedDatabase
@@ -155,6 +192,10 @@ def query(
     try:
         cdb = CopyDB.load(db)
     except (FileNotFoundError, DamagedDatabase) as exc:
+        fail(str(exc))
+    try:
+        check_same(db, cdb.descriptor, _descriptor_option(descriptor, dct_weight))
+    except DescriptorMismatch as exc:
         fail(str(exc))
     if cdb.settings.get("beta", 0) > 0 and len(cdb.noise) == 0:
         waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
@@ -171,6 +212,8 @@ def query(
                     matches = cdb.query(path, min_score=min_score)
                 except MediaError as exc:
                     reason = exc.reason
+                except DescriptorMismatch as exc:
+                    fail(str(exc))
             if reason:
                 failed += 1
                 report_error(path, reason)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avmatch.copydetect.descriptor import DescriptorMismatch, DescriptorSpec, check_same
 from avmatch.copydetect.metrics import Match, VideoFeatures
 from avmatch.copydetect.vsc_npz import VscFormatError, read_vsc_npz, write_vsc_npz
 from avmatch.core.db_store import (
@@ -47,11 +48,11 @@ def snapshots(root: Path) -> SnapshotStore:
 
 
 def settings_from(*, fps: float, frame_size: int, beta: float, k: int, max_pairs_per_query: int,
-                  localise: dict) -> dict:
+                  localise: dict, descriptor: DescriptorSpec) -> dict:
     """The settings a database answers queries with (the extract stage and `copydetect add` write the same
-    keys, from the copydetect frames / candidates / localise params)."""
+    keys, from the copydetect frames / descriptor / candidates / localise params)."""
     return {"fps": fps, "frame_size": frame_size, "beta": beta, "k": k, "max_pairs_per_query": max_pairs_per_query,
-            "localise": dict(localise), "min_score": 0.0}
+            "localise": dict(localise), "min_score": 0.0, "descriptor": descriptor.record()}
 
 
 @dataclass
@@ -113,21 +114,35 @@ class CopyDB:
         vecs = np.concatenate([n.features for n in noise]) if noise else np.zeros((0, 1), np.float32)
         return cls(root, settings, refs, vecs, snap.path("encoder.pt"), noise)
 
-    def query(self, video: str | Path, min_score: float | None = None) -> list[Match]:
-        """Copied segments of one video file (MediaError when it cannot be decoded)."""
+    @property
+    def descriptor(self) -> DescriptorSpec:
+        """The frame descriptor of its references and noise set (a database older than the option: trained)."""
+        return DescriptorSpec.from_record(self.settings.get("descriptor"))
+
+    def query(self, video: str | Path, min_score: float | None = None,
+              descriptor: DescriptorSpec | None = None) -> list[Match]:
+        """Copied segments of one video file (MediaError when it cannot be decoded), described with the
+        database's descriptor; `descriptor`, when given, must be that one (DescriptorMismatch otherwise)."""
         from avmatch.copydetect.candidates import reference_index
+        from avmatch.copydetect.descriptor import frame_describer
         from avmatch.copydetect.localisation import detect_copies
-        from avmatch.copydetect.model import embed_frames, load_frame_encoder
+        from avmatch.copydetect.model import load_frame_encoder
         from avmatch.core.video import decode_frames
 
+        check_same(self.root, self.descriptor, descriptor)
         s = self.settings
         dec = decode_frames(video, fps=s["fps"], size=s["frame_size"])
         if not self._loaded:   # once for all the queries of a command
-            self._loaded["model"] = load_frame_encoder(self.encoder or self.root / "encoder.pt")
+            model = load_frame_encoder(self.encoder or self.root / "encoder.pt")
+            self._loaded["describe"] = frame_describer(self.descriptor, model)
             self._loaded["index"] = reference_index(self.refs) if self.refs else None
         if self._loaded["index"] is None:
             return []
-        q = VideoFeatures(Path(video).stem, dec.timestamps, embed_frames(self._loaded["model"], dec.frames))
+        q = VideoFeatures(Path(video).stem, dec.timestamps, self._loaded["describe"](dec.frames))
+        if q.features.shape[1] != self._loaded["index"].dim:
+            raise DescriptorMismatch(f"{self.root}: its references are {self._loaded['index'].dim}-d but its "
+                                     f"{self.descriptor.label} descriptor gives {q.features.shape[1]}-d vectors "
+                                     "(settings.json does not describe them; rebuild the database)")
         _, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
                                    ref_index=self._loaded["index"], **s["localise"])
         floor = s.get("min_score", 0.0) if min_score is None else min_score

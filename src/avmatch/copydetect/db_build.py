@@ -12,10 +12,12 @@ reason and the others are still added.
 
 A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`
 (found by `avmatch.core.model_lookup` as the other systems' `add` commands find theirs: `$AVMATCH_ROOT`,
-else the project around the working directory, else the checkout avmatch runs from). Its settings (1 fps frames, k, β, localisation)
-and its noise set come from the project's pipeline database when that was built with the same encoder
-(so user queries are answered as the evaluated ones were), else from the project's params.yaml, with
-the noise set from `--noise DIR`; without a noise set, normalisation is off and the command says so.
+else the project around the working directory, else the checkout avmatch runs from). Its settings (1 fps frames,
+frame descriptor, k, β, localisation) and its noise set come from the project's pipeline database when that was
+built with the same encoder and descriptor (so user queries are answered as the evaluated ones were), else from
+the project's params.yaml (and `--descriptor`), with the noise set from `--noise DIR`; without a noise set,
+normalisation is off and the command says so. A database keeps its descriptor (`avmatch.copydetect.descriptor`):
+references, noise and queries are all described with it, and asking for another one is an error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avmatch.copydetect.database import CopyDB, settings_from
+from avmatch.copydetect.descriptor import DescriptorSpec, check_same
 from avmatch.copydetect.metrics import VideoFeatures
 from avmatch.core.db_store import DamagedDatabase
 from avmatch.core.hashing import file_hash
@@ -67,6 +70,7 @@ def _project_settings(project: Path | None) -> dict:
 
     from avmatch.copydetect.params import (
         CdCandidatesParams,
+        CdDescriptorParams,
         CdFramesParams,
         CdLocaliseParams,
     )
@@ -78,36 +82,45 @@ def _project_settings(project: Path | None) -> dict:
     cand = CdCandidatesParams(**(cd.get("candidates") or {}))
     return settings_from(fps=frames.fps, frame_size=frames.size, beta=cand.beta, k=cand.k,
                          max_pairs_per_query=cand.max_pairs_per_query,
-                         localise=CdLocaliseParams(**(cd.get("localise") or {})).model_dump())
+                         localise=CdLocaliseParams(**(cd.get("localise") or {})).model_dump(),
+                         descriptor=DescriptorSpec(**CdDescriptorParams(**(cd.get("descriptor") or {})).model_dump()))
 
 
-def new_database_setup(encoder: Path) -> tuple[dict, list[VideoFeatures], str]:
+def new_database_setup(encoder: Path, descriptor: DescriptorSpec | None = None) -> tuple[dict, list[VideoFeatures], str]:
     """(settings, noise descriptors, where they came from) for a new database built with `encoder`: the
-    project's pipeline database when it holds the same encoder, else the project's params.yaml, no noise."""
+    project's pipeline database when it holds the same encoder and descriptor, else the project's params.yaml,
+    no noise. `descriptor` (None: the pipeline database's, else params.yaml's) overrides the descriptor."""
     project = project_of(encoder)
     if project is not None and (project / PIPELINE_DB_REL).exists():
         try:
             pipeline = CopyDB.load(project / PIPELINE_DB_REL)
         except (DamagedDatabase, FileNotFoundError, OSError, ValueError):
             pipeline = None     # a damaged pipeline database only costs its noise set; params.yaml has the settings
-        if pipeline is not None and pipeline.encoder is not None and file_hash(pipeline.encoder) == file_hash(encoder):
+        if (pipeline is not None and pipeline.encoder is not None and file_hash(pipeline.encoder) == file_hash(encoder)
+                and (descriptor is None or descriptor.record() == pipeline.descriptor.record())):
             settings = {k: v for k, v in pipeline.settings.items() if k != "ref_sources"}
+            settings["descriptor"] = pipeline.descriptor.record()     # explicit, also for an older pipeline database
             return settings, pipeline.noise_videos, str(project / PIPELINE_DB_REL)
-    return _project_settings(project), [], str(project / "params.yaml") if project else "the default parameters"
+    settings = _project_settings(project)
+    if descriptor is not None:   # the pipeline's noise set is in another descriptor: not usable
+        settings["descriptor"] = descriptor.record()
+    return settings, [], str(project / "params.yaml") if project else "the default parameters"
 
 
 def embed_videos(files: Iterable[tuple[str, Path]], encoder: Path, settings: dict,
                  on_error: Callable[[str, str], None], desc: str) -> list[tuple[VideoFeatures, str]]:
-    """(descriptors, content hash) of each (id, file) at the database's frame rate and size, with a progress
-    bar; a file that cannot be decoded (or has no frame) goes to `on_error(path, reason)` and is left out."""
-    from avmatch.copydetect.model import embed_frames, load_frame_encoder
+    """(descriptors, content hash) of each (id, file) at the database's frame rate and size, with its
+    descriptor and a progress bar; a file that cannot be decoded (or has no frame) goes to
+    `on_error(path, reason)` and is left out."""
+    from avmatch.copydetect.descriptor import frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.core.progress import progress
     from avmatch.core.video import MediaError, decode_frames
 
     files = list(files)
     if not files:
         return []
-    model = load_frame_encoder(encoder)
+    describe = frame_describer(DescriptorSpec.from_record(settings.get("descriptor")), load_frame_encoder(encoder))
     out = []
     for vid, path in progress(files, desc=desc, unit="video"):
         try:
@@ -118,14 +131,17 @@ def embed_videos(files: Iterable[tuple[str, Path]], encoder: Path, settings: dic
         if len(dec.frames) == 0:
             on_error(str(path), "no frame could be decoded")
             continue
-        out.append((VideoFeatures(vid, dec.timestamps, embed_frames(model, dec.frames)), file_hash(path)))
+        out.append((VideoFeatures(vid, dec.timestamps, describe(dec.frames)), file_hash(path)))
     return out
 
 
 def add_references(db: Path, inputs: Iterable[str], model: Path | None = None, noise_dir: Path | None = None,
-                   wait: float | None = None, say=None, on_error: Callable[[str, str], None] | None = None) -> AddReport:
+                   wait: float | None = None, say=None, on_error: Callable[[str, str], None] | None = None,
+                   descriptor: DescriptorSpec | None = None) -> AddReport:
     """Add (or update) reference videos in the database at `db`, creating it when new; see the module
-    docstring. `noise_dir` (re)places the noise set; errors go to `on_error` as they happen."""
+    docstring. `noise_dir` (re)places the noise set; errors go to `on_error` as they happen. `descriptor`:
+    the frame descriptor of a new database (None: see `new_database_setup`); an existing database refuses
+    another one than its own (DescriptorMismatch)."""
     from avmatch.copydetect.database import snapshots
     from avmatch.core.query_inputs import expand
 
@@ -151,7 +167,7 @@ def add_references(db: Path, inputs: Iterable[str], model: Path | None = None, n
     db = Path(db)
     new_folder = not db.exists()
     try:
-        _add_locked(db, files, model, noise_dir, wait, say, error, report)
+        _add_locked(db, files, model, noise_dir, wait, say, error, report, descriptor)
     finally:
         if new_folder and db.exists() and snapshots(db).current() is None:   # leave no empty database behind
             from avmatch.core.db_store import LOCK_FILE
@@ -165,7 +181,7 @@ def add_references(db: Path, inputs: Iterable[str], model: Path | None = None, n
 
 
 def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir: Path | None, wait: float | None,
-                say, error: Callable[[str, str], None], report: AddReport) -> None:
+                say, error: Callable[[str, str], None], report: AddReport, descriptor: DescriptorSpec | None) -> None:
     """Read the database, embed what is new and publish, all under the writer lock."""
     from avmatch.copydetect.database import snapshots
     from avmatch.core.db_store import writer_lock
@@ -181,10 +197,14 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
             if model is not None and file_hash(Path(model)) != file_hash(encoder):
                 raise EncoderNotFound(f"{db} was built with another encoder than {model}; a database keeps one "
                                       "encoder (omit --model, or give a new --db)")
+            check_same(db, current.descriptor, descriptor)
+            settings["descriptor"] = current.descriptor.record()    # explicit, also for a database older than the option
         else:
             encoder = locate_default_encoder(model)
-            settings, noise, source = new_database_setup(encoder)
-            report.notes.append(f"new database {db}: encoder {encoder}; settings and noise set from {source}")
+            settings, noise, source = new_database_setup(encoder, descriptor)
+            report.notes.append(f"new database {db}: encoder {encoder}, "
+                                f"{DescriptorSpec.from_record(settings['descriptor']).label} descriptor; settings and "
+                                f"noise set from {source}")
             refs = {}
         sources = dict(settings.get("ref_sources") or {})
         todo = []

@@ -1,12 +1,18 @@
-"""The `copydetect` section of params.yaml: corpus, 1 fps frames, descriptor, training, recall, localisation."""
+"""The `copydetect` section of params.yaml: corpus, 1 fps frames, encoder, frame descriptor, training, recall,
+localisation."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from avmatch.core.config import MAX_MINUTES_HELP, TRAIN_THREADS_HELP, StrictModel
+
+# avmatch.copydetect.dct_colour.DIM and vsc_npz.MAX_DIM, not imported so that the stages that only read params
+# (training included) do not depend on that code; tests/copydetect/test_descriptor.py checks that they agree
+DCT_COLOUR_DIM = 135
+VSC22_MAX_DIM = 512
 
 
 class CdCorpusParams(StrictModel):
@@ -32,6 +38,21 @@ class CdModelParams(StrictModel):
     dim: int = Field(128, gt=0, le=511, description="descriptor size (VSC22: <= 512 incl. the normalisation dim)")
     channels: list[int] = [16, 32, 64, 128]
     input_size: int = Field(64, ge=32, description="frames are resized to this square input")
+
+
+class CdDescriptorParams(StrictModel):
+    """The frame descriptor of the extract stage, the pipeline's database and `avmatch copydetect add` / `query`
+    (`avmatch.copydetect.descriptor`). `trained_dct` concatenates the trained encoder's descriptor with the
+    training-free DCT layout + colour histogram, [t, √w·d] / √(1 + w): on footage sources never used in
+    training the encoder alone only ties the training-free descriptor, the concatenation (w = 0.5, chosen on
+    the unseen collection's val half) beats it on both µAPs there and keeps the demo's level
+    (docs/benchmarks.md, Copy detection, sessions 9 and 10). The evaluate stage reports both kinds."""
+
+    kind: Literal["trained", "trained_dct"] = Field(
+        "trained_dct", description="trained: the encoder alone (model.dim); trained_dct: encoder + DCT/colour "
+        "(model.dim + 135 dimensions)")
+    dct_weight: float = Field(0.5, gt=0, le=10, description="trained_dct: weight w of the DCT/colour cosine in a "
+                              "frame pair's similarity (cos_trained + w cos_dct) / (1 + w)")
 
 
 class CdTrainParams(StrictModel):
@@ -96,11 +117,21 @@ class CopydetectParams(StrictModel):
     corpus: CdCorpusParams = CdCorpusParams()
     frames: CdFramesParams = CdFramesParams()
     model: CdModelParams = CdModelParams()
+    descriptor: CdDescriptorParams = CdDescriptorParams()
     train: CdTrainParams = CdTrainParams()
     extract: CdExtractParams = CdExtractParams()
     candidates: CdCandidatesParams = CdCandidatesParams()
     localise: CdLocaliseParams = CdLocaliseParams()
     evaluate: CdEvaluateParams = CdEvaluateParams()
+
+    @model_validator(mode="after")
+    def _descriptor_fits_vsc22(self) -> "CopydetectParams":
+        dim = self.model.dim + (DCT_COLOUR_DIM if self.descriptor.kind == "trained_dct" else 0) + (self.candidates.beta > 0)
+        if dim > VSC22_MAX_DIM:
+            raise ValueError(f"copydetect.descriptor.kind {self.descriptor.kind} with model.dim {self.model.dim} gives "
+                             f"{dim}-d descriptors (normalisation included), more than VSC22's {VSC22_MAX_DIM}: lower "
+                             "model.dim or use kind trained")
+        return self
 
 
 SECTION = CopydetectParams
