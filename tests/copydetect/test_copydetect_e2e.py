@@ -37,11 +37,16 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
     # the tiny corpus has a noise set and β > 0: normalisation ran, and the metrics say so
     assert m.pop("score_normalisation").startswith("on: beta"), m
     assert m.pop("noise_videos") > 0 and m.pop("noise_frames") >= 1
-    assert m.pop("descriptor_dim") == 128 + 1   # the normalisation's extra dimension is part of the export
+    # the default descriptor: the encoder's 128 dimensions + DCT/colour's 135, and the normalisation's extra
+    # dimension is part of the export
+    assert m.pop("descriptor") == "trained_dct (dct_weight 0.5)"
+    assert m.pop("descriptor_dim") == 128 + 135 + 1
     assert set(m) == {"descriptor_uap", "matching_uap", "pairwise_uap"}
     assert all(0.0 <= v <= 1.0 for v in m.values())
     cmp = json.loads((repo / "metrics/copydetect_compare.json").read_text())
-    assert set(cmp) == {"trained", "phash", "dct_colour", "untrained"}
+    # the pipeline's descriptor, the trained encoder alone, the training-free baselines, the untrained encoder
+    assert set(cmp) == {"trained_dct", "trained", "phash", "dct_colour", "untrained"}
+    assert {k: cmp["trained_dct"]["main"][k] for k in ("descriptor_uap", "matching_uap", "pairwise_uap")} == m
 
     def quality(variant: str) -> float:
         # the better of the normalised / raw runs, both tracks: what the variant can do on this corpus
@@ -49,7 +54,7 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
 
     assert quality("trained") > quality("untrained"), cmp
     # β of the normalisation chosen on half of the queries, judged on the other half (both with and without)
-    val = cmp["trained"]["beta_by_validation"]
+    val = cmp["trained_dct"]["beta_by_validation"]
     assert val["chosen_beta"] > 0 and val["val_descriptor_uap"][f"beta_{val['chosen_beta']:g}"] == max(
         v for k, v in val["val_descriptor_uap"].items() if k != "beta_0")
     for label in ("test_raw", "test_normalised"):

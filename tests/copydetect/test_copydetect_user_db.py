@@ -81,6 +81,12 @@ def test_add_then_query_from_another_folder(world):
     assert r.exit_code == 1, r.output
     assert "broken.mp4" in r.stderr and "3 video(s) added" in r.stdout
     assert "encoder.pt" in r.stderr and "normalisation is OFF" in r.stderr   # no noise set yet: said, not hidden
+    # the project's params.yaml names no descriptor: the default one, recorded in the database
+    assert "trained_dct (dct_weight 0.5) descriptor" in r.stderr
+    from avmatch.copydetect.database import CopyDB
+    from avmatch.copydetect.descriptor import DescriptorSpec
+
+    assert CopyDB.load(world["db"]).descriptor == DescriptorSpec("trained_dct", 0.5)
     # again: nothing re-embedded; a noise set switches normalisation on
     r = run(["copydetect", "add", str(world["refs"] / "R1.mp4"), str(world["refs"] / "R2.mp4"), "--db", db,
              "--noise", str(world["noise"])], world["elsewhere"], env)
