@@ -216,8 +216,9 @@ def main(argv=None) -> int:
                     paired[s][f"{method} − dct_colour, {row}"] = paired_difference(results[method][s][row],
                                                                                   results["dct_colour"][s][row])
             if {"fused", "trained"} <= set(results):
-                paired[s]["fused − trained, all"] = paired_difference(results["fused"][s]["all"],
-                                                                      results["trained"][s]["all"])
+                for row in results["fused"][s]:
+                    paired[s][f"fused − trained, {row}"] = paired_difference(results["fused"][s][row],
+                                                                             results["trained"][s][row])
             for method in results:
                 paired[s][f"{method}: all − params"] = paired_difference(results[method][s]["all"],
                                                                          results[method][s]["params"])
