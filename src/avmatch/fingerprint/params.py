@@ -27,6 +27,16 @@ class FpCorpusParams(StrictModel):
     cover_ref_instruments: bool = Field(
         False, description="builtin: deal the training pieces' instruments so that the references' instruments "
                            "come first (training and null-query music spanning the references' timbres)")
+    extra_train_pieces: int = Field(
+        0, ge=0, le=2000, description="builtin: this many more music21 pieces in the training split, planned and "
+                                      "rendered after the references and held-out pieces so that those (and so "
+                                      "every query) stay byte-identical, with the references' instruments dealt "
+                                      "first (cover_min_pieces decks); the other training pieces are unchanged")
+    cover_min_pieces: int = Field(
+        1, ge=1, le=10, description="builtin: the first this many decks of instruments dealt to the extra training "
+                                    "pieces (and, with cover_ref_instruments, to the others) put the references' "
+                                    "first: given enough pieces every reference instrument is played by at least "
+                                    "this many of them")
     source: Literal["builtin", "nafp"] = Field(
         "builtin", description="builtin: the offline demo corpus; nafp: import the NAFP dataset at dataset_root")
     dataset_root: str | None = Field(None, description="neural-audio-fp-dataset folder (source: nafp)")
