@@ -35,7 +35,7 @@ from avmatch.fingerprint.training import train_fingerprinter  # noqa: E402
 from pipelines.fingerprint.evaluate import _evaluate_in_memory  # noqa: E402
 from pipelines.fingerprint.evaluation import read_ground_truth  # noqa: E402
 from pipelines.fingerprint.paths import FingerprintPaths  # noqa: E402
-from pipelines.fingerprint.train import _load_set_audio, split_train_val  # noqa: E402
+from pipelines.fingerprint.train import _load_set_audio, split_train_val, track_instruments  # noqa: E402
 
 SECTIONS = ("train", "model", "evaluate", "search", "audio")
 
@@ -64,16 +64,19 @@ def main() -> int:
     if "encoder" in over or enc.exists():
         model = load_encoder(Path(over.get("encoder", enc)), device)
     else:
-        _, audio = _load_set_audio(paths, "train")
+        items, audio = _load_set_audio(paths, "train")
         _, noise = _load_set_audio(paths, "noise_train")
         train_audio, val_audio = split_train_val(audio, params.common.seed)
+        train_groups = None
+        if fp.train.same_timbre_fraction > 0:   # as the train stage does
+            train_groups, _ = split_train_val(track_instruments(paths, items), params.common.seed)
         t0 = time.perf_counter()
         result = train_fingerprinter(
             train_audio, noise, train_params=fp.train, model_params=fp.model,
             logmel_params=fp.logmel, audio_params=fp.audio, common_params=params.common,
             checkpoint_dir=args.out / "checkpoints",
             log=lambda m, s: print(s, m, file=sys.stderr, flush=True) if "val_top1" in m else None,
-            val_audio=val_audio or None)
+            val_audio=val_audio or None, train_groups=train_groups)
         print(f"train_seconds {time.perf_counter() - t0:.0f}", file=sys.stderr)
         model = result.model.eval()
         save_encoder(model, enc, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),

@@ -122,6 +122,11 @@ class FpTrainParams(StrictModel):
                          "trained weights the same on any machine (the thread count orders the float sums); 0 = "
                          "common.num_threads, or the cores the data workers leave (machine-dependent)")
     augment: FpAugmentParams = FpAugmentParams()
+    same_timbre_fraction: float = Field(
+        0.0, ge=0.0, le=0.9, description="share of each batch drawn as windows of different training tracks played "
+                                         "by the same instrument (pairs of tracks from one instrument, from the "
+                                         "corpus's tracks.csv), so the contrastive loss sees 'same timbre, other "
+                                         "piece' as a negative; 0 = every window drawn independently")
     background_excerpts: int = Field(600, ge=0, description="degraded excerpts of the training music embedded "
                                      "after training and stored in the encoder file: the background that "
                                      "reference segments' hub scores are measured against (0 = none)")
