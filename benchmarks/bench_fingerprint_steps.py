@@ -13,7 +13,8 @@ fingerprint_ingest`).
     python benchmarks/bench_fingerprint_steps.py OUT2 encoder=OUT/encoder.pt evaluate.null_queries_per_length=1500
 
 Overrides: `train.*`, `model.*`, `evaluate.*`, `search.*`, `audio.*` (values in JSON), or `encoder=PATH` to
-evaluate a trained encoder. OUT keeps the encoder (a rerun evaluates it again) and metrics.json.
+evaluate a trained encoder. OUT keeps the encoder (a rerun evaluates it again), metrics.json and analysis.csv
+(what each test query was answered).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from avmatch.core.device import resolve_device  # noqa: E402
 from avmatch.core.manifest import read_manifest  # noqa: E402
 from avmatch.fingerprint.model import load_encoder, save_encoder  # noqa: E402
 from avmatch.fingerprint.training import train_fingerprinter  # noqa: E402
-from pipelines.fingerprint.evaluate import _evaluate_in_memory  # noqa: E402
+from pipelines.fingerprint.evaluate import evaluate_in_memory_result  # noqa: E402
 from pipelines.fingerprint.evaluation import read_ground_truth  # noqa: E402
 from pipelines.fingerprint.paths import FingerprintPaths  # noqa: E402
 from pipelines.fingerprint.train import _load_set_audio, split_train_val, track_instruments  # noqa: E402
@@ -82,9 +83,11 @@ def main() -> int:
         save_encoder(model, enc, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
                                   "audio": fp.audio.model_dump()})
     refs = read_manifest(paths.items("refs"))
-    metrics = _evaluate_in_memory(params, paths, model, device, read_ground_truth(paths.ground_truth),
-                                  dict(zip(refs["id"], refs["path"])), "bench")
+    result = evaluate_in_memory_result(params, paths, model, device, read_ground_truth(paths.ground_truth),
+                                       dict(zip(refs["id"], refs["path"])), "bench")
+    metrics = result.metrics
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    result.analysis.to_csv(args.out / "analysis.csv", index=False)   # per test query: what was answered
     for key in ("track_hit_rate", "speed_changed_hit_rate", "top1_hit_rate_without_threshold"):
         print(key, " / ".join(f"{metrics[key][k]:.3f}" for k in metrics[key]))
     print("out-of-database test queries answered",
