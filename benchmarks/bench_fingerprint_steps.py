@@ -13,7 +13,8 @@ fingerprint_ingest`).
     python benchmarks/bench_fingerprint_steps.py OUT2 encoder=OUT/encoder.pt evaluate.null_queries_per_length=1500
 
 Overrides: `train.*`, `model.*`, `evaluate.*`, `search.*`, `audio.*` (values in JSON), or `encoder=PATH` to
-evaluate a trained encoder. OUT keeps the encoder (a rerun evaluates it again) and metrics.json.
+evaluate a trained encoder. OUT keeps the encoder (a rerun evaluates it again), metrics.json and analysis.csv
+(what each test query was answered).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from avmatch.core.device import resolve_device  # noqa: E402
 from avmatch.core.manifest import read_manifest  # noqa: E402
 from avmatch.fingerprint.model import load_encoder, save_encoder  # noqa: E402
 from avmatch.fingerprint.training import train_fingerprinter  # noqa: E402
-from pipelines.fingerprint.evaluate import _evaluate_in_memory  # noqa: E402
+from pipelines.fingerprint.evaluate import evaluate_in_memory_result  # noqa: E402
 from pipelines.fingerprint.evaluation import read_ground_truth  # noqa: E402
 from pipelines.fingerprint.paths import FingerprintPaths  # noqa: E402
-from pipelines.fingerprint.train import _load_set_audio, split_train_val  # noqa: E402
+from pipelines.fingerprint.train import _load_set_audio, split_train_val, track_instruments  # noqa: E402
 
 SECTIONS = ("train", "model", "evaluate", "search", "audio")
 
@@ -64,24 +65,29 @@ def main() -> int:
     if "encoder" in over or enc.exists():
         model = load_encoder(Path(over.get("encoder", enc)), device)
     else:
-        _, audio = _load_set_audio(paths, "train")
+        items, audio = _load_set_audio(paths, "train")
         _, noise = _load_set_audio(paths, "noise_train")
         train_audio, val_audio = split_train_val(audio, params.common.seed)
+        train_groups = None
+        if fp.train.same_timbre_fraction > 0:   # as the train stage does
+            train_groups, _ = split_train_val(track_instruments(paths, items), params.common.seed)
         t0 = time.perf_counter()
         result = train_fingerprinter(
             train_audio, noise, train_params=fp.train, model_params=fp.model,
             logmel_params=fp.logmel, audio_params=fp.audio, common_params=params.common,
             checkpoint_dir=args.out / "checkpoints",
             log=lambda m, s: print(s, m, file=sys.stderr, flush=True) if "val_top1" in m else None,
-            val_audio=val_audio or None)
+            val_audio=val_audio or None, train_groups=train_groups)
         print(f"train_seconds {time.perf_counter() - t0:.0f}", file=sys.stderr)
         model = result.model.eval()
         save_encoder(model, enc, {"model": fp.model.model_dump(), "logmel": fp.logmel.model_dump(),
                                   "audio": fp.audio.model_dump()})
     refs = read_manifest(paths.items("refs"))
-    metrics = _evaluate_in_memory(params, paths, model, device, read_ground_truth(paths.ground_truth),
-                                  dict(zip(refs["id"], refs["path"])), "bench")
+    result = evaluate_in_memory_result(params, paths, model, device, read_ground_truth(paths.ground_truth),
+                                       dict(zip(refs["id"], refs["path"])), "bench")
+    metrics = result.metrics
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    result.analysis.to_csv(args.out / "analysis.csv", index=False)   # per test query: what was answered
     for key in ("track_hit_rate", "speed_changed_hit_rate", "top1_hit_rate_without_threshold"):
         print(key, " / ".join(f"{metrics[key][k]:.3f}" for k in metrics[key]))
     print("out-of-database test queries answered",

@@ -153,6 +153,12 @@ def _evaluate_untrained(params: Params, paths: FingerprintPaths, gt: pd.DataFram
 def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, gt: pd.DataFrame,
                         ref_paths: dict, label: str) -> dict:
     """Embed references and queries with `model` and evaluate, touching none of the pipeline's outputs."""
+    return evaluate_in_memory_result(params, paths, model, device, gt, ref_paths, label).metrics
+
+
+def evaluate_in_memory_result(params: Params, paths: FingerprintPaths, model, device, gt: pd.DataFrame,
+                              ref_paths: dict, label: str):
+    """`_evaluate_in_memory` with the whole EvaluationResult (per-query analysis, thresholds): for benchmarks."""
     from avmatch.core.index import SegmentIndex
     from avmatch.core.progress import progress
     from avmatch.fingerprint.embedding import embed_audio
@@ -177,7 +183,7 @@ def _evaluate_in_memory(params: Params, paths: FingerprintPaths, model, device, 
     result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp.search, fp.evaluate,
                               fp.audio, fp.corpus.query_lengths_s, ref_paths, _null_vectors(params, paths, model, device),
                               _hub_penalty(params, paths, model, device))
-    return result.metrics
+    return result
 
 
 def headline(metrics: dict, prefix: str = "") -> dict:

@@ -19,6 +19,17 @@ def _load_set_audio(paths: FingerprintPaths, name: str) -> tuple[pd.DataFrame, l
     return items, [load_pcm(p) for p in items["pcm_file"]]
 
 
+def track_instruments(paths: FingerprintPaths, items: pd.DataFrame) -> list[str | None]:
+    """The instrument of each item (the corpus's tracks.csv, by id); None for recorded music or a corpus
+    without instrument labels. What `fingerprint.train.same_timbre_fraction` groups training tracks by."""
+    table = paths.corpus / "tracks.csv"
+    if not table.exists():
+        return [None] * len(items)
+    tracks = pd.read_csv(table, dtype=str, keep_default_na=False)
+    inst = dict(zip(tracks["id"], tracks.get("instrument", pd.Series([""] * len(tracks)))))
+    return [inst.get(i) or None for i in items["id"]]
+
+
 def split_train_val(audio: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(training tracks, validation tracks): a seeded tenth of the tracks (none with 3 or fewer) is held out
     for the validation curve; benchmarks that retrain a variant use the same split."""
@@ -39,6 +50,9 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
         raise RuntimeError(f"no usable training audio in {paths.set_dir('train')} (see {paths.bad_files})")
     _, noise = _load_set_audio(paths, "noise_train")
     train_audio, val_audio = split_train_val(audio, params.common.seed)
+    train_groups = None
+    if fp.train.same_timbre_fraction > 0:   # the same permutation as the audio's (seed and length only)
+        train_groups, _ = split_train_val(track_instruments(paths, items), params.common.seed)
 
     def on_log(metrics: dict, step: int) -> None:
         tracker.log_metrics(metrics, step=step)
@@ -46,7 +60,7 @@ def train(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> dic
     result = train_fingerprinter(
         train_audio, noise, train_params=fp.train, model_params=fp.model, logmel_params=fp.logmel,
         audio_params=fp.audio, common_params=params.common, checkpoint_dir=paths.checkpoints, log=on_log,
-        val_audio=val_audio or None)
+        val_audio=val_audio or None, train_groups=train_groups)
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     model = result.model.eval()
     background = embed_background(

@@ -43,3 +43,13 @@ def test_dealing_moves_nothing_but_the_instruments():
                (b.pieces, b.bpm, b.transpose, b.start_ql, b.max_s, b.reverb)
     assert [a.ensemble for a in drawn] != [b.ensemble for b in dealt]
     assert _plan(["choir"]) == dealt   # seeded
+
+
+def test_cover_decks_deal_the_named_instruments_on_top_of_that_many_decks():
+    want = ["choir", "organ", "marimba"]
+    planner = ItemPlanner(_Pieces(), seed=3, min_s=30.0, max_s=40.0, cover_decks=2)
+    items = [planner.make("bach", want) for _ in range(2 * len(ENSEMBLES) + 3)]
+    n = len(ENSEMBLES)
+    for deck in (items[:n], items[n:2 * n]):
+        assert {i.ensemble for i in deck[:3]} == set(want)
+        assert sorted(i.ensemble for i in deck) == sorted(ENSEMBLES)

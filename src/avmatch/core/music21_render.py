@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -603,22 +604,25 @@ class ItemPlanner:
     pieces are cropped to a seeded length in [min_s, max_s], from a seeded start bar.
     """
 
-    def __init__(self, pool: PiecePool, seed: int, min_s: float, max_s: float):
+    def __init__(self, pool: PiecePool, seed: int, min_s: float, max_s: float, cover_decks: int = 1):
         self.pool, self.min_s, self.max_s = pool, min_s, max_s
         self.seed = seed
         self.count = 0
         self.names: set[str] = set()
         self.decks: dict[str, list[str]] = {}
-        self.dealt_first: set[str] = set()
+        self.cover_decks = int(cover_decks)
+        self.dealt_first: Counter[str] = Counter()
 
     def _dealt(self, kind: str, names: list[str], first: Sequence[str]) -> str:
         """The next instrument (set) of a seeded shuffled deck: the `first` ones, then all of `names`,
-        dealt anew when empty, so every one is used once before any is used twice."""
+        dealt anew when empty, so every one is used once before any is used twice. The first
+        `cover_decks` decks of each kind put the `first` ones on top: given enough items, every named
+        instrument is dealt at least `cover_decks` times."""
         deck = self.decks.setdefault(kind, [])
         if not deck:
             rng = np.random.default_rng([self.seed, 2029, self.count, len(names)])
-            want = [n for n in dict.fromkeys(first) if n in names] if kind not in self.dealt_first else []
-            self.dealt_first.add(kind)
+            want = [n for n in dict.fromkeys(first) if n in names] if self.dealt_first[kind] < self.cover_decks else []
+            self.dealt_first[kind] += 1
             rest = [n for n in names if n not in want]
             deck.extend([rest[int(i)] for i in rng.permutation(len(rest))]
                         + [want[int(i)] for i in rng.permutation(len(want))])   # popped from the end: want first

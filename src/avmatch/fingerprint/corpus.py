@@ -159,34 +159,39 @@ def _recorded_tracks(seed: int, cache: Path | None) -> tuple[dict[str, list[Path
 
 
 def _plan_rendered(spec: SizeSpec, seed: int, rec_ref_s: float, rec_ref_n: int, rec_train_s: float,
-                   rec_train_n: int, cache: Path | None, workers: int, cover_ref_instruments: bool = False
-                   ) -> dict[str, list[RenderSpec]]:
+                   rec_train_n: int, cache: Path | None, workers: int, cover_ref_instruments: bool = False,
+                   extra_train: int = 0, cover_decks: int = 1) -> dict[str, list[RenderSpec]]:
     """Choose music21 pieces (disjoint across splits) and how to render each: refs, train, oov.
 
-    `cover_ref_instruments`: the training pieces get the references' instruments first (dealt, not drawn),
-    so that the encoder and the null queries cut from the training music have heard every timbre of the
-    database; the pieces themselves, and so the references and held-out pieces, are the same either way."""
+    `cover_ref_instruments`: the training pieces get the references' instruments first (dealt, not drawn;
+    the first `cover_decks` decks), so that the encoder and the null queries cut from the training music
+    have heard every timbre of the database; the pieces themselves, and so the references and held-out
+    pieces, are the same either way. `extra_train`: more training pieces ("train_extra"), planned after the
+    held-out ones (the planner and the piece pool are sequential, so this leaves every earlier item as it was)
+    and always dealt the references' instruments first: they exist to cover the database's timbres."""
     pool = PiecePool(list(spec.weights), seed, cache, workers)
-    planner = ItemPlanner(pool, seed, *spec.dur_s)
+    planner = ItemPlanner(pool, seed, *spec.dur_s, cover_decks=cover_decks)
     mean_s = sum(spec.dur_s) / 2
     need = {
         "ref": (max(spec.ref_n - rec_ref_n, 0), max(spec.ref_s - rec_ref_s, 0.0)),
         "train": (max(spec.train_n - rec_train_n, 0), max(spec.train_s - rec_train_s, 0.0)),
         "oov": (spec.oov_n, 0.0),
+        "train_extra": (int(extra_train), 0.0),
     }
-    est_items = sum(max(n, s / mean_s) for n, s in need.values())
+    est_items = sum(max(n, s / mean_s) for k, (n, s) in need.items() if k != "train_extra")
     total_w = sum(spec.weights.values())
     pool.prefetch({g: int(np.ceil(est_items * w / total_w * GROUPS[g].pieces_per_item * 1.25)) + 2
                    for g, w in spec.weights.items()})
     weights = dict(spec.weights)
     sched = weighted_schedule(weights)
-    out: dict[str, list[RenderSpec]] = {"ref": [], "train": [], "oov": []}
+    out: dict[str, list[RenderSpec]] = {"ref": [], "train": [], "oov": [], "train_extra": []}
     for split, (n_min, s_min) in need.items():
         secs = 0.0
         while len(out[split]) < n_min or secs < s_min:
             g = next(sched)
             try:
-                cover = [r.ensemble for r in out["ref"]] if split == "train" and cover_ref_instruments else None
+                cover = [r.ensemble for r in out["ref"]] \
+                    if split == "train_extra" or (split == "train" and cover_ref_instruments) else None
                 item = planner.make(g, cover)
             except RuntimeError as exc:  # a group ran out of pieces (large corpora): drop it
                 log.warning("%s", exc)
@@ -627,14 +632,21 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
     # 2. music21 renderings -----------------------------------------------------------------------
     plan = _plan_rendered(spec, seed, sum(t.duration_s for t in rec_refs), len(rec_refs),
                           sum(t.duration_s for t in rec_train), len(rec_train), cache, workers,
-                          params.cover_ref_instruments)
+                          params.cover_ref_instruments, params.extra_train_pieces, params.cover_min_pieces)
     stage("plan_music21")
     folders = {"ref": tmp / "refs", "train": tmp / "train", "oov": tmp / "_heldout"}
-    jobs = [(s, folders[split] / f"{s.name}.flac") for split in ("ref", "train", "oov") for s in plan[split]]
-    results = render_many(jobs, workers, RENDER_SR, progress, desc="render music21 (FluidSynth)")
+    # the extra training pieces are rendered in a call of their own: render_many batches jobs in list order and
+    # a piece's samples depend on its batch, so this keeps every reference and held-out rendering (and so every
+    # query) as it was without them
+    splits = [(split, s) for split in ("ref", "train", "oov", "train_extra") for s in plan[split]]
+    jobs = [(s, folders[split.replace("_extra", "")] / f"{s.name}.flac") for split, s in splits]
+    n_base = len(jobs) - len(plan["train_extra"])
+    results = render_many(jobs[:n_base], workers, RENDER_SR, progress, desc="render music21 (FluidSynth)")
+    if plan["train_extra"]:
+        results += render_many(jobs[n_base:], workers, RENDER_SR, progress, desc="render extra training music")
     rendered: dict[str, list[Track]] = {"ref": [], "train": [], "oov": []}
-    for (s, path), res in zip(jobs, results):
-        split = next(k for k, v in folders.items() if v == path.parent)
+    for (split, _), (s, path), res in zip(splits, jobs, results):
+        split = split.replace("_extra", "")
         rendered[split].append(Track(id="", path=path, split=split, source="music21", name=s.name,
                                      duration_s=res["duration_s"], info=s.describe() | {"rms": round(res["rms"], 4)}))
 
@@ -690,6 +702,10 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
         "size": params.size, "seed": seed,
         "n_refs": len(refs), "ref_hours": round(sum(t.duration_s for t in refs) / 3600, 4),
         "n_train": len(train), "train_hours": round(sum(t.duration_s for t in train) / 3600, 4),
+        # how many training pieces are played by each reference instrument (0: a timbre training never hears)
+        "train_pieces_per_ref_instrument": dict(sorted(Counter(
+            {e: sum(t.info.get("ensemble") == e for t in rendered["train"])
+             for e in {r.info["ensemble"] for r in rendered["ref"]}}).items())),
         "n_queries": len(gt_rows), "n_queries_in_db": len(in_db), "n_queries_oov": len(gt_rows) - len(in_db),
         "queries_by_length": dict(sorted(Counter(r["length_s"] for r in gt_rows).items(), key=lambda kv: float(kv[0]))),
         "queries_by_degradation": dict(sorted(Counter(r["degradation"] for r in gt_rows).items())),

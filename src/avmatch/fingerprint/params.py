@@ -27,6 +27,16 @@ class FpCorpusParams(StrictModel):
     cover_ref_instruments: bool = Field(
         False, description="builtin: deal the training pieces' instruments so that the references' instruments "
                            "come first (training and null-query music spanning the references' timbres)")
+    extra_train_pieces: int = Field(
+        0, ge=0, le=2000, description="builtin: this many more music21 pieces in the training split, planned and "
+                                      "rendered after the references and held-out pieces so that those (and so "
+                                      "every query) stay byte-identical, with the references' instruments dealt "
+                                      "first (cover_min_pieces decks); the other training pieces are unchanged")
+    cover_min_pieces: int = Field(
+        1, ge=1, le=10, description="builtin: the first this many decks of instruments dealt to the extra training "
+                                    "pieces (and, with cover_ref_instruments, to the others) put the references' "
+                                    "first: given enough pieces every reference instrument is played by at least "
+                                    "this many of them")
     source: Literal["builtin", "nafp"] = Field(
         "builtin", description="builtin: the offline demo corpus; nafp: import the NAFP dataset at dataset_root")
     dataset_root: str | None = Field(None, description="neural-audio-fp-dataset folder (source: nafp)")
@@ -112,6 +122,11 @@ class FpTrainParams(StrictModel):
                          "trained weights the same on any machine (the thread count orders the float sums); 0 = "
                          "common.num_threads, or the cores the data workers leave (machine-dependent)")
     augment: FpAugmentParams = FpAugmentParams()
+    same_timbre_fraction: float = Field(
+        0.0, ge=0.0, le=0.9, description="share of each batch drawn as windows of different training tracks played "
+                                         "by the same instrument (pairs of tracks from one instrument, from the "
+                                         "corpus's tracks.csv), so the contrastive loss sees 'same timbre, other "
+                                         "piece' as a negative; 0 = every window drawn independently")
     background_excerpts: int = Field(600, ge=0, description="degraded excerpts of the training music embedded "
                                      "after training and stored in the encoder file: the background that "
                                      "reference segments' hub scores are measured against (0 = none)")

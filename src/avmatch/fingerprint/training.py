@@ -185,7 +185,11 @@ class PairStream(IterableDataset):
     """Endless stream of (anchors [B, seg_len], positives [B, seg_len]) float32 batches."""
 
     def __init__(self, tracks: list[np.ndarray], noises: list[np.ndarray], sample_rate: int, segment_s: float,
-                 aug: FpAugmentParams, batch_size: int, seed: int, start_step: int = 0):
+                 aug: FpAugmentParams, batch_size: int, seed: int, start_step: int = 0,
+                 groups: list[str | None] | None = None, same_timbre_fraction: float = 0.0):
+        """`groups[i]`: the instrument (any label) of track i, None when unknown. With `same_timbre_fraction`
+        > 0, that share of each batch is pairs of windows from two different tracks of one label (a label
+        drawn uniformly among those with two or more tracks): hard negatives in one timbre."""
         super().__init__()
         self.sample_rate = int(sample_rate)
         self.seg_len, _ = segment_samples(sample_rate, segment_s, segment_s)
@@ -196,11 +200,24 @@ class PairStream(IterableDataset):
         self.aug, self.batch_size, self.seed, self.start_step = aug, int(batch_size), int(seed), int(start_step)
         lengths = np.array([len(t) - self.seg_len - 2 * self.max_off for t in self.tracks], dtype=np.float64)
         self.p_track = lengths / lengths.sum()
+        self.same_timbre = int(round(float(same_timbre_fraction) * self.batch_size))
+        self.timbre_groups: list[np.ndarray] = []
+        if self.same_timbre:
+            if groups is None or len(groups) != len(self.tracks):
+                raise ValueError("same_timbre_fraction > 0 needs one instrument label per training track")
+            by: dict[str, list[int]] = {}
+            for i, g in enumerate(groups):
+                if g is not None and g == g and str(g) != "":   # None / NaN / "": no label
+                    by.setdefault(str(g), []).append(i)
+            self.timbre_groups = [np.array(v) for _, v in sorted(by.items()) if len(v) >= 2]
+            if not self.timbre_groups:
+                raise ValueError("same_timbre_fraction > 0 but no instrument has two or more training tracks")
 
-    def _window(self, rng: np.random.Generator, taken: list[tuple[int, int]]) -> tuple[int, int]:
+    def _window(self, rng: np.random.Generator, taken: list[tuple[int, int]], track: int | None = None
+                ) -> tuple[int, int]:
         ti, start = 0, 0
         for _ in range(30):
-            ti = int(rng.choice(len(self.tracks), p=self.p_track))
+            ti = int(rng.choice(len(self.tracks), p=self.p_track)) if track is None else track
             start = int(rng.integers(self.max_off, len(self.tracks[ti]) - self.seg_len - self.max_off + 1))
             if any(t == ti and abs(s - start) < self.seg_len + self.max_off for t, s in taken):
                 continue
@@ -213,8 +230,13 @@ class PairStream(IterableDataset):
         positives = np.empty_like(anchors)
         taken: list[tuple[int, int]] = []
         windows = []
+        chosen: list[int | None] = []
+        while len(chosen) < self.same_timbre:  # pairs of tracks sharing an instrument first
+            members = self.timbre_groups[int(rng.integers(len(self.timbre_groups)))]
+            chosen += [int(t) for t in rng.choice(members, 2, replace=False)]
+        chosen = chosen[: self.same_timbre] + [None] * (self.batch_size - min(self.same_timbre, self.batch_size))
         for i in range(self.batch_size):
-            ti, start = self._window(rng, taken)
+            ti, start = self._window(rng, taken, chosen[i])
             taken.append((ti, start))
             anchors[i] = self.tracks[ti][start : start + self.seg_len]
             windows.append((ti, start + int(rng.integers(-self.max_off, self.max_off + 1))))
@@ -309,11 +331,15 @@ def _data_digest(arrays: list[np.ndarray]) -> str:
 
 
 def config_hash(train: FpTrainParams, model: FpModelParams, logmel: LogMelParams, audio: FpAudioParams, seed: int,
-                train_audio: list[np.ndarray] | None = None, noise_audio: list[np.ndarray] | None = None) -> str:
+                train_audio: list[np.ndarray] | None = None, noise_audio: list[np.ndarray] | None = None,
+                train_groups: list[str | None] | None = None) -> str:
     """Hash of everything that changes the trained weights (not the checkpoint/validation cadence, the
-    number of workers or the safety time limit)."""
-    tr = json.loads(train.model_dump_json(exclude={"checkpoint_every", "validate_every", "num_workers",
-                                                   "max_minutes"}))
+    number of workers or the safety time limit). Same-timbre batches and their labels count only when
+    used, so runs without them keep the hashes (and checkpoints) they had before the option existed."""
+    skip = {"checkpoint_every", "validate_every", "num_workers", "max_minutes"}
+    if not train.same_timbre_fraction:
+        skip.add("same_timbre_fraction")
+    tr = json.loads(train.model_dump_json(exclude=skip))
     blob = {
         "train": tr, "model": json.loads(model.model_dump_json()), "logmel": json.loads(logmel.model_dump_json()),
         "audio": json.loads(audio.model_dump_json()), "seed": int(seed),
@@ -321,6 +347,8 @@ def config_hash(train: FpTrainParams, model: FpModelParams, logmel: LogMelParams
         "noise_data": _data_digest(noise_audio) if noise_audio is not None else None,
         "format": CHECKPOINT_FORMAT,
     }
+    if train.same_timbre_fraction:
+        blob["train_groups"] = [None if g is None or g != g else str(g) for g in (train_groups or [])]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -359,12 +387,14 @@ def train_fingerprinter(
     log: Callable[[dict[str, Any], int], None] | None = None,
     val_audio: list[np.ndarray] | None = None,
     val_noise: list[np.ndarray] | None = None,
+    train_groups: list[str | None] | None = None,
 ) -> TrainResult:
     """Train (or resume training) the fingerprint encoder; see the module docstring.
 
     train_audio / noise_audio / val_audio: mono float32 arrays at `audio_params.sample_rate`.
     val_noise: noise for the validation queries (default: noise_audio; pass held-out recordings for an
-    honest number). `log(metrics, step)` gets {loss, lr, elapsed_s, steps_per_s} every 25 steps and
+    honest number). train_groups: the instrument of each training track (None: unknown), needed when
+    `train_params.same_timbre_fraction` > 0. `log(metrics, step)` gets {loss, lr, elapsed_s, steps_per_s} every 25 steps and
     {val_top1, val_top1_near} at validations.
 
     Raises TimeLimitReached, after saving the checkpoint, when `train_params.max_minutes` runs out
@@ -395,7 +425,7 @@ def train_fingerprinter(
     seed_everything(cp.seed)
     use_amp = device.type == "cuda"
     warmup = max(1, min(100, tp.max_steps // 20))
-    chash = config_hash(tp, mp, lp, ap, cp.seed, train_audio, noise_audio)
+    chash = config_hash(tp, mp, lp, ap, cp.seed, train_audio, noise_audio, train_groups)
 
     model = FingerprintEncoder.from_params(mp, lp, ap).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
@@ -456,7 +486,8 @@ def train_fingerprinter(
 
     if not done():
         stream = PairStream(train_audio, noise_audio, ap.sample_rate, ap.segment_s, tp.augment, tp.batch_size,
-                            seed=cp.seed, start_step=step)
+                            seed=cp.seed, start_step=step, groups=train_groups,
+                            same_timbre_fraction=tp.same_timbre_fraction)
         loader = DataLoader(stream, batch_size=None, num_workers=tp.num_workers, pin_memory=use_amp,
                             prefetch_factor=2 if tp.num_workers > 0 else None,
                             persistent_workers=False)
