@@ -107,7 +107,7 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     from avmatch.copydetect.noise_set import normalisation_record
     from avmatch.copydetect.dct_colour import DIM as DCT_COLOUR_DIM
     from avmatch.copydetect.dct_colour import dct_colour_descriptors
-    from avmatch.copydetect.descriptor import DescriptorSpec, encoder_part
+    from avmatch.copydetect.descriptor import DescriptorSpec, dct_part, encoder_part
     from avmatch.copydetect.phash import phash_descriptors
     from avmatch.copydetect.vsc_npz import read_vsc_npz
 
@@ -127,10 +127,14 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     compare[main_key], curves[main_key] = _variant_metrics(gt, queries, refs, noise, cd, betas, stored, submitted)
     if cd.evaluate.beta_grid:
         compare[main_key]["beta_by_validation"] = _beta_by_validation(gt, queries, refs, noise, cd)
+    def stored_part(part) -> list[list[VideoFeatures]]:
+        """One part of the stored trained_dct descriptors, renormalised, for queries, refs and noise."""
+        return [[VideoFeatures(v.video_id, v.timestamps, part(v.features, cd.model.dim)) for v in vs]
+                for vs in (queries, refs, noise_videos)]
+
     if main_key != "trained":   # the trained encoder alone: its part of the stored descriptors, renormalised
         t0 = time.perf_counter()
-        alone = [[VideoFeatures(v.video_id, v.timestamps, encoder_part(v.features, cd.model.dim)) for v in vs]
-                 for vs in (queries, refs, noise_videos)]
+        alone = stored_part(encoder_part)
         compare["trained"], curves["trained"] = _variant_metrics(gt, alone[0], alone[1],
                                                                  noise_matrix(alone[2], cd.model.dim), cd, betas)
         compare["trained"]["seconds"] = time.perf_counter() - t0
@@ -145,7 +149,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         compare["phash"]["seconds"] = time.perf_counter() - t0
     if cd.evaluate.dct_colour_baseline:
         t0 = time.perf_counter()
-        dq, dr, dn = from_frames(dct_colour_descriptors)
+        # trained_dct already holds each frame's DCT/colour descriptor: take it rather than describe the frames again
+        dq, dr, dn = stored_part(dct_part) if main_key == "trained_dct" else from_frames(dct_colour_descriptors)
         compare["dct_colour"], curves["dct_colour"] = _variant_metrics(gt, dq, dr, noise_matrix(dn, DCT_COLOUR_DIM),
                                                                        cd, betas)
         compare["dct_colour"]["seconds"] = time.perf_counter() - t0

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from avmatch.copydetect.descriptor import KINDS as DESCRIPTOR_KINDS
 from avmatch.core.cli_io import (
     EXIT_SOME_FAILED,
     WAIT_HELP,
@@ -110,9 +111,8 @@ The score is the segment's best frame similarity minus the noise-set bias (when 
 noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage."""
 
 
-class DescriptorKind(str, Enum):
-    trained = "trained"
-    trained_dct = "trained_dct"
+# the choices of --descriptor: the library's kinds, so that a new kind needs no change here
+DescriptorKind = Enum("DescriptorKind", {k: k for k in DESCRIPTOR_KINDS}, type=str)
 
 
 DESCRIPTOR_HELP = ("frame descriptor of a new database (default: the pipeline database's, else params.yaml's "

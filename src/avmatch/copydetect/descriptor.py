@@ -83,11 +83,21 @@ def concatenate(trained: np.ndarray, dct: np.ndarray, dct_weight: float) -> np.n
     return (np.concatenate([trained, np.sqrt(dct_weight) * dct], 1) / np.sqrt(1.0 + dct_weight)).astype(np.float32)
 
 
+def _unit_rows(part: np.ndarray) -> np.ndarray:
+    part = np.asarray(part, np.float32)
+    return part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+
+
 def encoder_part(vectors: np.ndarray, encoder_dim: int) -> np.ndarray:
     """The trained encoder's own unit descriptors inside concatenated ones (the first `encoder_dim` columns,
     renormalised): the evaluate stage's "trained encoder alone" row without embedding the frames again."""
-    part = np.asarray(vectors[:, :encoder_dim], np.float32)
-    return part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return _unit_rows(vectors[:, :encoder_dim])
+
+
+def dct_part(vectors: np.ndarray, encoder_dim: int) -> np.ndarray:
+    """The DCT/colour unit descriptors inside `trained_dct` ones (the columns after `encoder_dim`,
+    renormalised): the evaluate stage's training-free row without decoding and describing the frames again."""
+    return _unit_rows(vectors[:, encoder_dim:])
 
 
 def frame_describer(spec: DescriptorSpec, model, device="cpu", batch_size: int = 128) -> Callable[[np.ndarray], np.ndarray]:
