@@ -703,9 +703,8 @@ def build_fingerprint_corpus(params: FpCorpusParams, root: Path | None = None) -
         "n_refs": len(refs), "ref_hours": round(sum(t.duration_s for t in refs) / 3600, 4),
         "n_train": len(train), "train_hours": round(sum(t.duration_s for t in train) / 3600, 4),
         # how many training pieces are played by each reference instrument (0: a timbre training never hears)
-        "train_pieces_per_ref_instrument": dict(sorted(Counter(
-            {e: sum(t.info.get("ensemble") == e for t in rendered["train"])
-             for e in {r.info["ensemble"] for r in rendered["ref"]}}).items())),
+        "train_pieces_per_ref_instrument": {e: sum(t.info.get("ensemble") == e for t in rendered["train"])
+                                            for e in sorted({r.info["ensemble"] for r in rendered["ref"]})},
         "n_queries": len(gt_rows), "n_queries_in_db": len(in_db), "n_queries_oov": len(gt_rows) - len(in_db),
         "queries_by_length": dict(sorted(Counter(r["length_s"] for r in gt_rows).items(), key=lambda kv: float(kv[0]))),
         "queries_by_degradation": dict(sorted(Counter(r["degradation"] for r in gt_rows).items())),
