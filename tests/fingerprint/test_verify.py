@@ -1,0 +1,169 @@
+"""Spectral-peak verification of a search's alignment (avmatch.fingerprint.verify) and the decision `verified`:
+an excerpt scores high at its true alignment (also off the segment grid, noisy, or played faster), the same
+timbre playing other notes scores low, and the database stores each recording's peaks to verify against."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import save_tiny_fingerprint_encoder
+
+from avmatch.fingerprint import degrade
+from avmatch.fingerprint.calibration import calibrate_decision
+from avmatch.fingerprint.search import Match, decide, decision_score
+from avmatch.fingerprint.verify import (
+    PeakParams,
+    Verifier,
+    pack_peaks,
+    peak_grid,
+    spectral_peaks,
+    unpack_peaks,
+    verification_score,
+)
+
+SR = 8000
+
+
+def melody(seconds: float, seed: int) -> np.ndarray:
+    """One 'instrument' (fixed harmonic recipe and envelope) playing random notes of 0.25 s: the seed
+    changes the notes, never the timbre."""
+    rng = np.random.default_rng(seed)
+    note_n = int(0.25 * SR)
+    t = np.arange(note_n) / SR
+    env = np.exp(-t * 6.0)
+    out = []
+    for _ in range(int(np.ceil(seconds / 0.25))):
+        f0 = 220.0 * 2 ** (int(rng.integers(0, 24)) / 12)
+        out.append(env * sum(0.6 ** k * np.sin(2 * np.pi * f0 * (k + 1) * t) for k in range(5)))
+    x = np.concatenate(out)[:int(seconds * SR)]
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    p = PeakParams()
+    x = melody(30.0, 1)
+    f, b = spectral_peaks(x, p)
+    return x, peak_grid(f, b, p), p
+
+
+def score(query: np.ndarray, grid: np.ndarray, offset_s: float, rate: float, p: PeakParams) -> float:
+    f, b = spectral_peaks(query, p)
+    return verification_score(f, b, grid, offset_s, rate, p)
+
+
+def test_peaks_are_at_most_the_density_per_second_and_inside_the_band():
+    p = PeakParams()
+    f, b = spectral_peaks(melody(5.0, 3), p)
+    per_block = np.bincount((f / p.frames_per_second).astype(int))
+    assert 0 < per_block.max() <= p.peaks_per_second
+    lo, hi = p.bin_range
+    assert b.min() >= lo and b.max() <= hi
+    assert np.all(np.diff(f) >= 0)
+    assert spectral_peaks(np.zeros(SR, np.float32), p)[0].size == 0   # silence has no peaks
+
+
+@pytest.mark.parametrize("length_s,chance", [(1.0, 0.45), (3.0, 0.35), (10.0, 0.3)])
+def test_an_excerpt_off_the_segment_grid_scores_high_and_other_notes_in_the_same_timbre_low(ref, length_s, chance):
+    """(Short queries match more peaks by chance: the calibrated thresholds fall with length too.)"""
+    x, grid, p = ref
+    start = 7.3   # the search's offset is on the 0.5 s grid: 7.0 s; the lags cover the 0.3 s
+    q = x[int(start * SR):int((start + length_s) * SR)]
+    assert score(q, grid, 7.0, 1.0, p) > 0.9
+    other = melody(30.0, 2)[int(start * SR):int((start + length_s) * SR)]
+    assert score(other, grid, 7.0, 1.0, p) < chance
+    noisy = q + np.random.default_rng(0).normal(0, 0.5 * q.std(), len(q)).astype(np.float32)   # ~6 dB SNR
+    assert score(noisy, grid, 7.0, 1.0, p) > score(other, grid, 7.0, 1.0, p) + 0.2
+
+
+def test_a_speed_changed_excerpt_needs_the_rate_search(ref):
+    x, grid, p = ref
+    q = degrade.change_speed(x, 8 * SR, 5 * SR, 1.03)   # 3 % fast, pitch moving with the speed
+    only_search_rate = PeakParams(rate_step=0.0)
+    assert score(q, grid, 8.0, 1.0, only_search_rate) < 0.3
+    assert score(q, grid, 8.0, 1.0, p) > 0.8
+    assert score(q, grid, 8.0, 1.03, only_search_rate) > 0.8   # the search's rate, when it found it, is used
+
+
+def test_packing_round_trips_and_refuses_what_does_not_fit():
+    f = np.array([0, 5, 70000], np.int32)
+    b = np.array([10, 256, 1023], np.int16)
+    f2, b2 = unpack_peaks(pack_peaks((f, b)))
+    assert np.array_equal(f, f2) and np.array_equal(b, b2)
+    assert pack_peaks((f, b)).dtype == np.int32
+    with pytest.raises(ValueError, match="bits"):
+        pack_peaks((np.array([0], np.int32), np.array([1024], np.int16)))
+
+
+def test_the_decision_verified_uses_the_share_and_refuses_an_unverified_match(ref):
+    x, grid, p = ref
+    v = Verifier({"r": spectral_peaks(x, p)}, p, hop_s=0.5)
+    m = Match("r", offset_segment=14, score=0.9, votes=5, runner_up=0.1)
+    with pytest.raises(ValueError, match="verified"):
+        decision_score(m, "verified")
+    good = v.verify(m, v.query_peaks(x[7 * SR:10 * SR]))
+    assert good.verified > 0.6 and decision_score(good, "verified").score == good.verified
+    assert decide(good, "verified", 1.0, good.verified + 0.01).item_id is None
+    assert decide(good, "verified", 1.0, good.verified - 0.01).item_id == "r"
+    with pytest.raises(KeyError):
+        v.verify(Match("missing", 0, 0.9, 5), v.query_peaks(x[:SR]))
+    nulls = {1.0: [Match("r", 0, 0.99, 3, verified=s) for s in np.linspace(0.0, 0.5, 200)]}
+    th = calibrate_decision(nulls, "verified", 1.0, 0.01)   # from the verified shares, not the similarity
+    assert 0.49 < th.for_segments(1, 1.0, 0.5) <= 0.5
+
+
+def test_a_database_with_the_decision_verified_stores_peaks_and_verifies_answers(tmp_path):
+    from avmatch.core.hashing import file_hash
+    from avmatch.fingerprint.calibration import Thresholds
+    from avmatch.fingerprint.database import FingerprintDB
+    from avmatch.fingerprint.db_inputs import Source
+    from avmatch.fingerprint.encoder_lookup import EncoderChoice
+    from avmatch.fingerprint.params import FpSearchParams
+
+    enc = tmp_path / "encoder.pt"
+    save_tiny_fingerprint_encoder(enc, seed=0, sr=SR)
+    music = [tmp_path / f"rec{i}.wav" for i in range(3)]
+    tracks = [melody(12.0, 10 + i) for i in range(3)]
+    for f, x in zip(music, tracks):
+        sf.write(f, x, SR, subtype="PCM_16")
+    query = tmp_path / "q.wav"
+    sf.write(query, tracks[1][4 * SR:7 * SR], SR, subtype="PCM_16")
+    choice = EncoderChoice(enc, file_hash(enc), Thresholds(0.5), "--threshold",
+                           search=FpSearchParams(score="verified"))
+    db = FingerprintDB.create(tmp_path / "db", choice)
+    report = db.add([Source(f) for f in music], workers=1)
+    assert report.recordings == 3
+    peaks = sorted((tmp_path / "db" / "peaks").glob("*.npy"))
+    assert len(peaks) == 3 and all(np.load(f).dtype == np.int32 and len(np.load(f)) > 100 for f in peaks)
+    assert db.info()["bytes"]["peaks"] > 0
+    answer = db.searcher().identify(query)
+    best = answer.candidates[0]
+    assert best.ref_id == "rec1" and best.match and best.score > 0.5
+    unknown = tmp_path / "unknown.wav"   # the same timbre, other notes: a candidate, but not verified
+    sf.write(unknown, melody(12.0, 99)[4 * SR:7 * SR], SR, subtype="PCM_16")
+    other = db.searcher().identify(unknown).candidates[0]
+    assert other.score < 0.4 and not other.match
+    reopened = FingerprintDB(tmp_path / "db")
+    assert reopened.search_params.score == "verified"
+    for f in peaks:   # a database that lost its peaks says so instead of answering unverified
+        f.unlink()
+    with pytest.raises(Exception, match="spectral peaks"):
+        reopened.searcher().identify(query)
+
+
+def test_metrics_of_another_decision_are_refused(tmp_path):
+    from avmatch.fingerprint.encoder_lookup import EncoderNotFound, locate_encoder
+
+    proj = tmp_path / "proj"
+    (proj / "models/fingerprint").mkdir(parents=True)
+    (proj / "metrics").mkdir()
+    save_tiny_fingerprint_encoder(proj / "models/fingerprint/encoder.pt", seed=0, sr=SR)
+    (proj / "params.yaml").write_text("fingerprint:\n  search: {score: verified}\n")
+    (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2, "decision_score": "margin"}))
+    with pytest.raises(EncoderNotFound, match="'margin'"):
+        locate_encoder(proj / "models/fingerprint/encoder.pt")
+    (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2, "decision_score": "verified"}))
+    assert locate_encoder(proj / "models/fingerprint/encoder.pt").search.score == "verified"
