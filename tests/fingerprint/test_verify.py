@@ -167,3 +167,55 @@ def test_metrics_of_another_decision_are_refused(tmp_path):
         locate_encoder(proj / "models/fingerprint/encoder.pt")
     (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2, "decision_score": "verified"}))
     assert locate_encoder(proj / "models/fingerprint/encoder.pt").search.score == "verified"
+
+
+def test_the_evaluation_verifies_queries_and_null_queries_alike():
+    """evaluate_queries with the decision `verified`: the per-length thresholds come from the null queries'
+    verified shares, in-database queries pass, queries whose notes differ (but whose vectors the search
+    matches just as well) do not; without the peaks it refuses to run."""
+    import pandas as pd
+
+    from avmatch.core.index import SegmentIndex
+    from avmatch.fingerprint.params import FpAudioParams, FpEvaluateParams, FpSearchParams
+    from pipelines.fingerprint.evaluation import evaluate_queries
+
+    p, rng, dim = PeakParams(), np.random.default_rng(5), 16
+    refs = {f"refs/r{k}": melody(20.0, 100 + k) for k in range(3)}
+    unit = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    seg_vecs = {k: unit(rng.normal(size=(39, dim))) for k in refs}   # 20 s: 39 segments
+    idmap = pd.concat([pd.DataFrame({"item_id": k, "segment": np.arange(39), "start_s": np.arange(39) * 0.5})
+                       for k in refs], ignore_index=True)
+    index = SegmentIndex.build(np.concatenate(list(seg_vecs.values())), idmap, "flat")
+    rows, qvecs, qpeaks = [], {}, {}
+    for j in range(60):   # in-db: the reference's audio; "out-of-db": other notes behind the same vectors
+        k, start, in_db = f"refs/r{j % 3}", 2 * (j % 8), j % 2 == 0
+        audio = refs[k] if in_db else melody(20.0, 500 + j)
+        qid = f"queries/q{j:03d}"
+        qvecs[qid] = unit(seg_vecs[k][2 * start:2 * start + 5] + rng.normal(0, 0.05, (5, dim)))
+        qpeaks[qid] = spectral_peaks(audio[start * SR:(start + 3) * SR], p)
+        rows.append({"query_id": qid, "query_path": qid + ".wav", "ref_id": k if in_db else "",
+                     "ref_path": k + ".flac" if in_db else "", "offset_s": float(start) if in_db else None,
+                     "length_s": 3.0, "degradation": "clean", "in_db": int(in_db), "item_id": qid})
+    gt = pd.DataFrame(rows)
+    nulls = []
+    for j in range(100):   # null queries: vectors the search matches, notes that are not the reference's
+        k, start = f"refs/r{j % 3}", j % 15
+        vec = unit(seg_vecs[k][2 * start:2 * start + 5] + rng.normal(0, 0.05, (5, dim)))
+        nulls.append((3.0, vec, None, spectral_peaks(melody(20.0, 900 + j)[start * SR:(start + 3) * SR], p)))
+    sp = FpSearchParams(score="verified", top_k=5, max_candidates=5)
+    ev = FpEvaluateParams(validation_fraction=0.2, target_false_match_rate=0.05)
+    verifier = Verifier({k: spectral_peaks(x, p) for k, x in refs.items()}, p, hop_s=0.5)
+    result = evaluate_queries(index, gt, qvecs, sp, ev, FpAudioParams(), [3.0], None, nulls, None, verifier, qpeaks)
+    th = result.thresholds.for_segments(5, 1.0, 0.5)
+    assert 0.1 < th < 0.6, th   # the null queries' chance share, not the similarity (~0.99 for all of them)
+    assert result.metrics["track_hit_rate"]["3s"] == 1.0
+    assert result.metrics["false_match_rate_by_length"]["3s"]["answered"] == 0
+    assert result.metrics["decision_score"] == "verified"
+    either = evaluate_queries(index, gt, qvecs, FpSearchParams(score="either", top_k=5, max_candidates=5), ev,
+                              FpAudioParams(), [3.0], None, [n[:3] for n in nulls])
+    assert either.metrics["track_hit_rate"]["3s"] < 0.5   # the vectors alone cannot tell them apart
+    with pytest.raises(ValueError, match="spectral peaks"):
+        evaluate_queries(index, gt, qvecs, sp, ev, FpAudioParams(), [3.0], None, nulls)
+    with pytest.raises(ValueError, match="null query"):
+        evaluate_queries(index, gt, qvecs, sp, ev, FpAudioParams(), [3.0], None, [n[:3] for n in nulls], None,
+                         verifier, qpeaks)
