@@ -156,7 +156,7 @@ def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, p
             row.V >= th.for_segments(int(row.n_segments), au.segment_s, au.hop_s)
 
     def either(row, th: Thresholds) -> Match:
-        return th.decide(as_match(row), sp.score, sp.runner_up_weight, int(row.n_segments), au.segment_s, au.hop_s)
+        return th.decide(as_match(row), "either", sp.runner_up_weight, int(row.n_segments), au.segment_s, au.hop_s)
 
     from dataclasses import replace
     rules = {
