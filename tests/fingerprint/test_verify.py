@@ -5,6 +5,7 @@ timbre playing other notes scores low, and the database stores each recording's 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,33 @@ def test_the_evaluation_verifies_queries_and_null_queries_alike():
     with pytest.raises(ValueError, match="null query"):
         evaluate_queries(index, gt, qvecs, sp, ev, FpAudioParams(), [3.0], None, [n[:3] for n in nulls], None,
                          verifier, qpeaks)
+
+
+def test_the_evaluate_stage_gives_the_references_and_queries_peaks_only_for_the_decision_verified(tmp_path):
+    import pandas as pd
+
+    from avmatch.core.config import load_params
+    from pipelines.fingerprint.evaluate import _verification
+    from pipelines.fingerprint.paths import FingerprintPaths
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    paths = FingerprintPaths(root=tmp_path, corpus=tmp_path / "corpus")
+    paths.items("refs").parent.mkdir(parents=True)
+    tracks = {"refs/a": melody(8.0, 1), "refs/b": melody(8.0, 2)}
+    rows = []
+    for k, x in tracks.items():
+        f = tmp_path / f"{k.replace('/', '_')}.npy"
+        np.save(f, (x * 32767).astype(np.int16))
+        rows.append({"id": k, "status": "ok", "pcm_file": str(f)})
+    pd.DataFrame(rows + [{"id": "refs/bad", "status": "error", "pcm_file": ""}]).to_parquet(paths.items("refs"))
+    queries = pd.DataFrame([{"id": "queries/q1", "status": "ok", "pcm_file": rows[1]["pcm_file"]}])
+    fp = params.fingerprint
+    verified = params.model_copy(update={"fingerprint": fp.model_copy(
+        update={"search": fp.search.model_copy(update={"score": "verified"})})})
+    verifier, peaks = _verification(verified, paths, queries)
+    assert set(peaks) == {"queries/q1"}
+    m = verifier.verify(Match("refs/b", 0, 0.9, 5), peaks["queries/q1"])
+    assert m.verified > 0.9 and verifier.verify(Match("refs/a", 0, 0.9, 5), peaks["queries/q1"]).verified < 0.4
+    either = params.model_copy(update={"fingerprint": fp.model_copy(
+        update={"search": fp.search.model_copy(update={"score": "either"})})})
+    assert _verification(either, paths, queries) == (None, None)
