@@ -166,6 +166,9 @@ def test_metrics_of_another_decision_are_refused(tmp_path):
     (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2, "decision_score": "margin"}))
     with pytest.raises(EncoderNotFound, match="'margin'"):
         locate_encoder(proj / "models/fingerprint/encoder.pt")
+    (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2}))   # older than the decision
+    with pytest.raises(EncoderNotFound, match="unrecorded"):
+        locate_encoder(proj / "models/fingerprint/encoder.pt")
     (proj / "metrics/fingerprint.json").write_text(json.dumps({"threshold": 0.2, "decision_score": "verified"}))
     assert locate_encoder(proj / "models/fingerprint/encoder.pt").search.score == "verified"
 

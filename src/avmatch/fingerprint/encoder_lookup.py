@@ -134,6 +134,8 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
             f"in `avmatch fingerprint identify --help`).")
     thresholds, metrics = found
     scored = _metrics_decision(metrics)
+    if scored is None and search.score == "verified":   # a file from before the decision: its thresholds are another score's
+        scored = "unrecorded (older than the decision 'verified')"
     if scored is not None and scored != search.score:
         raise EncoderNotFound(
             f"{metrics} holds thresholds for the decision {scored!r}, but fingerprint.search.score is "
