@@ -48,9 +48,10 @@ def evaluate(params: Params, paths: FingerprintPaths, tracker: StageTracker) -> 
     ref_paths = dict(zip(refs["id"], refs["path"]))
     seg_index = SegmentIndex.load(paths.index)
     model, device = _trained_encoder(params, paths)
+    verifier, query_peaks = _verification(params, paths, queries)
     result = evaluate_queries(seg_index, gt, qvecs, fp.search, fp.evaluate, fp.audio, fp.corpus.query_lengths_s,
                               ref_paths, _null_vectors(params, paths, model, device),
-                              _hub_penalty(params, paths, model, device))
+                              _hub_penalty(params, paths, model, device), verifier, query_peaks)
 
     paths.results.mkdir(parents=True, exist_ok=True)
     write_results_csv(paths.results / "results.csv", result.analysis)
@@ -107,11 +108,29 @@ def _hub_penalty(params: Params, paths: FingerprintPaths, model, device):
     return penalty_for(background, sp.hub_neighbours, sp.hub_weight)
 
 
+def _verification(params: Params, paths: FingerprintPaths, queries: pd.DataFrame):
+    """For the decision `verified`: a verifier holding the references' spectral peaks, and each query's
+    peaks (item id -> peaks); (None, None) for the other decisions."""
+    fp = params.fingerprint
+    if fp.search.score != "verified":
+        return None, None
+    from avmatch.fingerprint.verify import PeakParams, Verifier, spectral_peaks
+
+    pp = PeakParams.from_params(fp.search.verify, fp.audio.sample_rate)
+    refs = read_manifest(paths.items("refs"))
+    refs = refs[refs["status"] == "ok"]
+    ref_peaks = {i: spectral_peaks(load_pcm(f), pp) for i, f in zip(refs["id"], refs["pcm_file"])}
+    ok = queries[queries["status"] == "ok"]
+    query_peaks = {i: spectral_peaks(load_pcm(f), pp) for i, f in zip(ok["id"], ok["pcm_file"])}
+    return Verifier(ref_peaks, pp, fp.audio.hop_s), query_peaks
+
+
 def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> list[tuple]:
     """Fingerprints of null queries of every evaluation length, degraded like the queries (noise from the
     training noise set), that calibrate the per-length no-match thresholds: excerpts of the training music
     (not in the database), and/or (`evaluate.null_source`) excerpts of the references, each searched with
-    its own recording left out. The same excerpts for every encoder (seeded)."""
+    its own recording left out. The same excerpts for every encoder (seeded). For the decision `verified`
+    each also carries its spectral peaks."""
     from avmatch.fingerprint.calibration import null_excerpts_from
     from avmatch.fingerprint.embedding import embed_many
 
@@ -133,6 +152,11 @@ def _null_vectors(params: Params, paths: FingerprintPaths, model, device) -> lis
             [load_pcm(f) for f in refs["pcm_file"]], noises, fp.corpus.query_lengths_s, n, fp.audio.sample_rate,
             params.common.seed + REFS_NULL_SEED_OFFSET, fp.corpus.max_speed_change)]
     vectors = embed_many(model, [x for _, x, _ in cuts], fp.audio, device, fp.extract.batch_size)
+    if fp.search.score == "verified":
+        from avmatch.fingerprint.verify import PeakParams, spectral_peaks
+
+        pp = PeakParams.from_params(fp.search.verify, fp.audio.sample_rate)
+        return [(v, vec, left_out, spectral_peaks(x, pp)) for (v, x, left_out), vec in zip(cuts, vectors)]
     return [(v, vec, left_out) for (v, _, left_out), vec in zip(cuts, vectors)]
 
 
@@ -180,15 +204,16 @@ def evaluate_in_memory_result(params: Params, paths: FingerprintPaths, model, de
                        for k, (v, s, _) in refs.items()], ignore_index=True)
     seg_index = SegmentIndex.build(vecs, idmap, "flat")
     queries = embed_set("queries")
+    verifier, query_peaks = _verification(params, paths, read_manifest(paths.items("queries")))
     result = evaluate_queries(seg_index, gt, {k: v for k, (v, _, _) in queries.items()}, fp.search, fp.evaluate,
                               fp.audio, fp.corpus.query_lengths_s, ref_paths, _null_vectors(params, paths, model, device),
-                              _hub_penalty(params, paths, model, device))
+                              _hub_penalty(params, paths, model, device), verifier, query_peaks)
     return result
 
 
 def headline(metrics: dict, prefix: str = "") -> dict:
     """The flat numbers of an evaluation (what MLflow, the registry and regression checks compare)."""
-    out = {f"{prefix}{k}": v for k, v in metrics.items() if not isinstance(v, dict)}
+    out = {f"{prefix}{k}": v for k, v in metrics.items() if not isinstance(v, (dict, str))}
     for group in ("track_hit_rate", "segment_exact", "segment_near"):
         out.update({f"{prefix}{group}_{k}": v for k, v in metrics.get(group, {}).items()})
     return out

@@ -16,6 +16,7 @@ from avmatch.fingerprint.calibration import Thresholds, calibrate_decision
 from avmatch.fingerprint.metrics import build_analysis, evaluate, length_key
 from avmatch.fingerprint.params import FpAudioParams, FpEvaluateParams, FpSearchParams
 from avmatch.fingerprint.search import NO_CANDIDATE, Match, Penalty, search_with
+from avmatch.fingerprint.verify import Peaks, Verifier
 
 
 def read_ground_truth(path: Path) -> pd.DataFrame:
@@ -45,7 +46,8 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
                      search: FpSearchParams, settings: FpEvaluateParams, audio: FpAudioParams,
                      query_lengths_s: list[float], ref_paths: dict[str, str] | None = None,
                      null_vectors: list[tuple] | None = None,
-                     penalty: Penalty | None = None) -> EvaluationResult:
+                     penalty: Penalty | None = None, verifier: Verifier | None = None,
+                     query_peaks: dict[str, Peaks] | None = None) -> EvaluationResult:
     """Search all queries in one batch; per-length no-match thresholds from the null queries (music not
     in the database) and the validation out-of-database queries; metrics on the test queries.
 
@@ -54,11 +56,20 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     (the encoder's hub penalty) applies to every search alike: queries and null queries. Each null query is
     (length_s, vectors) or (length_s, vectors, item id left out of its search): an excerpt of a reference
     is searched as if its own recording were not in the database.
+
+    The decision `verified` (search.score) needs `verifier` (the references' spectral peaks), `query_peaks`
+    (item id -> the query's peaks) and each null query's peaks as a fourth element: every answer, the
+    null queries' too, gets the share of its peaks found at its alignment.
     """
     ids = list(gt["item_id"])
     have = [i for i in ids if i in query_vectors and len(query_vectors[i])]
     found = search_with(index, [query_vectors[i] for i in have], search, penalty)
     raw: dict[str, Match] = {i: NO_CANDIDATE for i in ids}   # as searched: score = similarity
+    verified = search.score == "verified"
+    if verified:
+        if verifier is None or query_peaks is None:
+            raise ValueError("the decision 'verified' needs the references' and the queries' spectral peaks")
+        found = [verifier.verify(m, query_peaks[i]) for i, m in zip(have, found)]
     raw.update(zip(have, found))
     val = np.array([is_validation(q, settings.validation_fraction) for q in gt["query_id"]])
     in_db = gt["in_db"].astype(int).to_numpy() == 1
@@ -68,12 +79,17 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     for i, v, is_val in zip(ids, lengths, val & ~in_db):
         if is_val:
             null_matches.setdefault(_calibrated_length(float(v), query_lengths_s), []).append(raw[i])
-    null_vectors = [(n[0], n[1], n[2] if len(n) > 2 else None) for n in (null_vectors or []) if len(n[1])]
+    null_vectors = [(n[0], n[1], n[2] if len(n) > 2 else None, n[3] if len(n) > 3 else None)
+                    for n in (null_vectors or []) if len(n[1])]
     if null_vectors:
-        left_out = [e for _, _, e in null_vectors]
-        null_found = search_with(index, [x for _, x, _ in null_vectors], search, penalty,
+        left_out = [e for _, _, e, _ in null_vectors]
+        null_found = search_with(index, [x for _, x, _, _ in null_vectors], search, penalty,
                                  left_out if any(e is not None for e in left_out) else None)
-        for (v, _, _), m in zip(null_vectors, null_found):
+        if verified:
+            if any(p is None for _, _, _, p in null_vectors):
+                raise ValueError("the decision 'verified' needs every null query's spectral peaks")
+            null_found = [verifier.verify(m, p) for (_, _, _, p), m in zip(null_vectors, null_found)]
+        for (v, _, _, _), m in zip(null_vectors, null_found):
             null_matches.setdefault(_calibrated_length(v, query_lengths_s), []).append(m)
     target = settings.target_false_match_rate
     thresholds = (calibrate_decision(null_matches, search.score, search.runner_up_weight, target)
@@ -93,7 +109,7 @@ def evaluate_queries(index: SegmentIndex, gt: pd.DataFrame, query_vectors: dict[
     top1_metrics = evaluate(test, top1, audio.hop_s, query_lengths_s, segment_s=audio.segment_s,
                             ref_paths=ref_paths)
     metrics.update(
-        target_false_match_rate=target,
+        target_false_match_rate=target, decision_score=search.score,
         **thresholds.to_json(),
         false_match_rate_by_length=_oov_rate_by_length(analysis, query_lengths_s),
         top1_hit_rate_without_threshold=top1_metrics["track_hit_rate"],

@@ -44,7 +44,10 @@ recording: in practice 0 to about 1 for the best candidate and below 0 for the o
 that is not in the database still resembles something, but not more than everything else. With
 `similarity` it is the mean itself (-1 to 1). Higher means more certain. With `either` (the
 project's default) the score shown is the margin, and the decision also accepts a candidate whose
-similarity passes the similarity's own threshold.
+similarity passes the similarity's own threshold. With `verified` the score is the share (0 to 1) of the
+query's spectral peaks (the strongest local maxima of its spectrogram, 32 a second) that lie on a peak of
+the recording at the candidate's alignment, speed and pitch changes of up to 4 % tried: music in the
+same timbre but with other notes scores low even where the fingerprints are alike.
 
 Threshold: A candidate is a match when its score is at least the threshold, which the encoder's
 evaluation chose on out-of-database queries so that at most a target share of queries of music not in

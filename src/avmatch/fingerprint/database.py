@@ -12,6 +12,8 @@ folder and without the project):
                       duration, status and reason), a copy of db.json, and for IVF-PQ index/ (the
                       trained FAISS index: codes, no vectors, and its row map)
     pcm/              only with `add --keep-pcm`: decoded copies of the audio
+    peaks/            only for the decision `verified` (search.score): each recording's spectral peaks,
+                      <content hash>.npy, 4 bytes a peak (`verify.pack_peaks`; ~0.46 MB per hour of audio)
 
 Writers (`add`, `repair`) take the lock file `.writer.lock` one at a time and publish a new version
 by replacing `CURRENT`; readers read `CURRENT` once, so they see the database before or after an
@@ -232,6 +234,7 @@ class FingerprintDB:
                     if (items["status"] == "ok").any():   # (extract_items cannot take a batch of only bad files)
                         rep = extract_items(model, items, store, self.audio, device, desc="fingerprint")
                         report.embedded += rep.items_embedded
+                        self._store_peaks(items)
                     fault_point("extract")
                     for col in ("status", "error", "duration_s"):
                         new.loc[items.index, col] = items[col]
@@ -253,6 +256,50 @@ class FingerprintDB:
         report.recordings, report.audio_s = len(good), float(pd.to_numeric(good["duration_s"]).fillna(0).sum())
         self._publish(merged, store, snap)
         return report
+
+    @property
+    def verifies(self) -> bool:
+        return self.search_params.score == "verified"
+
+    def _peak_params(self):
+        from avmatch.fingerprint.verify import PeakParams
+
+        return PeakParams.from_params(self.search_params.verify, self.audio.sample_rate)
+
+    def _peaks_file(self, content_hash: str) -> Path:
+        return self.root / "peaks" / f"{content_hash}.npy"
+
+    def _store_peaks(self, items: pd.DataFrame) -> None:
+        """For the decision `verified`: each decoded recording's spectral peaks, by content hash (written
+        before the version that lists the recording is published, so a reader never misses them)."""
+        if not self.verifies:
+            return
+        from avmatch.core.pcm_cache import load_pcm
+        from avmatch.fingerprint.verify import pack_peaks, spectral_peaks
+
+        pp = self._peak_params()
+        (self.root / "peaks").mkdir(exist_ok=True)
+        for row in items[items["status"] == "ok"].itertuples():
+            target = self._peaks_file(row.content_hash)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as fh:
+                np.save(fh, pack_peaks(spectral_peaks(load_pcm(row.pcm_file), pp)))
+            os.replace(tmp, target)
+
+    def verifier(self, manifest: pd.DataFrame):
+        """For the decision `verified`: a `verify.Verifier` reading the stored peaks of `manifest`'s recordings."""
+        from avmatch.fingerprint.verify import Verifier, unpack_peaks
+
+        hashes = dict(zip(manifest["id"], manifest["content_hash"]))
+
+        def load(item_id: str):
+            f = self._peaks_file(str(hashes.get(item_id, "")))
+            if not f.is_file():
+                raise DatabaseError(f"{self.root}: no spectral peaks stored for {item_id} ({f}), which the decision "
+                                    f"'verified' needs; add its file again (`avmatch fingerprint add`)")
+            return unpack_peaks(np.load(f))
+
+        return Verifier(load, self._peak_params(), self.audio.hop_s)
 
     def _publish(self, manifest: pd.DataFrame, store: ShardStore, previous: Snapshot | None,
                  rebuild_index: bool = False) -> None:
@@ -345,7 +392,7 @@ class FingerprintDB:
         m, index = self.snapshots.read(open_version)
         t2 = time.perf_counter()
         return Searcher(self, model, device, index, dict(zip(m["id"], m["path"])),
-                        {"model_s": t1 - t0, "index_s": t2 - t1})
+                        {"model_s": t1 - t0, "index_s": t2 - t1}, self.verifier(m) if self.verifies else None)
 
     # ------------------------------------------------------------ facts
     def info(self) -> dict:
@@ -370,10 +417,12 @@ class FingerprintDB:
 class Searcher:
     """A database opened for searching: the encoder and index are loaded once for every query."""
 
-    def __init__(self, db: FingerprintDB, model, device, index, ref_paths: dict[str, str], timings: dict[str, float]):
+    def __init__(self, db: FingerprintDB, model, device, index, ref_paths: dict[str, str], timings: dict[str, float],
+                 verifier=None):
         from avmatch.fingerprint.hubness import penalty_for
 
         self.db, self.model, self.device, self.index = db, model, device, index
+        self.verifier = verifier   # the decision `verified`: scores each candidate's alignment
         self.ref_paths = ref_paths
         self.timings = timings
         sp = db.search_params   # the encoder's own background: the pipeline evaluated it with the same
@@ -399,6 +448,9 @@ class Searcher:
         limit = thresholds.for_segments(len(vectors), audio_p.segment_s, audio_p.hop_s)
         found = search_ranked(self.index, [vectors], sp.top_k, sp.max_candidates, sp.rescore, n=top,
                               rates=drift_rates(sp.max_drift, sp.drift_step), penalty=self.penalty)[0]
+        if self.verifier is not None:
+            peaks = self.verifier.query_peaks(audio)
+            found = [self.verifier.verify(m, peaks) for m in found]
         candidates = []
         for rank, m in enumerate(found, 1):
             d = thresholds.decide(m, sp.score, sp.runner_up_weight, len(vectors), audio_p.segment_s, audio_p.hop_s)

@@ -61,6 +61,15 @@ def project_thresholds(root: Path) -> tuple[Thresholds, Path] | None:
         return None
 
 
+def _metrics_decision(metrics: Path) -> str | None:
+    """The decision an evaluation's thresholds were calibrated for (None: a file from before it was recorded)."""
+    try:
+        value = json.loads(metrics.read_text()).get("decision_score")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def project_settings(root: Path | None) -> tuple[FpIndexParams, FpSearchParams, list[str]]:
     """The index and search settings the project evaluated with (its params.yaml), else the defaults.
 
@@ -124,6 +133,14 @@ def locate_encoder(model: Path | None = None, threshold: float | None = None) ->
             f"`dvc repro fingerprint_evaluate` in its project, or pass --threshold T (the score is explained "
             f"in `avmatch fingerprint identify --help`).")
     thresholds, metrics = found
+    scored = _metrics_decision(metrics)
+    if scored is None and search.score == "verified":   # a file from before the decision: its thresholds are another score's
+        scored = "unrecorded (older than the decision 'verified')"
+    if scored is not None and scored != search.score:
+        raise EncoderNotFound(
+            f"{metrics} holds thresholds for the decision {scored!r}, but fingerprint.search.score is "
+            f"{search.score!r} in {owner / 'params.yaml' if owner else 'the defaults'}: run `dvc repro "
+            f"fingerprint_evaluate` there again, or pass --threshold T.")
     if not thresholds.fits(search.score):
         raise EncoderNotFound(
             f"{metrics} has no similarity thresholds (similarity_thresholds_by_length), which the decision "

@@ -150,6 +150,35 @@ class FpIndexParams(StrictModel):
     train_sample: int = Field(100000, ge=1000, description="vectors the shared IVF-PQ training sees at most")
 
 
+class FpVerifyParams(StrictModel):
+    """The spectral-peak verification of a search's winning alignment (`avmatch.fingerprint.verify`), used by
+    the decision `verified`."""
+
+    n_fft: int = Field(512, ge=64, description="STFT size of the peak spectrogram (512 at 8 kHz: 15.6 Hz bins)")
+    hop: int = Field(256, ge=16, description="STFT hop in samples (256 at 8 kHz: 32 ms frames)")
+    f_min: float = Field(300.0, ge=0)
+    f_max: float = Field(4000.0, gt=0)
+    peaks_per_second: int = Field(32, ge=1, description="strongest local maxima kept per second, queries and "
+                                  "references alike")
+    neighbourhood_frames: int = Field(3, ge=1, description="a peak is the maximum of +-this many frames ...")
+    neighbourhood_bins: int = Field(4, ge=1, description="... and +-this many bins")
+    tol_frames: int = Field(1, ge=0, description="a query peak counts when a reference peak lies within "
+                            "+-tol_frames ...")
+    tol_bins: int = Field(1, ge=0, description="... and +-tol_bins of its aligned position")
+    max_lag_frames: int = Field(16, ge=0, description="lags tried around the search's offset (it is on the "
+                                "segment grid)")
+    max_rate_change: float = Field(0.04, ge=0, le=0.2, description="speeds tried: 1 +- k * rate_step up to this")
+    rate_step: float = Field(0.0025, ge=0, le=0.05, description="0: only the search's own rate")
+
+    @model_validator(mode="after")
+    def _band(self) -> "FpVerifyParams":
+        if self.f_min >= self.f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
+        if self.hop > self.n_fft:
+            raise ValueError(f"hop ({self.hop}) must not exceed n_fft ({self.n_fft})")
+        return self
+
+
 class FpSearchParams(StrictModel):
     top_k: int = Field(50, ge=1)
     rescore: bool = True
@@ -157,16 +186,19 @@ class FpSearchParams(StrictModel):
     max_drift: float = Field(0.04, ge=0, le=0.2, description="rescoring also tries alignments of queries played "
                              "up to this much faster or slower (0.04: 4 %); 0 = exact-speed alignment only")
     drift_step: float = Field(0.01, gt=0, le=0.1, description="spacing of the speeds tried")
-    score: Literal["margin", "similarity", "either"] = Field(
+    score: Literal["margin", "similarity", "either", "verified"] = Field(
         "margin", description="the no-match decision: the winner's margin over the best other track, its "
-                              "similarity, or either (answered when the margin or the similarity passes its own "
-                              "per-length threshold, each calibrated for half the false-match target)")
+                              "similarity, either (answered when the margin or the similarity passes its own "
+                              "per-length threshold, each calibrated for half the false-match target), or "
+                              "verified: the share of the query's spectral peaks found at the winner's alignment "
+                              "in the reference's (search.verify; needs the references' peaks)")
     runner_up_weight: float = Field(1.0, ge=0, le=1, description="margin = similarity - runner_up_weight x the best "
                                     "other track's similarity (1: the plain difference)")
     hub_weight: float = Field(0.0, ge=0, le=2, description="each pair's similarity is reduced by this much times "
                               "the reference segment's hub score (its mean similarity to its nearest background "
                               "fingerprints: high for segments all music resembles); 0 = off")
     hub_neighbours: int = Field(10, ge=1, description="background neighbours a hub score averages")
+    verify: FpVerifyParams = FpVerifyParams()
 
 
 class FpEvaluateParams(StrictModel):

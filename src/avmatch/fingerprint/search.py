@@ -70,6 +70,7 @@ class Match:
     votes: int
     runner_up: float = 0.0  # best score of any OTHER item among the candidates (0 when none)
     rate: float = 1.0  # speed of the query against the reference found by rescoring (1.02: 2 % fast)
+    verified: float | None = None  # share of the query's spectral peaks found at this alignment (verify.py)
 
     @property
     def matched(self) -> bool:
@@ -84,12 +85,17 @@ def decision_score(match: Match, mode: str, runner_up_weight: float = 1.0) -> Ma
     `margin`: similarity minus `runner_up_weight` x the best other track's (robust when out-of-database
     music sounds alike). Weight 1 is the classical ratio test's difference (the default); 0.5 trades
     long-query hits for short-query ones on the demo (docs/benchmarks.md). `either` reports the margin
-    (its similarity test is `decide`'s)."""
+    (its similarity test is `decide`'s). `verified`: the share of the query's spectral peaks found at the
+    alignment (`verify.Verifier` sets it; a match without it is an error, not a silent 0)."""
     if mode == "similarity" or match.item_id is None:
         return match
+    if mode == "verified":
+        if match.verified is None:
+            raise ValueError("the decision 'verified' needs the match's spectral verification (verify.Verifier)")
+        return replace(match, score=float(match.verified))
     if mode in ("margin", "either"):
         return replace(match, score=match.score - runner_up_weight * match.runner_up)
-    raise ValueError(f"unknown score mode {mode!r}; use 'margin', 'similarity' or 'either'")
+    raise ValueError(f"unknown score mode {mode!r}; use 'margin', 'similarity', 'either' or 'verified'")
 
 
 def decide(match: Match, mode: str, runner_up_weight: float, threshold: float,
