@@ -18,6 +18,15 @@ validation out-of-database queries):
 
 `--root` gives the references, queries and ground truth; each `--null-root NAME=PROJECT` a calibration (its
 training music and training noise). OUT keeps the per-query scores (scores.parquet; a rerun reuses them).
+
+`--queries DIR` scores a fresh query set instead (made by `fingerprint_fresh_queries.py --query-seed`: new
+excerpts of the same references, out-of-database ones from the same held-out music): every one of its queries is
+a test query, and the thresholds are still calibrated as the evaluate stage does (null queries plus the ROOT's
+validation out-of-database queries), never on the fresh queries. The report then gives counts and Wilson 95 %
+intervals per length.
+
+    python benchmarks/bench_fingerprint_verify.py OUT --encoder ENC --root /work/fplarge \
+        --null-root demo40=/work/fplarge --queries /work/scratch/fp12/fresh
 """
 
 from __future__ import annotations
@@ -37,8 +46,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from avmatch.core.config import load_params  # noqa: E402
 from avmatch.core.device import resolve_device  # noqa: E402
 from avmatch.core.index import SegmentIndex  # noqa: E402
-from avmatch.core.manifest import read_manifest  # noqa: E402
-from avmatch.core.pcm_cache import load_pcm  # noqa: E402
+from avmatch.core.manifest import build_manifest, read_manifest, scan_media  # noqa: E402
+from avmatch.core.pcm_cache import decode_manifest, load_pcm  # noqa: E402
 from avmatch.fingerprint.calibration import Thresholds, calibrate, calibrate_decision, null_excerpts_from  # noqa: E402
 from avmatch.fingerprint.embedding import embed_audio, embed_many  # noqa: E402
 from avmatch.fingerprint.metrics import build_analysis, length_key, summarize  # noqa: E402
@@ -50,6 +59,7 @@ from pipelines.fingerprint.evaluation import (  # noqa: E402
     _oov_rate_by_length,
     _speed_changed,
     is_validation,
+    wilson_interval,
     read_ground_truth,
 )
 from pipelines.fingerprint.paths import FingerprintPaths  # noqa: E402
@@ -105,6 +115,21 @@ def compute_scores(args, params, pp: PeakParams) -> pd.DataFrame:
     frames = [score_rows("query", have, [lengths[i] for i in have], [len(v) for v in q_vecs],
                          [q_audio[i] for i in have], found, grids, fp.audio.hop_s, pp)]
     print(f"queries: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if args.queries is not None:   # a fresh set: decoded as the features stage decodes, into OUT
+        man = build_manifest(scan_media(args.queries / "queries"), base=args.queries, split="queries",
+                             desc="ingest fresh queries")
+        fresh = decode_manifest(man, args.out / "pcm", fp.audio.sample_rate, desc="decode fresh queries")
+        fresh = fresh[fresh["status"] == "ok"]
+        f_audio = {r.id: load_pcm(r.pcm_file) for r in fresh.itertuples()}
+        fgt = read_ground_truth(args.queries / "ground_truth.csv")
+        fhave = [i for i in fgt["item_id"] if i in f_audio]
+        f_vecs = embed_many(model, [f_audio[i] for i in fhave], fp.audio, device, fp.extract.batch_size)
+        flen = dict(zip(fgt["item_id"], fgt["length_s"].astype(float)))
+        frames.append(score_rows("fresh", fhave, [flen[i] for i in fhave], [len(v) for v in f_vecs],
+                                 [f_audio[i] for i in fhave], search_with(index, f_vecs, fp.search), grids,
+                                 fp.audio.hop_s, pp))
+        print(f"fresh queries ({len(fhave)} of {len(fgt)}): {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+              flush=True)
 
     for name, root in args.null_roots:
         npaths = FingerprintPaths.from_params(params, root)
@@ -126,8 +151,29 @@ def as_match(row) -> Match:
     return Match(item, int(row.offset_segment), float(row.score), int(row.votes), float(row.runner_up), float(row.rate))
 
 
-def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, params) -> dict:
-    """Per decision: hit rate per length, speed-changed hit rate, OOD test answered; thresholds from null only."""
+def counts(analysis: pd.DataFrame, lengths: list[float]) -> dict:
+    """Per length: [k, n, wilson lo, hi] of the in-database hits, the speed-changed hits, the OOD answered."""
+    ind = analysis["in_db"].astype(bool)
+    speed = analysis["degradation"].isin(["speed", "stretch"])
+    answered = analysis["pred_track_path"].astype(str).str.len().gt(0)
+    out = {}
+    for v in lengths:
+        at = np.isclose(analysis["length_s"], v)
+        row = {}
+        for name, sel, ok in (("hit", ind & at, analysis["track_hit"].astype(bool)),
+                              ("speed_hit", ind & speed & at, analysis["track_hit"].astype(bool)),
+                              ("ood_answered", ~ind & at, answered)):
+            k, n = int((sel & ok).sum()), int(sel.sum())
+            row[name] = [k, n, *wilson_interval(k, n)]
+        out[length_key(v)] = row
+    return out
+
+
+def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, params,
+                       fresh_gt: pd.DataFrame | None = None) -> dict:
+    """Per decision: hit rate per length, speed-changed hit rate, OOD test answered; thresholds from null only.
+
+    With `fresh_gt` (the scores' "fresh" rows), every fresh query is a test query; the calibration is unchanged."""
     fp = params.fingerprint
     sp, au, target = fp.search, fp.audio, fp.evaluate.target_false_match_rate
     lengths_cfg = fp.corpus.query_lengths_s
@@ -149,6 +195,11 @@ def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, p
     th_v_half = calibrate(null_v, target / 2)
 
     test = gt[~val].reset_index(drop=True)
+    if fresh_gt is not None:
+        fq = scores[scores["kind"] == "fresh"].set_index("id")
+        test = fresh_gt[fresh_gt["item_id"].isin(fq.index)].reset_index(drop=True)
+    else:
+        fq = q
     decisions = {}
 
     def passes_v(row, th: Thresholds) -> bool:
@@ -169,7 +220,7 @@ def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, p
     for name, rule in rules.items():
         vpreds = {qid: rule(q.loc[iid]) for qid, iid in zip(vin["query_id"], vin["item_id"])}
         vsumm = summarize(build_analysis(vin, vpreds, au.hop_s, segment_s=au.segment_s), lengths_cfg)
-        preds = {qid: rule(q.loc[iid]) for qid, iid in zip(test["query_id"], test["item_id"])}
+        preds = {qid: rule(fq.loc[iid]) for qid, iid in zip(test["query_id"], test["item_id"])}
         analysis = build_analysis(test, preds, au.hop_s, segment_s=au.segment_s)
         summ = summarize(analysis, lengths_cfg)
         oov = _oov_rate_by_length(analysis, lengths_cfg)
@@ -179,7 +230,8 @@ def evaluate_decisions(scores: pd.DataFrame, gt: pd.DataFrame, null_name: str, p
             "speed_changed_hit_rate": _speed_changed(analysis, lengths_cfg),
             "ood_answered": {k: [o["answered"], o["n"]] for k, o in oov.items()},
             "ood_pooled": [sum(o["answered"] for o in oov.values()), sum(o["n"] for o in oov.values())],
-            "ood_answers": [f"{a.query_id} {a.length_s:g}s -> {a.pred_item_id} (V {q.loc[i, 'V']:.3f})"
+            "counts": counts(analysis, lengths_cfg),
+            "ood_answers": [f"{a.query_id} {a.length_s:g}s -> {a.pred_item_id} (V {fq.loc[i, 'V']:.3f})"
                             for a, i in zip(analysis.itertuples(), test["item_id"])
                             if not a.in_db and a.pred_track_path],
         }
@@ -216,6 +268,8 @@ def main() -> int:
     ap.add_argument("--encoder", type=Path, required=True)
     ap.add_argument("--root", type=Path, required=True, help="project whose references, queries, ground truth")
     ap.add_argument("--null-root", action="append", default=[], help="NAME=PROJECT: null queries' training music")
+    ap.add_argument("--queries", type=Path, default=None,
+                    help="a fresh query set (fingerprint_fresh_queries.py) scored as the test set")
     ap.add_argument("--rate-step", type=float, default=PeakParams.rate_step,
                     help="verifier's speed grid step (0: only the search's rate, the pre-registered V1)")
     args = ap.parse_args()
@@ -230,9 +284,11 @@ def main() -> int:
         scores = compute_scores(args, params, pp)
         scores.to_parquet(cache)
     gt = read_ground_truth(FingerprintPaths.from_params(params, args.root).ground_truth)
-    report = {"separation": separation(scores, gt, [n for n, _ in args.null_roots], params)}
+    fresh_gt = read_ground_truth(args.queries / "ground_truth.csv") if args.queries is not None else None
+    report = {} if fresh_gt is not None else {"separation": separation(scores, gt, [n for n, _ in args.null_roots],
+                                                                      params)}
     for name, _ in args.null_roots:
-        report[f"cal_{name}"] = evaluate_decisions(scores, gt, name, params)
+        report[f"cal_{name}"] = evaluate_decisions(scores, gt, name, params, fresh_gt)
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     for name, _ in args.null_roots:
         print(f"== calibration {name}")
@@ -243,6 +299,11 @@ def main() -> int:
                   f"{' / '.join(f'{x:.2f}' for x in r['speed_changed_hit_rate'].values())}  OOD "
                   f"{', '.join(str(a) for a, _ in r['ood_answered'].values())} = {r['ood_pooled'][0]}/{r['ood_pooled'][1]}"
                   f"  | validation in-db hit {' / '.join(f'{x:.3f}' for x in r['validation_in_db_hit_rate'].values())}")
+            if fresh_gt is not None:
+                for what in ("hit", "speed_hit", "ood_answered"):
+                    print(f"    {what:13s}", "  ".join(
+                        f"{k} {c[what][0]}/{c[what][1]} [{c[what][2]:.2f}, {c[what][3]:.2f}]"
+                        for k, c in r["counts"].items()))
     return 0
 
 
