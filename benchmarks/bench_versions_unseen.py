@@ -97,7 +97,8 @@ def params_for_encoder(params, cfg: dict):
     return params.model_copy(update={"versions": vp})
 
 
-def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: int) -> dict:
+def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: int, reduction: str | None = None
+            ) -> dict:
     """Paired per-query AP difference (dist's minus the other encoder's) with a percentile bootstrap CI."""
     import numpy as np
 
@@ -107,7 +108,7 @@ def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: in
     coll = Collection.from_rows(*other_embedded)
     if list(coll.track_ids) != list(track_ids):
         raise RuntimeError("the two encoders embedded different tracks")
-    d2 = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+    d2 = track_distance_matrix(coll, reduction or ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
     c = np.asarray([clique_of[t] for t in track_ids], dtype=object)
     valid = ~np.eye(len(c), dtype=bool)
     relevant = (c[:, None] == c[None]) & valid
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--paired-with", default=None, metavar="ENCODER",
                    help="also score this encoder (plain) and report the paired per-query AP difference (this "
                         "encoder's minus that one's) with its 95%% bootstrap CI over the queries")
+    p.add_argument("--paired-reduction", default=None, metavar="REDUCTION",
+                   help="the --paired-with encoder's track reduction (default: versions.evaluate.reduction, as this one)")
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
             paired = {}
             if other is not None:
                 paired = _paired(dist, embed_variant(other, items, other_params, device, "plain"), cl, coll.track_ids,
-                                 ev, params.common.seed)
+                                 ev, params.common.seed, args.paired_reduction)
             rows.append({"encoder": args.label or "-", "collection": name, "variant": variant,
                          "tracks": len(items), "queries": res["n_queries"], "track MAP": res["metrics"]["MAP"],
                          "95% CI": f"[{lo:.3f}, {hi:.3f}]", "MR1": res["metrics"]["MR1"],
