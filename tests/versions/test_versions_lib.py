@@ -257,26 +257,6 @@ def test_clique_sampler_balances_sources():
     assert shares[False] < 0.12 and 0.3 < shares[True] < 0.6, shares
 
 
-def test_aligned_crops_cut_both_versions_at_the_same_relative_position():
-    from avmatch.versions.training import CliqueSampler
-
-    # frame t of a track holds t / (frames - seg): a crop's first value is where it starts, as a fraction
-    lengths = [100, 260, 60, 180]
-    feats = [np.repeat((np.arange(n) / (n - 20))[:, None], 12, 1).astype(np.float32) for n in lengths]
-    cliques = ["a", "a", "b", "b"]
-    for aligned in (False, True):
-        s = CliqueSampler(feats, cliques, 20, 0)
-        gaps = []
-        for step in range(30):
-            x, y = s.batch(2, 4, None, np.random.default_rng(step), aligned=aligned)
-            start = x[:, :, 0, 0].numpy()           # [4 rows (2 per clique), 4 crops]
-            gaps.append(np.abs(start[0::2] - start[1::2]).max())
-        if aligned:   # equal up to rounding to a frame of the shorter track
-            assert max(gaps) < 1.0 / 40, gaps
-        else:
-            assert np.mean(gaps) > 0.2, gaps
-
-
 def test_params_reject_bad_reduction_and_missing_dataset_files():
     with pytest.raises(ConfigError, match="versions.evaluate.reduction"):
         validate_params({"versions": {"evaluate": {"reduction": "max"}}})

@@ -146,9 +146,6 @@ class VerTrainParams(StrictModel):
     cliques_per_batch: int = Field(12, ge=2)
     balance_sources: bool = Field(False, description="each training source gets the same share of a batch's cliques")
     segments_per_track: int = Field(3, ge=1)
-    aligned_crops: bool = Field(False, description="the two versions of a batch clique cropped at the same relative "
-                                "positions (one fraction of the track per crop, drawn per clique), so a positive "
-                                "crop pair mostly covers the same phrase; off: each crop anywhere in its track")
     positive_reduction: str = Field("bpwr-2", description="min | mean | bpwr-k (CLEWS: best pairs without replacement)")
     negative_reduction: str = Field("min", description="min | mean | bpwr-k")
     uniformity_t: float = Field(2.0, gt=0, description="temperature of the uniformity term log E[exp(-t d_neg)]")

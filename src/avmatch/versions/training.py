@@ -94,17 +94,13 @@ def change_timbre(crop: np.ndarray, strength: float, rng: np.random.Generator) -
     return np.log1p(out).astype(np.float32)
 
 
-def augment_crop(feat: np.ndarray, seg_frames: int, rng: np.random.Generator, a: VerAugmentParams | None,
-                 start_frac: float | None = None) -> np.ndarray:
-    """A random [bins, seg_frames] crop of a track's CQT [frames, bins], augmented when `a` is given.
-    `start_frac` in [0, 1] places the crop at that fraction of the free range instead of a random start."""
+def augment_crop(feat: np.ndarray, seg_frames: int, rng: np.random.Generator, a: VerAugmentParams | None
+                 ) -> np.ndarray:
+    """A random [bins, seg_frames] crop of a track's CQT [frames, bins], augmented when `a` is given."""
     n, bins = feat.shape
     rate = float(np.exp(rng.uniform(np.log(a.time_stretch[0]), np.log(a.time_stretch[1])))) if a else 1.0
     src_len = min(n, max(8, int(round(seg_frames * rate))))
-    if start_frac is None:
-        s = int(rng.integers(0, n - src_len + 1))
-    else:
-        s = int(round(float(start_frac) * (n - src_len)))
+    s = int(rng.integers(0, n - src_len + 1))
     crop = np.asarray(feat[s:s + src_len], np.float32).T  # [bins, src_len]
     if src_len != seg_frames:
         pos = np.linspace(0, src_len - 1, seg_frames)
@@ -159,22 +155,20 @@ class CliqueSampler:
             self.weights = w / w.sum()
 
     def batch(self, p: int, s: int, augment: VerAugmentParams | None, rng: np.random.Generator | None = None,
-              tracks: list[int] | None = None, aligned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              tracks: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`rng`: the generator of this batch (training passes one seeded by its step); default: the
-        sampler's own running generator. `tracks`, when given, receives the batch rows' track indices.
-        `aligned`: crop k of both versions of a clique starts at the same fraction of its track."""
+        sampler's own running generator. `tracks`, when given, receives the batch rows' track indices."""
         rng = rng if rng is not None else self.rng
         chosen = rng.choice(len(self.groups), size=min(p, len(self.groups)), replace=False, p=self.weights)
         x, y = [], []
         for ci in chosen:
-            fracs = rng.uniform(0.0, 1.0, s) if aligned else [None] * s
             for ti in rng.choice(self.groups[ci], 2, replace=False):
                 if tracks is not None:
                     tracks.append(int(ti))
                 f = self.feats[ti]
                 if f.shape[0] < self.seg_frames:  # short track: pad at the end
                     f = np.concatenate([f, np.zeros((self.seg_frames - f.shape[0], f.shape[1]), f.dtype)])
-                x.append(np.stack([augment_crop(f, self.seg_frames, rng, augment, fr) for fr in fracs]))
+                x.append(np.stack([augment_crop(f, self.seg_frames, rng, augment) for _ in range(s)]))
                 y.append(ci)
         return torch.from_numpy(np.stack(x)), torch.tensor(y)
 
@@ -199,9 +193,7 @@ def config_hash(tp: VerTrainParams, mp: VerModelParams, cp: CQTParams, seg_frame
     for f, c in zip(feats, cliques):
         h.update(f"{f.shape}|{c}".encode())
         h.update(np.ascontiguousarray(np.asarray(f)[::50]).tobytes())
-    # aligned_crops left out while off: checkpoints made before the option existed still resume
-    skip = {"max_minutes"} | (set() if tp.aligned_crops else {"aligned_crops"})
-    blob = {"train": json.loads(tp.model_dump_json(exclude=skip)), "model": json.loads(mp.model_dump_json()),
+    blob = {"train": json.loads(tp.model_dump_json(exclude={"max_minutes"})), "model": json.loads(mp.model_dump_json()),
             "cqt": json.loads(cp.model_dump_json()), "seg_frames": int(seg_frames), "seed": int(seed),
             "data": h.hexdigest()[:16], "sources": sources, "val": val_id, "format": CKPT_FORMAT}
     if teacher is not None and tp.distill_weight > 0:   # absent otherwise: older checkpoints still resume
@@ -307,8 +299,7 @@ def train_version_encoder(train_feats: list[np.ndarray], train_cliques: list[str
             g["lr"] = tp.lr * warmup_cosine(step, tp.max_steps, WARMUP_STEPS)
         model.train()
         rows: list[int] = []
-        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment, step_rng(seed, step), rows,
-                             tp.aligned_crops)
+        x, y = sampler.batch(tp.cliques_per_batch, tp.segments_per_track, tp.augment, step_rng(seed, step), rows)
         b, s = x.shape[:2]
         emb = model(x.flatten(0, 1).to(device)).view(b, s, -1)
         loss, diag = version_loss(emb, y.to(device), tp.loss, tp.positive_reduction, tp.negative_reduction,
