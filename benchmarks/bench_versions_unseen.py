@@ -14,6 +14,11 @@ soundfont (with the chance level). Each `--variant` embeds the same CQT segments
 * `tempo`      segments also cut from the CQT stretched in time by 0.8 and 1.25, all pooled per track
                (a test-time answer to tempo differences; the distance is bpwr over all segments).
 
+Each encoder cuts tracks into the segments it was trained on (the segment length and hop saved in its file,
+as the CLI does), not params.yaml's: an encoder trained with `-S versions.audio.segment_s=10` is scored on 10 s
+segments, and the `--paired-with` encoder on its own. `-S key=value` overrides params.yaml (e.g.
+`-S versions.evaluate.reduction=bpwr-6`).
+
 Needs the versions pipeline's features and a trained encoder (`dvc repro versions_train`), in the project
 folder (default: the current one's repository root).
 """
@@ -82,7 +87,18 @@ def embed_variant(model, items, params, device, variant: str):
     return pd.concat(metas, ignore_index=True), np.concatenate(vecs)
 
 
-def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: int) -> dict:
+def params_for_encoder(params, cfg: dict):
+    """`params` with `versions.audio` (segment length, hop) as saved in the encoder file's config `cfg`."""
+    from avmatch.versions.params import VerAudioParams
+
+    if "audio" not in cfg:
+        return params
+    vp = params.versions.model_copy(update={"audio": VerAudioParams(**cfg["audio"])})
+    return params.model_copy(update={"versions": vp})
+
+
+def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: int, reduction: str | None = None
+            ) -> dict:
     """Paired per-query AP difference (dist's minus the other encoder's) with a percentile bootstrap CI."""
     import numpy as np
 
@@ -92,7 +108,7 @@ def _paired(dist, other_embedded, clique_of: dict, track_ids: list, ev, seed: in
     coll = Collection.from_rows(*other_embedded)
     if list(coll.track_ids) != list(track_ids):
         raise RuntimeError("the two encoders embedded different tracks")
-    d2 = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+    d2 = track_distance_matrix(coll, reduction or ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
     c = np.asarray([clique_of[t] for t in track_ids], dtype=object)
     valid = ~np.eye(len(c), dtype=bool)
     relevant = (c[:, None] == c[None]) & valid
@@ -111,12 +127,18 @@ def main(argv=None) -> int:
     p.add_argument("--collections", nargs="+", default=["val", "test_unseen"])
     p.add_argument("--variant", nargs="+", default=["plain", "key2"], choices=VARIANTS)
     p.add_argument("--label", default="", help="what the encoder is (a column of the table)")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params.yaml value (repeatable); the segment length / hop come from each encoder")
     p.add_argument("--paired-with", default=None, metavar="ENCODER",
                    help="also score this encoder (plain) and report the paired per-query AP difference (this "
                         "encoder's minus that one's) with its 95%% bootstrap CI over the queries")
+    p.add_argument("--paired-reduction", default=None, metavar="REDUCTION",
+                   help="the --paired-with encoder's track reduction (default: versions.evaluate.reduction, as this one)")
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
+    import yaml
+
     from avmatch.core.config import load_params
     from avmatch.core.device import resolve_device
     from avmatch.versions.model import load_encoder
@@ -127,11 +149,16 @@ def main(argv=None) -> int:
     from pipelines.versions.shared import ok_items
 
     root = Path(args.project).resolve()
-    params = load_params(root / "params.yaml")
-    paths = VersionsPaths.from_params(params, root)
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.set)}
+    base = load_params(root / "params.yaml", overrides)
+    paths = VersionsPaths.from_params(base, root)
     device = resolve_device("cpu")
-    model, _ = load_encoder(Path(args.encoder) if args.encoder else paths.encoder, device)
-    other = load_encoder(Path(args.paired_with), device)[0] if args.paired_with else None
+    model, cfg = load_encoder(Path(args.encoder) if args.encoder else paths.encoder, device)
+    params = params_for_encoder(base, cfg)
+    other, other_params = None, None
+    if args.paired_with:
+        other, other_cfg = load_encoder(Path(args.paired_with), device)
+        other_params = params_for_encoder(base, other_cfg)
     attrs = track_attributes(paths)
     ev = params.versions.evaluate
     rep = Report("versions_unseen", "Versions: unseen renderings", args)
@@ -144,16 +171,18 @@ def main(argv=None) -> int:
         for variant in args.variant:
             t0 = time.perf_counter()
             meta, vecs = embed_variant(model, items, params, device, variant)
+            t1 = time.perf_counter()
             coll = Collection.from_rows(meta, vecs)
             dist = track_distance_matrix(coll, ev.reduction, ev.faiss_above_tracks, ev.faiss_candidates)
+            t2 = time.perf_counter()
             cl = dict(zip(items["id"], items["label"]))
             res = evaluate_track_distances(dist, [cl[t] for t in coll.track_ids], ev.bootstrap, params.common.seed)
             sh = rendering_shares({"cliques": [cl[t] for t in coll.track_ids], "dist": dist}, coll.track_ids, attrs)
             lo, hi = res["ci95"]["MAP"]
             paired = {}
             if other is not None:
-                paired = _paired(dist, embed_variant(other, items, params, device, "plain"), cl, coll.track_ids, ev,
-                                 params.common.seed)
+                paired = _paired(dist, embed_variant(other, items, other_params, device, "plain"), cl, coll.track_ids,
+                                 ev, params.common.seed, args.paired_reduction)
             rows.append({"encoder": args.label or "-", "collection": name, "variant": variant,
                          "tracks": len(items), "queries": res["n_queries"], "track MAP": res["metrics"]["MAP"],
                          "95% CI": f"[{lo:.3f}, {hi:.3f}]", "MR1": res["metrics"]["MR1"],
@@ -161,7 +190,11 @@ def main(argv=None) -> int:
                                                            f"({sh.get('top1_same_instrument_chance', float('nan')):.3f})",
                          "top-1 same soundfont (chance)": f"{sh.get('top1_same_soundfont', float('nan')):.3f} "
                                                           f"({sh.get('top1_same_soundfont_chance', float('nan')):.3f})",
-                         **paired, "seconds": round(time.perf_counter() - t0, 1)})
+                         "segment s / hop s": f"{params.versions.audio.segment_s:g} / {params.versions.audio.hop_s:g}",
+                         "segments per track": round(len(meta) / max(1, len(items)), 2),
+                         "embed ms per track": round(1000 * (t1 - t0) / max(1, len(items)), 1),
+                         "distances ms per query": round(1000 * (t2 - t1) / max(1, len(items)), 2),
+                         "reduction": ev.reduction, **paired, "seconds": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
     rep.table(rows)
     print(rep.finish())

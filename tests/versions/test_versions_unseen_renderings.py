@@ -91,3 +91,44 @@ def test_render_many_renders_each_job_with_its_own_soundfont(tmp_path):
     assert len(a) == len(b) == int(round(jobs[0][0].duration_s * 16000))
     # the same notes, other samples: the waveforms differ clearly
     assert np.abs(a - b).mean() > 0.1 * np.abs(a).mean()
+
+
+def test_unseen_bench_cuts_tracks_as_each_encoder_was_trained(tmp_path):
+    """bench_versions_unseen.py scores an encoder on the segment length / hop saved in its file, not
+    params.yaml's (a 2 s encoder gets 2 s windows: 4 of a 5 s track, where params.yaml's 20 s gives 1)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    import torch
+
+    from avmatch.core.config import load_params
+    from avmatch.versions.model import VersionEncoder, load_encoder, save_encoder
+    from avmatch.versions.params import VerAudioParams
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench_versions_unseen")
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    params = load_params(root / "params.yaml", {"versions.model.channels": [4, 4, 4, 4], "versions.model.dim": 8})
+    vp = params.versions
+    assert vp.audio.segment_s == 20.0
+    torch.manual_seed(0)
+    enc = tmp_path / "enc.pt"
+    save_encoder(VersionEncoder.from_params(vp.model, vp.cqt), enc,
+                 {"model": vp.model.model_dump(), "cqt": vp.cqt.model_dump(),
+                  "audio": VerAudioParams(segment_s=2.0, hop_s=1.0).model_dump()})
+    model, cfg = load_encoder(enc, "cpu")
+    feat = tmp_path / "t.npy"
+    np.save(feat, np.random.default_rng(0).random((50, vp.cqt.n_bins)).astype(np.float16))  # 5 s at 10 fps
+    items = pd.DataFrame({"id": ["t"], "cqt_file": [str(feat)]})
+    own = bench.params_for_encoder(params, cfg)
+    assert (own.versions.audio.segment_s, own.versions.audio.hop_s) == (2.0, 1.0)
+    assert own.versions.evaluate == vp.evaluate and own.versions.model == vp.model
+    meta, vecs = bench.embed_variant(model, items, own, torch.device("cpu"), "plain")
+    assert len(meta) == len(vecs) == 4   # windows at 0, 1, 2, 3 s of 2 s each
+    meta20, _ = bench.embed_variant(model, items, params, torch.device("cpu"), "plain")
+    assert len(meta20) == 1
