@@ -42,10 +42,10 @@ score starts from the mean of these over the whole query (positions past the rec
 0). With the score `margin` it is that mean minus the same mean for the best other
 recording: in practice 0 to about 1 for the best candidate and below 0 for the others, because music
 that is not in the database still resembles something, but not more than everything else. With
-`similarity` it is the mean itself (-1 to 1). Higher means more certain. With `either` (the
-project's default) the score shown is the margin, and the decision also accepts a candidate whose
-similarity passes the similarity's own threshold. With `verified` the score is the share (0 to 1) of the
-query's spectral peaks (the strongest local maxima of its spectrogram, 32 a second) that lie on a peak of
+`similarity` it is the mean itself (-1 to 1). Higher means more certain. With `either` the score
+shown is the margin, and the decision also accepts a candidate whose
+similarity passes the similarity's own threshold. With `verified` (the project's default and the
+shipped encoder's) the score is the share (0 to 1) of the query's spectral peaks (the strongest local maxima of its spectrogram, 32 a second) that lie on a peak of
 the recording at the candidate's alignment, speed and pitch changes of up to 4 % tried: music in the
 same timbre but with other notes scores low even where the fingerprints are alike.
 
