@@ -253,3 +253,24 @@ def test_the_evaluate_stage_gives_the_references_and_queries_peaks_only_for_the_
     either = params.model_copy(update={"fingerprint": fp.model_copy(
         update={"search": fp.search.model_copy(update={"score": "either"})})})
     assert _verification(either, paths, queries) == (None, None)
+
+
+def test_the_verifier_keeps_a_bounded_number_of_reference_grids_and_scores_alike_after_eviction(ref):
+    x, _, p = ref
+    peaks = spectral_peaks(x, p)
+    loads: list[str] = []
+
+    def load(item_id: str):
+        loads.append(item_id)
+        return peaks
+
+    v = Verifier(load, p, hop_s=0.5, max_grids=2)
+    q = v.query_peaks(x[7 * SR:10 * SR])
+    m = Match("a", offset_segment=14, score=0.9, votes=5)
+    first = v.verify(m, q).verified
+    for item in ("b", "c", "a"):   # "a" was evicted by "b" and "c": loaded again, same score
+        again = v.verify(Match(item, offset_segment=14, score=0.9, votes=5), q).verified
+        assert again == first
+    assert len(v._grids) == 2 and loads == ["a", "b", "c", "a"]
+    v.verify(m, q)   # "a" is cached now: no new load
+    assert loads == ["a", "b", "c", "a"]

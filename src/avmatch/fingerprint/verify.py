@@ -15,6 +15,7 @@ tried and the best is kept.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -163,20 +164,30 @@ def unpack_peaks(packed: np.ndarray) -> Peaks:
 
 class Verifier:
     """Scores matches against references' peaks, given as a mapping item id -> Peaks or as a loader
-    (item id -> Peaks, None when the reference has none); each reference's grid is built once."""
+    (item id -> Peaks, None when the reference has none).
 
-    def __init__(self, refs: Mapping[str, Peaks] | Callable[[str], Peaks | None], params: PeakParams, hop_s: float):
+    A reference's dense grid takes ~2 MB for 4 minutes of audio and ~1 ms to build, so only the
+    `max_grids` most recently used are kept: a long `identify` over a large database stays bounded in
+    memory, and a repeated reference is not rebuilt."""
+
+    def __init__(self, refs: Mapping[str, Peaks] | Callable[[str], Peaks | None], params: PeakParams, hop_s: float,
+                 max_grids: int = 64):
         self._load = refs.get if isinstance(refs, Mapping) else refs
         self.params, self.hop_s = params, hop_s
-        self._grids: dict[str, np.ndarray] = {}
+        self.max_grids = max(1, int(max_grids))
+        self._grids: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def grid(self, item_id: str) -> np.ndarray:
-        if item_id not in self._grids:
-            peaks = self._load(item_id)
-            if peaks is None:
-                raise KeyError(f"no spectral peaks stored for the reference {item_id!r}")
-            self._grids[item_id] = peak_grid(peaks[0], peaks[1], self.params)
-        return self._grids[item_id]
+        if item_id in self._grids:
+            self._grids.move_to_end(item_id)
+            return self._grids[item_id]
+        peaks = self._load(item_id)
+        if peaks is None:
+            raise KeyError(f"no spectral peaks stored for the reference {item_id!r}")
+        grid = self._grids[item_id] = peak_grid(peaks[0], peaks[1], self.params)
+        while len(self._grids) > self.max_grids:
+            self._grids.popitem(last=False)
+        return grid
 
     def query_peaks(self, audio: np.ndarray) -> Peaks:
         return spectral_peaks(audio, self.params)
