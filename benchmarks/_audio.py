@@ -64,7 +64,7 @@ def fetch_singularity(cache: Path | None = None) -> list[Path]:
 def real_audio_files(audio_dir: str | Path | None = None) -> tuple[list[Path], str]:
     """(media files sorted by path, a one-line description of where they came from)."""
     if audio_dir:
-        files = _list_media(Path(audio_dir))
+        files = _list_media(Path(audio_dir).resolve())   # absolute: benches run commands from their own folders
         if not files:
             raise AudioUnavailable(f"{audio_dir}: no media files")
         return files, f"{len(files)} files from {audio_dir}"
