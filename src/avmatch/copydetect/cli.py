@@ -92,9 +92,10 @@ as `ref_id`. Videos already in the database unchanged are skipped, a changed fil
 descriptors, and files that cannot be used are reported on stderr with the reason while the rest are
 added; the exit status is {EXIT_SOME_FAILED} when any input failed.
 
-A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`,
-found from `$AVMATCH_ROOT` (when set), else from the avmatch project around the current folder or the
-checkout avmatch runs from. Its settings (1 fps frames, frame descriptor, k, β, localisation) and noise
+A new database is built with `--model`, else with a trained `models/copydetect/encoder.pt`: the one of
+the project `$AVMATCH_ROOT` names (when set), else the encoder avmatch ships (trained by the pipeline; its
+lineage.json says which run), else the one of the avmatch project around the current folder or the checkout
+avmatch runs from. Its settings (1 fps frames, frame descriptor, k, β, localisation) and noise
 set are those of the project's pipeline database (`data/copydetect/db`) when it was built with the same
 encoder and descriptor, else the project's params.yaml and `--noise DIR`. Without a noise set, score
 normalisation is off and the command says so. The database keeps its encoder, descriptor and settings, so

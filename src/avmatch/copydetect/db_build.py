@@ -10,9 +10,10 @@ Ids are file names without extension, as in the VSC22 CSVs; two inputs with the 
 error for the second, not a silent overwrite. A file that cannot be decoded is reported with the
 reason and the others are still added.
 
-A new database is built with `--model`, else with the project's trained `models/copydetect/encoder.pt`
-(found by `avmatch.core.model_lookup` as the other systems' `add` commands find theirs: `$AVMATCH_ROOT`,
-else the project around the working directory, else the checkout avmatch runs from). Its settings (1 fps frames,
+A new database is built with `--model`, else with a trained `models/copydetect/encoder.pt` found by
+`avmatch.core.model_lookup` as the fingerprint `add` finds its encoder: the project `$AVMATCH_ROOT` names,
+else the encoder the package ships (`src/avmatch/shipped/copydetect`, with its pipeline lineage), else the
+project around the working directory or the checkout avmatch runs from. Its settings (1 fps frames,
 frame descriptor, k, β, localisation) and its noise set come from the project's pipeline database when that was
 built with the same encoder and descriptor (so user queries are answered as the evaluated ones were), else from
 the project's params.yaml (and `--descriptor`), with the noise set from `--noise DIR`; without a noise set,
@@ -58,9 +59,12 @@ class AddReport:
 
 
 def locate_default_encoder(model: Path | None = None) -> Path:
-    """`model` when given, else the project's trained encoder; EncoderNotFound says what to do otherwise."""
+    """`model` when given, else the encoder `$AVMATCH_ROOT`'s project trained, else the one the package ships
+    (`src/avmatch/shipped/copydetect`), else the project around the working directory or the checkout;
+    EncoderNotFound says what to do otherwise."""
     return locate_model(model, ENCODER_REL, "copy detection encoder",
-                        "`dvc repro copydetect_evaluate` (or `make demo-copydetect`)", "avmatch copydetect add")
+                        "`dvc repro copydetect_evaluate` (or `make demo-copydetect`)", "avmatch copydetect add",
+                        system="copydetect")
 
 
 def _project_settings(project: Path | None) -> dict:

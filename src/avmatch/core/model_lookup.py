@@ -97,13 +97,15 @@ def given_model(model: Path, rel: Path) -> Path:
     return path
 
 
-def locate_model(model: Path | None, rel: Path, what: str, train: str, command: str) -> Path:
+def locate_model(model: Path | None, rel: Path, what: str, train: str, command: str,
+                 system: str | None = None) -> Path:
     """The encoder a command should use: `--model` when given (relative to the working directory), else
-    the first candidate project's trained `rel`, wherever the command runs. ModelNotFound names where it
-    looked and the three ways out (`what`, `train`, `command`: see `not_found_message`)."""
+    the first candidate project's trained `rel`, wherever the command runs; with `system`, the encoder the
+    package ships for it comes before the projects nobody named (`default_projects`). ModelNotFound names
+    where it looked and the three ways out (`what`, `train`, `command`: see `not_found_message`)."""
     if model is not None:
         return given_model(model, rel)
-    found, looked = find_project_model(rel)
+    found, looked = find_project_model(rel, default_projects(system, rel) if system else None)
     if found is None:
         raise ModelNotFound(not_found_message(what, looked, train, command))
     return found
