@@ -22,7 +22,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from avmatch.core.config import ConfigError, load_params
+from avmatch.core.config import ConfigError, load_params, read_yaml
 from avmatch.core.model_lookup import SHIPPED_ROOT
 from avmatch.core.tracking import dvc_lock_entry, dvc_lock_records_file, model_name, tracking_uri
 from pipelines.registry import pipeline_spec
@@ -74,6 +74,24 @@ def _registry_version(root: Path, system: str, file_md5: str) -> dict | None:
             "tracking_uri": uri, "tags": dict(v.tags)}
 
 
+def _reads_upstream(source: Path, entry: dict, held: set) -> bool:
+    """Whether the dvc.lock record `entry` read one of `held` ((path, md5) outs), itself or through the
+    outs of the locked stages it depends on: copy detection evaluates the descriptors its extract stage
+    made with the encoder, not the encoder file."""
+    stages = ((read_yaml((source / "dvc.lock").read_text()) or {}).get("stages") or {}).values()
+    made_by = {(o.get("path"), o.get("md5")): st for st in stages for o in st.get("outs", [])}
+    todo, seen = [entry], set()
+    while todo:
+        deps = {(d.get("path"), d.get("md5")) for d in todo.pop().get("deps", [])}
+        if deps & held:
+            return True
+        for dep in deps - seen:
+            seen.add(dep)
+            if dep in made_by:
+                todo.append(made_by[dep])
+    return False
+
+
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -99,9 +117,9 @@ def ship(system: str, source: Path, experiment: str | None, dest_root: Path = SH
                         "(changed since the run?)")
     rel_enc = encoder.resolve().relative_to(source.resolve()).as_posix()
     # the train stage's out that holds the encoder (the file, or its folder), as the evaluation read it
-    held = [(o.get("path"), o.get("md5")) for o in train.get("outs", [])
-            if o.get("path") == rel_enc or rel_enc.startswith(str(o.get("path", "")).rstrip("/") + "/")]
-    if not held or not any((d.get("path"), d.get("md5")) in held for d in evaluate.get("deps", [])):
+    held = {(o.get("path"), o.get("md5")) for o in train.get("outs", [])
+            if o.get("path") == rel_enc or rel_enc.startswith(str(o.get("path", "")).rstrip("/") + "/")}
+    if not held or not _reads_upstream(source, evaluate, held):
         raise ShipError(f"{system}_{spec.register_after} in dvc.lock did not evaluate this encoder")
     if not dvc_lock_records_file(source, evaluate, metrics, _md5(metrics)):
         raise ShipError(f"{metrics} is not the file dvc.lock records for {system}_{spec.register_after}")
@@ -137,7 +155,7 @@ def ship(system: str, source: Path, experiment: str | None, dest_root: Path = SH
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("system", help="pipeline whose encoder to ship (fingerprint)")
+    ap.add_argument("system", help="pipeline whose encoder to ship (fingerprint, copydetect)")
     ap.add_argument("--from", dest="source", type=Path, default=ROOT, help="project that ran it (default: this one)")
     ap.add_argument("--experiment", help="the DVC experiment that produced it (recorded in lineage.json)")
     ap.add_argument("--note", default="", help="anything a reader of lineage.json should know about the run")

@@ -53,3 +53,42 @@ def test_the_shipped_copydetect_encoder_is_intact_and_found(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AVMATCH_ROOT", raising=False)
     assert locate_default_encoder() == SHIPPED / ENCODER_REL
+
+
+def _locked_run(root: Path, extract_read: str) -> Path:
+    """A project whose dvc.lock says: train made the encoder folder, extract read `extract_read` (an md5 of
+    that folder) and made descriptors, evaluate read the descriptors (not the encoder) and made the metrics."""
+    import subprocess
+
+    import yaml
+
+    _project(root, b"weights")
+    (root / "metrics").mkdir()
+    (root / "metrics/copydetect.json").write_text(json.dumps({"descriptor_uap": 0.5}))
+    enc = hashlib.md5((root / ENCODER_REL).read_bytes()).hexdigest()
+    met = hashlib.md5((root / "metrics/copydetect.json").read_bytes()).hexdigest()
+    lock = {"schema": "2.0", "stages": {
+        "copydetect_train": {"outs": [{"path": ENCODER_REL.as_posix(), "md5": enc}]},
+        "copydetect_extract": {"deps": [{"path": ENCODER_REL.as_posix(), "md5": extract_read}],
+                               "outs": [{"path": "data/copydetect/descriptors", "md5": "d1.dir"}]},
+        "copydetect_evaluate": {"deps": [{"path": "data/copydetect/descriptors", "md5": "d1.dir"}],
+                                "outs": [{"path": "metrics/copydetect.json", "md5": met}]}}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "run"]):
+        subprocess.run(["git", "-C", str(root), *cmd], check=True)
+    return root
+
+
+def test_ship_follows_the_lock_from_the_evaluation_back_to_the_encoder(tmp_path):
+    """Copy detection's evaluate stage reads the descriptors extract made with the encoder: shipping accepts
+    that chain, and refuses it when extract read another encoder than the one shipped."""
+    from pipelines.ship import ShipError, ship
+
+    good = _locked_run(tmp_path / "good", hashlib.md5(b"weights").hexdigest())
+    dest = ship("copydetect", good, None, tmp_path / "shipped")
+    assert (dest / ENCODER_REL).read_bytes() == b"weights"
+    assert json.loads((dest / "lineage.json").read_text())["dvc_lock"]["copydetect_evaluate"]
+    stale = _locked_run(tmp_path / "stale", hashlib.md5(b"older weights").hexdigest())
+    with pytest.raises(ShipError, match="did not evaluate this encoder"):
+        ship("copydetect", stale, None, tmp_path / "shipped2")
+    assert not (tmp_path / "shipped2").exists()
