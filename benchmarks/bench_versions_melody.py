@@ -138,6 +138,26 @@ def score_soprano(piece_key: str):
     return np.asarray(merged, int)
 
 
+def corrupt(notes, p: float, rng):
+    """A note sequence with a share `p` of its notes damaged as an extractor would: a third each substituted (a
+    random step of 1-7 semitones up or down), deleted, or followed by an inserted spurious note; repeats merged."""
+    import numpy as np
+
+    out: list[int] = []
+    for n in np.asarray(notes, int).tolist():
+        u = rng.random()
+        if u < p / 3:
+            out.append(n + int(rng.choice([-1, 1])) * int(rng.integers(1, 8)))
+        elif u < 2 * p / 3:
+            continue
+        else:
+            out.append(n)
+            if u < p:
+                out.append(n + int(rng.choice([-1, 1])) * int(rng.integers(1, 8)))
+    merged = [x for i, x in enumerate(out) if i == 0 or x != out[i - 1]]
+    return np.asarray(merged, int)
+
+
 def ngram_precision(extracted: dict, reference: dict) -> float:
     """Share of the extracted n-gram occurrences that occur in the reference (the score's soprano)."""
     total = sum(extracted.values())
@@ -214,6 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--median-s", type=float, default=0.0, help="median filter of the rounded pitch (s; 0 = none)")
     p.add_argument("--alpha", type=float, default=0.5, help="salience extractor: peak threshold (x frame max)")
     p.add_argument("--mix-weights", nargs="+", type=float, default=[round(0.1 * i, 1) for i in range(11)])
+    p.add_argument("--oracle-noise", nargs="*", type=float, default=[],
+                   help="also score the score's soprano with this share of its notes damaged (how good must extraction be?)")
     p.add_argument("--cache", default="/work/scratch/ver12/melody", help="melody cache folder")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
@@ -332,6 +354,19 @@ def main(argv=None) -> int:
                          "collection": name, "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
                          "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items)})
             print(rows[-1], flush=True)
+        for noise in args.oracle_noise:
+            rng = np.random.default_rng(seed)
+            damaged = [corrupt(x, noise, rng) for x in sop[name]]
+            prec = np.mean([ngram_precision(ngram_counts(d, (3,)), ngram_counts(x, (3,))) for d, x in zip(damaged, sop[name])])
+            for ns in ns_sets:
+                d = cosine_distances(vectors([ngram_counts(x, ns) for x in damaged], "l2"))
+                res = score(d, items)
+                lo, hi = res["ci95"]["MAP"]
+                rows.append({"system": f"score soprano, {noise:.0%} of notes damaged (3-gram precision {prec:.3f}), "
+                                       f"n={','.join(map(str, ns))} l2", "collection": name,
+                             "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
+                             "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items)})
+                print(rows[-1], flush=True)
         for extractor in args.extractors:
             ex = counts_of(items, extractor, (3,))
             prec = [ngram_precision(e, ngram_counts(x, (3,))) for e, x in zip(ex, sop[name])]
