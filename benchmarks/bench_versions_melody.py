@@ -245,8 +245,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import yaml
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_versions_unseen import _paired, embed_variant, params_for_encoder
+    from bench_versions_unseen import embed_variant, params_for_encoder
 
     from avmatch.core.config import load_params
     from avmatch.core.device import resolve_device
