@@ -227,7 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--project", default=str(ROOT), help="project folder (features and encoder inside)")
     p.add_argument("--encoder", required=True, help="encoder file whose distances the melody is mixed with")
     p.add_argument("--collections", nargs="+", default=["val", "test_unseen", "test"])
-    p.add_argument("--extractors", nargs="+", default=["melodia"], choices=["melodia", "skyline", "salience"])
+    p.add_argument("--extractors", nargs="+", default=["melodia"], choices=["melodia", "skyline", "salience", "learned"])
+    p.add_argument("--transcriber", default=None,
+                   help="extractor `learned`: a soprano transcriber of bench_versions_soprano_train.py")
     p.add_argument("--ngrams", nargs="+", default=["2", "3", "4", "2,3,4"], help="n sets, comma-separated")
     p.add_argument("--weightings", nargs="+", default=["l2", "tfidf"], choices=["l2", "tfidf"])
     p.add_argument("--min-note-s", type=float, default=0.08)
@@ -274,8 +276,23 @@ def main(argv=None) -> int:
     ns_sets = [tuple(int(x) for x in s.split(",")) for s in args.ngrams]
     seed = params.common.seed
 
+    transcriber = None
+    if "learned" in args.extractors:
+        if not args.transcriber:
+            p.error("--extractors learned needs --transcriber")
+        from bench_versions_soprano_train import learned_f0, load_transcriber
+
+        transcriber, _tcfg = load_transcriber(args.transcriber)
+
+    def tag(extractor: str) -> str:
+        if extractor == "salience":
+            return f"salience{args.alpha}"
+        if extractor == "learned":
+            return f"learned_{Path(args.transcriber).stem}"
+        return extractor
+
     def melody(row, extractor: str):
-        f = cache / f"{row.content_hash}_{extractor}{args.alpha if extractor == 'salience' else ''}.npz"
+        f = cache / f"{row.content_hash}_{tag(extractor)}.npz"
         if f.exists():
             z = np.load(f)
             return float(z["rate"]), z["f0"]
@@ -284,6 +301,8 @@ def main(argv=None) -> int:
             rate, f0 = melodia_f0(row.pcm_file, sr)
         elif extractor == "salience":
             rate, f0 = salience_f0(row.pcm_file, sr, args.alpha)
+        elif extractor == "learned":
+            rate, f0 = learned_f0(row.cqt_file, transcriber)
         else:
             rate, f0 = skyline_f0(row.cqt_file, cq.f_min, cq.bins_per_octave, 1.0 / (cq.hop_s * cq.pool))
         np.savez(f, rate=rate, f0=f0, seconds=time.perf_counter() - t)
@@ -312,8 +331,7 @@ def main(argv=None) -> int:
         for name, items in [*coll_items.items(), ("train", train)] if "tfidf" in args.weightings else coll_items.items():
             for row in progress(items.itertuples(), desc=f"{extractor} {name}", total=len(items), unit="track"):
                 melody(row, extractor)
-                secs.append(float(np.load(cache / f"{row.content_hash}_{extractor}"
-                                             f"{args.alpha if extractor == 'salience' else ''}.npz")["seconds"]))
+                secs.append(float(np.load(cache / f"{row.content_hash}_{tag(extractor)}.npz")["seconds"]))
         ext_ms[extractor] = round(1000 * float(np.mean(secs)), 1)
 
     # encoder distances
