@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--project", default=str(ROOT), help="project folder (corpus and features inside)")
-    p.add_argument("--out", required=True, help="transcriber file to write")
+    p.add_argument("--out", default=None, help="transcriber file to write")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=16, help="crops per step")
     p.add_argument("--crop", type=int, default=64, help="frames per crop")
@@ -224,9 +224,11 @@ def main(argv=None) -> int:
     p.add_argument("--dev-share", type=float, default=0.1, help="share of training cliques held out as dev")
     p.add_argument("--min-notes", nargs="+", type=float, default=[0.1, 0.2, 0.3],
                    help="decoding minimum note lengths compared on dev (3-gram precision)")
+    p.add_argument("--medians", nargs="+", type=float, default=[0.0],
+                   help="decoding median filters (s) of the frame pitch compared on dev with --min-notes")
+    p.add_argument("--load", default=None, help="evaluate this transcriber (no training; --out not written)")
     p.add_argument("--eval-collections", nargs="*", default=[],
                    help="also report frame accuracy / note precision / 3-gram precision on these splits")
-    p.add_argument("--eval-min-note", type=float, default=None, help="min note for --eval-collections' 3-grams")
     p.add_argument("--check-alignment", type=int, default=0, help="print the alignment check on N training tracks")
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
@@ -282,8 +284,13 @@ def main(argv=None) -> int:
               f"{np.mean(base):.3f})", flush=True)
     torch.manual_seed(args.seed)
     model = build_model(args.width)
+    if args.load:
+        model, _cfg = load_transcriber(args.load)
+        args.steps = 0
+    elif not args.out:
+        p.error("--out is required when training")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(1, args.steps), pct_start=0.1)
     lengths = np.array([len(f) for f in feats])
     prob = lengths / lengths.sum()
     t0 = time.perf_counter()
@@ -325,8 +332,8 @@ def main(argv=None) -> int:
     model.eval()
     train_s = time.perf_counter() - t0
 
-    def evaluate(fs, ys_, rows, min_notes):
-        acc, npre, prec = [], [], {m: [] for m in min_notes}
+    def evaluate(fs, ys_, rows, decodings):
+        acc, npre, prec = [], [], {m: [] for m in decodings}
         for f, y, r in zip(fs, ys_, rows):
             pm = transcribe(model, f)
             v = y != IGNORE
@@ -335,30 +342,33 @@ def main(argv=None) -> int:
             npre.append(note_precision(pm, y))
             ref = score_soprano(r.piece)
             f0 = np.where(pm >= 0, 440.0 * 2 ** ((pm - 69) / 12.0), 0.0)
-            for m in min_notes:
-                prec[m].append(ngram_precision(ngram_counts(notes_from_f0(f0, 1 / FRAME_S, m), (3,)),
-                                               ngram_counts(ref, (3,))))
+            for m, med in decodings:
+                prec[(m, med)].append(ngram_precision(ngram_counts(notes_from_f0(f0, 1 / FRAME_S, m, med), (3,)),
+                                                      ngram_counts(ref, (3,))))
         return float(np.mean(acc)), float(np.mean(npre)), {m: float(np.mean(v)) for m, v in prec.items()}
 
     dev_rows = [r for r in dev.itertuples() if r.id not in set(dskipped)]
-    fa, npr, pr = evaluate(dfeats, dys, dev_rows, args.min_notes)
-    best_min = max(args.min_notes, key=lambda m: (pr[m], -m))
-    print(f"dev: frame accuracy {fa:.3f}, note precision {npr:.3f}, 3-gram precision by min note {pr}; "
-          f"chosen min note {best_min}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(),
-                "config": {"width": args.width, "steps": args.steps, "seed": args.seed, "min_note_s": best_min,
-                           "train_tracks": len(feats), "skipped": len(skipped), "train_s": round(train_s, 1),
-                           "dev": {"frame_acc": fa, "note_precision": npr, "trigram_precision": pr}}}, args.out)
-    print(f"wrote {args.out} (training {train_s:.0f} s)", flush=True)
+    grid = [(m, med) for m in args.min_notes for med in args.medians]
+    fa, npr, pr = evaluate(dfeats, dys, dev_rows, grid)
+    best = max(grid, key=lambda k: (pr[k], -k[0], -k[1]))
+    print(f"dev: frame accuracy {fa:.3f}, note precision {npr:.3f}, 3-gram precision by (min note, median) "
+          f"{ {k: round(v, 3) for k, v in pr.items()} }; chosen {best}", flush=True)
+    if not args.load:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": model.state_dict(),
+                    "config": {"width": args.width, "steps": args.steps, "seed": args.seed, "min_note_s": best[0],
+                               "median_s": best[1], "train_tracks": len(feats), "skipped": len(skipped),
+                               "train_s": round(train_s, 1),
+                               "dev": {"frame_acc": fa, "note_precision": npr, "trigram_precision": pr[best]}}},
+                   args.out)
+        print(f"wrote {args.out} (training {train_s:.0f} s)", flush=True)
     for name in args.eval_collections:
         ev = items[items.split == name]
         efeats, eys, eskipped = load(ev)
         rows = [r for r in ev.itertuples() if r.id not in set(eskipped)]
-        m = args.eval_min_note if args.eval_min_note is not None else best_min
-        fa, npr, pr = evaluate(efeats, eys, rows, [m])
+        fa, npr, pr = evaluate(efeats, eys, rows, [best])
         print(f"{name}: tracks {len(rows)} (skipped {len(eskipped)}), frame accuracy {fa:.3f}, note precision "
-              f"{npr:.3f}, 3-gram precision (min note {m}) {pr[m]:.3f}", flush=True)
+              f"{npr:.3f}, 3-gram precision (min note, median {best}) {pr[best]:.3f}", flush=True)
     return 0
 
 
