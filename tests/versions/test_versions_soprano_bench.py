@@ -33,6 +33,9 @@ def test_frame_targets_of_a_known_score(bench):
     d, e, none = 62 - 24, 66 - 24, bench.NONE
     expected = [d] * 10 + [e] * 10 + [none] * 6 + [d] * 10 + [e] * 10 + [none] * 10
     assert y.tolist() == expected
+    # a frame is labelled at its centre (0.1 i + 0.04 s): a note ending at 0.52 s covers frames 0-4, not 5
+    ev, _ = bench.soprano_events([[(0.0, 0.52, 60, 80), (0.52, 1.0, 64, 80)]], 1.52, "none", 0, 60.0, 2.52)
+    assert bench.frame_targets(ev, 8).tolist()[:7] == [36] * 5 + [40] * 2
 
 
 def test_timing_that_cannot_be_rebuilt_is_refused(bench):
