@@ -100,8 +100,6 @@ def main(argv=None) -> int:
     p.add_argument("--kp-fps", type=float, default=None)
     p.add_argument("--contrast", type=float, default=None, help="SIFT contrast threshold")
     p.add_argument("--refine", default="off", help="bound refinement rule applied (see REFINE)")
-    p.add_argument("--q-extend", type=float, default=2.0, help="refinement: seconds tried beyond the query bounds")
-    p.add_argument("--r-extend", type=float, default=2.0, help="refinement: seconds tried beyond the reference bounds")
     p.add_argument("--max-pairs", type=int, default=None, help="candidate pairs per query (default: params.yaml's)")
     p.add_argument("--max-segments", type=int, default=None, help="segments per pair (default: params.yaml's)")
     add_common_args(p)
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.metrics import read_matches
     from avmatch.copydetect.model import load_frame_encoder
-    from avmatch.copydetect.verify import Verifier, VerifyParams, refined_bounds
+    from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, refined_bounds
     from avmatch.core.config import load_params
     from pipelines.copydetect.evaluate import _describe_sets
     from pipelines.copydetect.paths import CopydetectPaths
@@ -184,23 +182,18 @@ def main(argv=None) -> int:
         inliers = [c[0] for c in checks]
         t_ver = time.process_time() - t0
         t0 = time.process_time()
-        align = {i: ver.alignment(m, checks[i][1], args.q_extend, args.r_extend, 4)
+        align = {i: ver.alignment(m, checks[i][1], vp.q_extend, vp.r_extend, 4)
                  for i, m in enumerate(matches) if inliers[i] >= min(MIN_INLIERS)}
         t_align = time.process_time() - t0
         half = 0.5 / vp.fps
-        q_len = {x.video_id: float(x.timestamps[-1, 1]) for x in q}
-        r_len = {x.video_id: float(x.timestamps[-1, 1]) for x in r}
 
         def refined(m, i: int, t: int, mode: str):
             if mode == "off" or i not in align or inliers[i] < t:
                 return m
             fmin, dmax = mode.split(":")
-            qs, qe, rs, re = refined_bounds(align[i], m, int(fmin), half, float(dmax))
-            qs, qe = max(0.0, qs), min(q_len[m.query_id], qe)
-            rs, re = max(0.0, rs), min(r_len[m.ref_id], re)
-            if qe <= qs or re <= rs:
-                return m
-            return dataclasses.replace(m, query_start=qs, query_end=qe, ref_start=rs, ref_end=re)
+            # the library's clipping to the videos: Verifier.verify does exactly this for the rule applied
+            return clipped(m, refined_bounds(align[i], m, int(fmin), half, float(dmax)),
+                           ver.keypoints("query", m.query_id), ver.keypoints("ref", m.ref_id), vp)
         labels = label_matches(gt, matches)
         qa, ra = descriptor_submission(q, r, noise, cd.candidates.beta)
         old = [m.score for m in matches]

@@ -34,10 +34,12 @@ MIN_MATCHES = 4   # fewer ratio-test matches than this never make a transform
 
 @dataclass(frozen=True)
 class VerifyParams:
+    # defaults: chosen on the val half of the unseen-source collection (docs/benchmarks.md, Copy detection,
+    # session 12); contrast among 0.04 / 0.01 / 0.005 / 0.0025, the re-scoring and refinement on a grid
     fps: float = 2.0              # keypoint frames per second of video
     max_side: int = 320           # frames larger than this (longer side) are downscaled first
     n_features: int = 300         # SIFT keypoints per frame at most
-    contrast: float = 0.04        # SIFT contrast threshold (OpenCV's default 0.04; lower finds keypoints on smooth footage)
+    contrast: float = 0.005       # SIFT contrast threshold (OpenCV's 0.04 finds none on smooth wallpapers)
     ratio: float = 0.8            # Lowe's ratio test
     ransac_px: float = 3.0        # RANSAC reprojection threshold (pixels at the working size)
     min_scale: float = 0.25       # transforms outside [min_scale, max_scale] are degenerate / implausible
@@ -45,8 +47,20 @@ class VerifyParams:
     query_frames: int = 4         # query frames sampled per segment
     ref_window: float = 2.0       # seconds around the aligned reference time that are tried
     mirror: bool = True           # also match the mirrored query frame (horizontal flips)
-    min_inliers: int = 6          # a segment verifies at this many inliers
+    min_inliers: int = 5          # a segment verifies at this many inliers
     bonus: float = 1.0            # added to a verified match's score
+    refine: bool = True           # re-draw a verified match's bounds from its frames (`refined_bounds`)
+    frame_min: int = 4            # refinement: a frame pair counts at this many inliers
+    max_distance: float = 0.06    # refinement: reference frames whose transform is this close to the identity
+    q_extend: float = 2.0         # refinement: seconds tried beyond the query bounds ...
+    r_extend: float = 2.0         # ... and beyond the reference bounds
+
+    @classmethod
+    def from_params(cls, vp) -> "VerifyParams":
+        """From the `copydetect.verify` params (CdVerifyParams) or a database's record of them (dict)."""
+        d = dict(vp) if isinstance(vp, dict) else vp.model_dump()
+        d.pop("enabled", None)
+        return cls(**d)
 
 
 @dataclass
@@ -236,6 +250,11 @@ def refined_bounds(rows: np.ndarray, match, frame_min: int, half: float, max_dis
     return qs, qe, rs, re
 
 
+def rescored(match, inliers: int, p: VerifyParams):
+    """`match` with its re-ranked score: + bonus when `inliers` reaches min_inliers."""
+    return replace(match, score=match.score + (p.bonus if inliers >= p.min_inliers else 0.0))
+
+
 class Verifier:
     """Verifies matches given loaders of the videos (id -> path). Keypoints of the `max_videos` most recently
     used videos are kept (a reference's are ~60 kB per second of video at 2 fps)."""
@@ -273,6 +292,28 @@ class Verifier:
                                flipped, self.params, q_extend, r_extend, frame_min, self._matcher)
 
     def verify(self, matches: list) -> tuple[list, list[int]]:
-        """(re-scored matches, their inlier counts), in the input order."""
-        counts = [self.inliers(m) for m in matches]
-        return [rescored(m, c, self.params) for m, c in zip(matches, counts)], counts
+        """(verified matches: re-scored, bounds refined when verified and p.refine; their inlier counts), in the
+        input order."""
+        out, counts = [], []
+        p = self.params
+        for m in matches:
+            n, flipped = self.check(m)
+            counts.append(n)
+            m = rescored(m, n, p)
+            if p.refine and n >= p.min_inliers:
+                q, r = self.keypoints("query", m.query_id), self.keypoints("ref", m.ref_id)
+                rows = frame_alignment(q, r, m, flipped, p, p.q_extend, p.r_extend, p.frame_min, self._matcher)
+                m = clipped(m, refined_bounds(rows, m, p.frame_min, 0.5 / p.fps, p.max_distance), q, r, p)
+            out.append(m)
+        return out, counts
+
+
+def clipped(match, bounds: tuple[float, float, float, float], q: VideoKeypoints, r: VideoKeypoints, p: VerifyParams):
+    """`match` with `bounds` clipped to the two videos (the old match when nothing is left)."""
+    half = 0.5 / p.fps
+    qs, qe, rs, re = bounds
+    qs, qe = max(0.0, qs), min(float(q.times[-1]) + half if len(q.times) else qe, qe)
+    rs, re = max(0.0, rs), min(float(r.times[-1]) + half if len(r.times) else re, re)
+    if qe <= qs or re <= rs:
+        return match
+    return replace(match, query_start=qs, query_end=qe, ref_start=rs, ref_end=re)
