@@ -148,7 +148,7 @@ def test_query_with_verification_uses_the_recorded_reference_files_and_names_a_m
     assert len(rows) == len(before)
     verified = [w for w in rows if float(w["score"]) > 1.0]     # + bonus 1.0 over a cosine score
     assert verified and {w["ref_id"] for w in verified} == {"R2"} and rows[0]["ref_id"] == "R2", rows
-    # Q1 = 3 s of other footage, then R2's seconds 2..7 (bounds: tests/copydetect/test_verify.py, on photos; these
+    # Q1 = 3 s of other footage, then R2's seconds 2..7 (bounds: tests/copydetect/test_copydetect_verify.py, on photos; these
     # block pictures share their grid of corners, so the other footage's frames find a few inliers too)
     top = verified[0]
     assert float(top["query_end"]) > 5.0 and float(top["ref_start"]) < 5.0, top

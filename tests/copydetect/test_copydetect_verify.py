@@ -119,7 +119,7 @@ def test_verify_params_are_validated_and_match_the_library_defaults():
     from avmatch.copydetect.params import CdVerifyParams, CopydetectParams
 
     assert VerifyParams.from_params(CdVerifyParams()) == VerifyParams()
-    assert CopydetectParams().verify.enabled is False
+    assert CopydetectParams().verify.enabled is True      # the default since session 12 (params.yaml too)
     with pytest.raises(ValidationError, match="min_scale"):
         CdVerifyParams(min_scale=4, max_scale=2)
     with pytest.raises(ValidationError):
