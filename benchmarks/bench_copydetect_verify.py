@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--ref-window", type=float, default=None)
     p.add_argument("--kp-fps", type=float, default=None)
     p.add_argument("--contrast", type=float, default=None, help="SIFT contrast threshold")
-    p.add_argument("--refine", default="off", help="bound refinement rule applied (see REFINE)")
+    p.add_argument("--refine", default=None, help="bound refinement rule applied (see REFINE; default: the library's "
+                   "VerifyParams, frame_min:max_distance, or off)")
     p.add_argument("--max-pairs", type=int, default=None, help="candidate pairs per query (default: params.yaml's)")
     p.add_argument("--max-segments", type=int, default=None, help="segments per pair (default: params.yaml's)")
     add_common_args(p)
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     n_boot = 10 if args.quick else args.bootstrap
     sets = args.sets.split(",")
     results: dict = {}
-    rule = (vp.min_inliers, vp.bonus, args.refine)
+    refine = args.refine or (f"{vp.frame_min}:{vp.max_distance:g}" if vp.refine else "off")
+    rule = (vp.min_inliers, vp.bonus, refine)
     for s in sets:
         t0 = time.perf_counter()
         if s == "demo":

@@ -16,8 +16,15 @@ verification reaches `min_inliers` (so verified matches rank above unverified on
 order): footage with too few keypoints (smooth gradients) cannot verify and keeps its old score, rather than
 being pushed below unrelated pairs.
 
+A verified match's bounds are then re-drawn from its frames (`frame_alignment`, `refined_bounds`): the query
+bounds span the query frames that match some reference frame, and the reference bounds follow the reference
+frames that the query frames reproduce up to the identity transform; on footage that pans slowly over a still,
+many reference seconds share keypoints with a query frame, and only the identity says which one was copied
+(crops and insets never come near the identity and keep the temporal network's reference bounds).
+
 Keypoints are computed once per video at `fps` frames per second (frames resized so the longer side is at most
-`max_side`), and kept in a small LRU cache of videos.
+`max_side`), and kept in a small LRU cache of videos. Settings and measurements: docs/benchmarks.md, Copy
+detection, session 12 (`benchmarks/bench_copydetect_verify.py`).
 """
 
 from __future__ import annotations
@@ -257,7 +264,7 @@ def rescored(match, inliers: int, p: VerifyParams):
 
 class Verifier:
     """Verifies matches given loaders of the videos (id -> path). Keypoints of the `max_videos` most recently
-    used videos are kept (a reference's are ~60 kB per second of video at 2 fps)."""
+    used videos are kept (up to ~0.3 MB per second of video: 2 fps x 300 keypoints x 128 float32)."""
 
     def __init__(self, query_path: Callable[[str], Path], ref_path: Callable[[str], Path], params: VerifyParams,
                  max_videos: int = 64):
