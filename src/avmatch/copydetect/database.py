@@ -134,7 +134,8 @@ class CopyDB:
                                     "`avmatch copydetect add`")
         path = Path(src["path"])
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: the reference video {ref_id} is missing (needed for verification)")
+            raise FileNotFoundError(f"{path}: the reference video {ref_id} is missing (needed for verification; "
+                                    "give --ref-dir, or --no-verify)")
         return path
 
     def verifier(self, params, ref_dir: Path | None = None):
