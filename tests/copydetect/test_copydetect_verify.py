@@ -113,6 +113,16 @@ def test_refined_bounds_follow_the_identity_frames_and_keep_old_ones_without_the
     assert refined_bounds(rows, m, 4, 0.25, 0.06) == (0.0, 10.0, 0.0, 10.0)
 
 
+def test_transform_distance_is_zero_for_a_whole_frame_at_another_resolution():
+    from avmatch.copydetect.verify import transform_distance
+
+    same = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    half = np.array([[0.5, 0, 0], [0, 0.5, 0]])          # a 320 x 240 query onto a 160 x 120 reference, whole
+    shifted = np.array([[1.0, 0, 20], [0, 1.0, 0]])
+    assert transform_distance(same, W, H) == 0 and transform_distance(half, W, H, (2 * W, 2 * H)) == 0
+    assert transform_distance(half, W, H) > 0.6 and transform_distance(shifted, W, H) == pytest.approx(0.1)
+
+
 def test_verify_params_are_validated_and_match_the_library_defaults():
     from pydantic import ValidationError
 

@@ -194,11 +194,14 @@ def segment_inliers(q: VideoKeypoints, r: VideoKeypoints, match, p: VerifyParams
     return segment_check(q, r, match, p, matcher)[0]
 
 
-def transform_distance(M: np.ndarray, width: float, height: float) -> float:
-    """How far a similarity transform is from the identity: the displacement of the frame centre over the frame
-    diagonal plus |log scale|. 0 for a frame that reproduces the other one exactly."""
-    c = M @ np.array([width / 2, height / 2, 1.0])
-    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+def transform_distance(M: np.ndarray, width: float, height: float, q_size: tuple[int, int] | None = None) -> float:
+    """How far a similarity transform from a query frame (`q_size`, default the same size) to a `width` x `height`
+    reference frame is from reproducing it whole: the displacement of the query frame's centre from the reference
+    frame's centre over its diagonal, plus |log| of the scale over the size ratio. 0 for a frame that reproduces
+    the other one exactly (at any resolution)."""
+    qw, qh = q_size if q_size and q_size[0] > 0 else (width, height)
+    c = M @ np.array([qw / 2, qh / 2, 1.0])
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2])))) / (width / qw)
     return float(np.hypot(c[0] - width / 2, c[1] - height / 2) / np.hypot(width, height) + abs(np.log(scale)))
 
 
@@ -227,7 +230,7 @@ def frame_alignment(q: VideoKeypoints, r: VideoKeypoints, match, flipped: bool, 
             n, M = pair_match(views[i], r.frames[j], p, matcher)
             most = max(most, n)
             if n >= frame_min:
-                d = transform_distance(M, w, h)
+                d = transform_distance(M, w, h, q.size)
                 if d < best_d:
                     best_t, best_d = r.times[j], d
         out.append((q.times[i], most, best_t, best_d))
