@@ -11,6 +11,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.paths import CopydetectPaths
 from pipelines.copydetect.shared import load_set_frames, noise_matrix, stored_features
+from pipelines.copydetect.verification import verify_stage_matches
 from pipelines.io import write_csv, write_json
 
 
@@ -91,8 +92,16 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
     spec = DescriptorSpec.from_params(cd.descriptor)
     q, r, n = _describe_sets(paths, frame_describer(spec, load_frame_encoder(model_file, device), device,
                                                     cd.extract.batch_size))
-    metrics, _ = _variant_metrics(read_matches(paths.ground_truth, is_gt=True), q, r,
-                                  noise_matrix(n, spec.dim(cd.model.dim)), cd, {"main": cd.candidates.beta})
+    noise = noise_matrix(n, spec.dim(cd.model.dim))
+    stored = None
+    if cd.verify.enabled:   # the pipeline's matches are verified (localise stage): so are these
+        from avmatch.copydetect.localisation import detect_copies
+
+        _, m = detect_copies(q, r, noise, cd.candidates.beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
+                             **cd.localise.model_dump())
+        stored = {"main": verify_stage_matches(m, cd.verify, paths)[0]}
+    metrics, _ = _variant_metrics(read_matches(paths.ground_truth, is_gt=True), q, r, noise, cd,
+                                  {"main": cd.candidates.beta}, stored)
     tracker.log_dict(metrics, "reevaluate_metrics.json")
     return metrics["main"]
 
@@ -167,6 +176,9 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     main = compare[main_key]["main"]
     main["descriptor"] = spec.label
     main["descriptor_dim"] = int(submitted["main"][0][0].features.shape[1]) if submitted["main"][0] else 0
+    # the pipeline's matches (localise stage) are verified or not; the other rows never are
+    main["verification"] = (f"on (min_inliers {cd.verify.min_inliers}, bonus {cd.verify.bonus:g}, refine "
+                            f"{'on' if cd.verify.refine else 'off'})" if cd.verify.enabled else "off")
     main.update(normalisation_record(cd.candidates.beta, paths.set_dir("noise"), len(noise_videos), len(noise),
                                      paths.root))
     write_json(paths.metrics / "copydetect.json", main)

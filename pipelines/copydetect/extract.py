@@ -68,8 +68,13 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     write_vsc_npz(paths.export("refs"), refs)
     summary["descriptor_dim"] = dim
     summary["export_dim"] = int(queries[0].features.shape[1]) if queries else 0
-    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"],
-                  settings_from(fps=cd.frames.fps, frame_size=cd.frames.size, beta=cd.candidates.beta,
-                                k=cd.candidates.k, max_pairs_per_query=cd.candidates.max_pairs_per_query,
-                                localise=cd.localise.model_dump(), descriptor=spec))
+    settings = settings_from(fps=cd.frames.fps, frame_size=cd.frames.size, beta=cd.candidates.beta,
+                             k=cd.candidates.k, max_pairs_per_query=cd.candidates.max_pairs_per_query,
+                             localise=cd.localise.model_dump(), descriptor=spec)
+    # the reference files (as `copydetect add` records them): `avmatch copydetect query` verifies against them
+    man = read_manifest(paths.manifest("refs"))
+    known = {v.video_id for v in exported["refs"]}
+    settings["ref_sources"] = {str(i): {"path": str(p), "hash": str(h)}
+                               for i, p, h in zip(man["id"], man["path"], man["content_hash"]) if str(i) in known}
+    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"], settings)
     return summary

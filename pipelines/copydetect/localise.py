@@ -10,6 +10,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.paths import CopydetectPaths
 from pipelines.copydetect.shared import noise_matrix, stored_features
+from pipelines.copydetect.verification import verify_stage_matches
 
 
 def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
@@ -28,6 +29,11 @@ def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     t0 = time.perf_counter()
     matches = localise_pairs(pairs, q_by, r_by, bias, **cd.localise.model_dump())
     secs = time.perf_counter() - t0
+    out = {"matches": len(matches), "ms_per_pair": 1000 * secs / max(1, len(pairs))}
+    if cd.verify.enabled:
+        matches, stats = verify_stage_matches(matches, cd.verify, paths)
+        out.update(stats)
     write_matches(paths.results / "matches.csv", matches)
     tracker.log_artifact(paths.results / "matches.csv", "results")
-    return {"matches": len(matches), "ms_per_pair": 1000 * secs / max(1, len(pairs))}
+    return out
+

@@ -41,6 +41,14 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
     # dimension is part of the export
     assert m.pop("descriptor") == "trained_dct (dct_weight 0.5)"
     assert m.pop("descriptor_dim") == 128 + 135 + 1
+    # params.yaml's copydetect.verify: the stored matches are verified or not, and the metrics say which
+    assert m.pop("verification") == "on (min_inliers 5, bonus 1, refine on)"
+    # the pipeline's database records its reference files, so `copydetect query` can verify against them
+    from avmatch.copydetect.database import CopyDB
+
+    db = CopyDB.load(repo / "data/copydetect/db").settings
+    refs = sorted(p.stem for p in (repo / "data/copydetect/corpus/reference").glob("*.mp4"))
+    assert sorted(db["ref_sources"]) == refs and all(Path(v["path"]).is_file() for v in db["ref_sources"].values())
     assert set(m) == {"descriptor_uap", "matching_uap", "pairwise_uap"}
     assert all(0.0 <= v <= 1.0 for v in m.values())
     cmp = json.loads((repo / "metrics/copydetect_compare.json").read_text())

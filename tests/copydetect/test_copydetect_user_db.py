@@ -129,3 +129,35 @@ def test_repair_of_a_missing_folder_is_an_error_and_creates_nothing(tmp_path):
     r = run(["copydetect", "repair", "--db", str(tmp_path / "nowhere")], tmp_path, {})
     assert r.exit_code == 2 and "no such database folder" in r.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_query_with_verification_uses_the_recorded_reference_files_and_names_a_missing_one(world):
+    """--verify checks every match against the reference files `add` recorded: the copied reference (R2) is the
+    only one verified, so it ranks first with bounds re-drawn from its frames; a reference file that has gone
+    is named (exit 2), as is a --ref-dir without it."""
+    env = {"AVMATCH_ROOT": str(world["proj"])}
+    db = str(world["db"])
+    if not (world["db"] / "CURRENT").exists():
+        assert run(["copydetect", "add", str(world["refs"]), "--db", db], world["elsewhere"], env).exit_code == 1
+    q1 = str(world["queries"] / "Q1.mp4")
+    plain = run(["copydetect", "query", q1, "--db", db, "--no-verify"], world["elsewhere"], env)
+    r = run(["copydetect", "query", q1, "--db", db, "--verify"], world["elsewhere"], env)
+    assert plain.exit_code == 0 and r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    before = list(csv.DictReader(io.StringIO(plain.stdout)))
+    assert len(rows) == len(before)
+    verified = [w for w in rows if float(w["score"]) > 1.0]     # + bonus 1.0 over a cosine score
+    assert verified and {w["ref_id"] for w in verified} == {"R2"} and rows[0]["ref_id"] == "R2", rows
+    # Q1 = 3 s of other footage, then R2's seconds 2..7 (bounds: tests/copydetect/test_copydetect_verify.py, on photos; these
+    # block pictures share their grid of corners, so the other footage's frames find a few inliers too)
+    top = verified[0]
+    assert float(top["query_end"]) > 5.0 and float(top["ref_start"]) < 5.0, top
+    moved = world["refs"] / "R2.mp4"
+    moved.rename(moved.with_suffix(".bak"))
+    try:
+        r = run(["copydetect", "query", q1, "--db", db, "--verify"], world["elsewhere"], env)
+        assert r.exit_code == 2 and "R2.mp4" in r.stderr and "missing" in r.stderr, r.output
+    finally:
+        moved.with_suffix(".bak").rename(moved)
+    r = run(["copydetect", "query", q1, "--db", db, "--verify", "--ref-dir", str(world["noise"])], world["elsewhere"], env)
+    assert r.exit_code == 2 and str(world["noise"]) in r.stderr and "no video file of the reference" in r.stderr

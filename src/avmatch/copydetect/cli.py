@@ -122,6 +122,22 @@ DESCRIPTOR_HELP = ("frame descriptor of a new database (default: the pipeline da
 DCT_WEIGHT_HELP = "trained_dct: weight of the DCT/colour similarity (default 0.5, params.yaml's)"
 
 
+def _verify_params():
+    """The project's `copydetect.verify` params (params.yaml of $AVMATCH_ROOT or the folder around), validated;
+    the defaults (off) when there is no project."""
+    import yaml
+
+    from avmatch.copydetect.params import CdVerifyParams
+    from avmatch.core.paths import project_root
+
+    f = project_root() / "params.yaml"
+    cd = ((yaml.safe_load(f.read_text()) or {}).get("copydetect") or {}) if f.exists() else {}
+    try:
+        return CdVerifyParams(**(cd.get("verify") or {}))
+    except ValueError as exc:
+        fail(f"{f}: copydetect.verify: {exc}")
+
+
 def _descriptor_option(kind: Optional[DescriptorKind], dct_weight: Optional[float]):
     """The DescriptorSpec the options ask for (None when neither is given)."""
     from avmatch.copydetect.descriptor import DescriptorSpec
@@ -180,6 +196,11 @@ def query(
     descriptor: Optional[DescriptorKind] = typer.Option(None, "--descriptor", help="refuse to run unless the "
                                                         "database was built with this descriptor (default: any)"),
     dct_weight: Optional[float] = typer.Option(None, "--dct-weight", min=0, help=DCT_WEIGHT_HELP),
+    verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="verify every match with keypoints + "
+                                          "RANSAC against the reference videos (re-scores them, refines their bounds; "
+                                          "default: the project's copydetect.verify.enabled)"),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="--verify: folder of the reference videos "
+                                           "(<ref_id>.*; default: the files `add` recorded)"),
 ) -> None:
     from avmatch.copydetect.database import CopyDB
     from avmatch.copydetect.descriptor import DescriptorMismatch, check_same
@@ -200,6 +221,19 @@ def query(
         fail(str(exc))
     if cdb.settings.get("beta", 0) > 0 and len(cdb.noise) == 0:
         waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
+    verifier = None
+    vparams = _verify_params()
+    if verify if verify is not None else vparams.enabled:
+        from avmatch.copydetect.verify import VerifyParams
+
+        if ref_dir is None and not cdb.settings.get("ref_sources"):
+            msg = (f"{db} does not record its reference video files, which verification needs: give --ref-dir "
+                   "(or build the database with `avmatch copydetect add`)")
+            if verify:
+                fail(msg)
+            waiting(msg + "; verification is OFF")
+        else:
+            verifier = cdb.verifier(VerifyParams.from_params(vparams), ref_dir)
     queries = list(expand_queries(videos))
     try:
         out_rows = CsvRows(MATCH_COLUMNS, out)
@@ -210,9 +244,13 @@ def query(
         for path, reason in progress(queries, desc="copydetect query", unit="video"):
             if not reason:
                 try:
-                    matches = cdb.query(path, min_score=min_score)
+                    matches = cdb.query(path, min_score=min_score, verifier=verifier)
                 except MediaError as exc:
+                    if verifier is not None and Path(exc.path) != Path(path):   # a reference video
+                        fail(f"{exc.path}: reference video unreadable for verification ({exc.reason})")
                     reason = exc.reason
+                except FileNotFoundError as exc:   # a reference video needed by the verification
+                    fail(str(exc))
                 except DescriptorMismatch as exc:
                     fail(str(exc))
             if reason:

@@ -119,10 +119,38 @@ class CopyDB:
         """The frame descriptor of its references and noise set (a database older than the option: trained)."""
         return DescriptorSpec.from_record(self.settings.get("descriptor"))
 
+    def reference_path(self, ref_id: str, ref_dir: Path | None = None) -> Path:
+        """The video file of a reference: `ref_dir`/<ref_id>.<any extension> when given, else the file
+        `avmatch copydetect add` recorded (settings.json `ref_sources`). FileNotFoundError naming what is missing."""
+        if ref_dir is not None:
+            found = sorted(p for p in Path(ref_dir).glob(f"{ref_id}.*") if p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{ref_dir}: no video file of the reference {ref_id} (needed for verification)")
+            return found[0]
+        src = (self.settings.get("ref_sources") or {}).get(ref_id)
+        if not src:
+            raise FileNotFoundError(f"{self.root} does not record the video file of the reference {ref_id} "
+                                    "(needed for verification): give --ref-dir, or build the database with "
+                                    "`avmatch copydetect add`")
+        path = Path(src["path"])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the reference video {ref_id} is missing (needed for verification; "
+                                    "give --ref-dir, or --no-verify)")
+        return path
+
+    def verifier(self, params, ref_dir: Path | None = None):
+        """A `avmatch.copydetect.verify.Verifier` of this database's references (query files: `query_files`,
+        id -> path, which `query` fills in)."""
+        from avmatch.copydetect.verify import Verifier
+
+        self._loaded.setdefault("query_files", {})
+        return Verifier(lambda q: self._loaded["query_files"][q], lambda r: self.reference_path(r, ref_dir), params)
+
     def query(self, video: str | Path, min_score: float | None = None,
-              descriptor: DescriptorSpec | None = None) -> list[Match]:
+              descriptor: DescriptorSpec | None = None, verifier=None) -> list[Match]:
         """Copied segments of one video file (MediaError when it cannot be decoded), described with the
-        database's descriptor; `descriptor`, when given, must be that one (DescriptorMismatch otherwise)."""
+        database's descriptor; `descriptor`, when given, must be that one (DescriptorMismatch otherwise).
+        `verifier` (from `verifier`): the matches are verified (re-scored, bounds refined) before the score floor."""
         from avmatch.copydetect.candidates import reference_index
         from avmatch.copydetect.descriptor import frame_describer
         from avmatch.copydetect.localisation import detect_copies
@@ -132,7 +160,7 @@ class CopyDB:
         check_same(self.root, self.descriptor, descriptor)
         s = self.settings
         dec = decode_frames(video, fps=s["fps"], size=s["frame_size"])
-        if not self._loaded:   # once for all the queries of a command
+        if "index" not in self._loaded:   # once for all the queries of a command
             model = load_frame_encoder(self.encoder or self.root / "encoder.pt")
             self._loaded["describe"] = frame_describer(self.descriptor, model)
             self._loaded["index"] = reference_index(self.refs) if self.refs else None
@@ -145,6 +173,9 @@ class CopyDB:
                                      "(settings.json does not describe them; rebuild the database)")
         _, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
                                    ref_index=self._loaded["index"], **s["localise"])
+        if verifier is not None and matches:
+            self._loaded.setdefault("query_files", {})[q.video_id] = Path(video)
+            matches, _ = verifier.verify(matches)
         floor = s.get("min_score", 0.0) if min_score is None else min_score
         return sorted((m for m in matches if m.score >= floor), key=lambda m: -m.score)
 

@@ -1,0 +1,140 @@
+"""Geometric verification of copy-detection matches (`avmatch.copydetect.verify`, copydetect.verify params)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from avmatch.copydetect.metrics import Match
+from avmatch.copydetect.verify import (
+    Verifier,
+    VerifyParams,
+    frame_keypoints,
+    pair_inliers,
+    refined_bounds,
+)
+
+W, H = 160, 120
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    return np.ascontiguousarray(img[..., :3])
+
+
+def _pan(img: np.ndarray, n: int, shift: int = 6) -> np.ndarray:
+    """n frames of a slow horizontal pan over `img` (W x H windows), `shift` source pixels per frame."""
+    h, w = img.shape[:2]
+    win_w, win_h = int(w * 0.6), int(w * 0.6 * H / W)
+    out = []
+    for i in range(n):
+        x = 10 + i * shift
+        crop = img[(h - win_h) // 2:(h - win_h) // 2 + win_h, x:x + win_w]
+        out.append(cv2.resize(crop, (W, H), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def _copy(frame: np.ndarray, crop: bool = True) -> np.ndarray:
+    """Crop 80 % + scale back (`crop`), horizontal flip, colour change and an opaque overlay box with text."""
+    y0, x0 = int(0.1 * H), int(0.1 * W)
+    out = frame
+    if crop:
+        out = cv2.resize(frame[y0:y0 + int(0.8 * H), x0:x0 + int(0.8 * W)], (W, H), interpolation=cv2.INTER_LINEAR)
+    out = np.ascontiguousarray(out[:, ::-1])
+    out = np.clip(out.astype(np.float32) * [1.15, 0.9, 0.8] + 10, 0, 255).astype(np.uint8)
+    cv2.rectangle(out, (5, 85), (80, 115), (255, 255, 255), -1)
+    cv2.putText(out, "COPY", (10, 108), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
+    return out
+
+
+def test_a_copied_frame_under_crop_flip_colour_and_overlay_verifies_an_unrelated_one_does_not():
+    p = VerifyParams()
+    ref = _pan(_photo("astronaut"), 1)[0]
+    other = _pan(_photo("coffee"), 1)[0]
+    copy = _copy(ref)
+    (kr,), _ = frame_keypoints(ref[None], p)
+    (ko,), _ = frame_keypoints(other[None], p)
+    (kc,), (kc_mirror,) = frame_keypoints(copy[None], p, mirror=True)
+    assert pair_inliers(kc_mirror, kr, p) >= 3 * p.min_inliers       # the mirrored copy matches the reference
+    assert pair_inliers(kc, kr, p) < p.min_inliers                   # unmirrored: the flip breaks the geometry
+    assert pair_inliers(kc_mirror, ko, p) < p.min_inliers            # an unrelated photo never verifies
+    assert pair_inliers(kc, ko, p) < p.min_inliers
+
+
+def _videos(tmp_path: Path) -> tuple[Path, Path]:
+    """A 10 s reference (a pan over a photo, 4 fps) and a query: 3 s of unrelated footage, then reference seconds
+    4-8 copied (flip + colour + overlay, no crop), then 2 s of unrelated footage."""
+    from avmatch.core.video import encode_video
+
+    fps = 4
+    ref = _pan(_photo("astronaut"), 10 * fps, shift=2)
+    filler = _pan(_photo("coffee"), 5 * fps, shift=3)
+    query = np.concatenate([filler[:3 * fps], np.stack([_copy(f, crop=False) for f in ref[4 * fps:8 * fps]]), filler[3 * fps:]])
+    return (encode_video(tmp_path / "R1.mp4", ref, fps, crf=18), encode_video(tmp_path / "Q1.mp4", query, fps, crf=18))
+
+
+def test_verifier_rescores_a_copy_refines_its_bounds_and_leaves_a_false_match(tmp_path):
+    ref, query = _videos(tmp_path)
+    ver = Verifier(lambda q: query, lambda r: ref, VerifyParams())
+    # the copy as a temporal network might report it: query bounds a bit long, reference bounds off by 2 s
+    true = Match("Q1", "R1", 2.0, 7.5, 6.0, 10.0, 0.5)
+    false = Match("Q1", "R1", 0.0, 2.5, 0.0, 2.5, 0.6)        # the unrelated footage at the query's start
+    (t, f), (nt, nf) = ver.verify([true, false])
+    assert nt >= VerifyParams().min_inliers > nf
+    assert t.score == pytest.approx(1.5) and f == false        # verified: + bonus; the false match untouched
+    # bounds re-drawn from the frames: the copy is query 3-7 s = reference 4-8 s (the reference frames that the
+    # query frames reproduce up to the identity, not just the ones sharing keypoints with them)
+    assert abs(t.query_start - 3.0) <= 0.5 and abs(t.query_end - 7.0) <= 0.5
+    assert abs(t.ref_start - 4.0) <= 0.5 and abs(t.ref_end - 8.0) <= 0.5
+
+
+def test_a_missing_reference_video_is_named(tmp_path):
+    ref, query = _videos(tmp_path)
+    ver = Verifier(lambda q: query, lambda r: tmp_path / "gone" / f"{r}.mp4", VerifyParams())
+    with pytest.raises(FileNotFoundError, match="gone/R1.mp4"):
+        ver.verify([Match("Q1", "R1", 3.0, 7.0, 4.0, 8.0, 0.5)])
+
+
+def test_refined_bounds_follow_the_identity_frames_and_keep_old_ones_without_them():
+    m = Match("q", "r", 0.0, 10.0, 0.0, 10.0, 1.0)
+    t = np.arange(2.25, 8.0, 0.5)
+    # (query time, inliers, reference time closest to the identity, its distance): reference = 1.25 x query + 1
+    rows = np.stack([t, np.full_like(t, 20), 1.25 * t + 1.0, np.full_like(t, 0.01)], axis=1)
+    qs, qe, rs, re = refined_bounds(rows, m, frame_min=4, half=0.25, max_distance=0.06)
+    assert (qs, qe) == pytest.approx((2.0, 8.0)) and (rs, re) == pytest.approx((3.5, 11.0))
+    rows[:, 3] = 0.5        # a crop / inset: no frame near the identity, the reference bounds stay
+    assert refined_bounds(rows, m, 4, 0.25, 0.06)[2:] == (0.0, 10.0)
+    rows[:, 1] = 2          # too few inliers: nothing changes
+    assert refined_bounds(rows, m, 4, 0.25, 0.06) == (0.0, 10.0, 0.0, 10.0)
+
+
+def test_transform_distance_is_zero_for_a_whole_frame_at_another_resolution():
+    from avmatch.copydetect.verify import transform_distance
+
+    same = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    half = np.array([[0.5, 0, 0], [0, 0.5, 0]])          # a 320 x 240 query onto a 160 x 120 reference, whole
+    shifted = np.array([[1.0, 0, 20], [0, 1.0, 0]])
+    assert transform_distance(same, W, H) == 0 and transform_distance(half, W, H, (2 * W, 2 * H)) == 0
+    assert transform_distance(half, W, H) > 0.6 and transform_distance(shifted, W, H) == pytest.approx(0.1)
+
+
+def test_verify_params_are_validated_and_match_the_library_defaults():
+    from pydantic import ValidationError
+
+    from avmatch.copydetect.params import CdVerifyParams, CopydetectParams
+
+    assert VerifyParams.from_params(CdVerifyParams()) == VerifyParams()
+    assert CopydetectParams().verify.enabled is True      # the default since session 12 (params.yaml too)
+    with pytest.raises(ValidationError, match="min_scale"):
+        CdVerifyParams(min_scale=4, max_scale=2)
+    with pytest.raises(ValidationError):
+        CdVerifyParams(contrast=0)
+    with pytest.raises(ValidationError):
+        CdVerifyParams(min_inliers=2)
+    with pytest.raises(ValidationError):
+        CdVerifyParams(enable=True)     # a misspelt key is refused, not ignored
