@@ -124,7 +124,7 @@ DCT_WEIGHT_HELP = "trained_dct: weight of the DCT/colour similarity (default 0.5
 
 def _verify_params():
     """The project's `copydetect.verify` params (params.yaml of $AVMATCH_ROOT or the folder around), validated;
-    the defaults (off) when there is no project."""
+    the defaults (verification on) when there is no project."""
     import yaml
 
     from avmatch.copydetect.params import CdVerifyParams
