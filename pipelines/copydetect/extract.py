@@ -70,7 +70,8 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     summary["export_dim"] = int(queries[0].features.shape[1]) if queries else 0
     settings = settings_from(fps=cd.frames.fps, frame_size=cd.frames.size, beta=cd.candidates.beta,
                              k=cd.candidates.k, max_pairs_per_query=cd.candidates.max_pairs_per_query,
-                             localise=cd.localise.model_dump(), descriptor=spec)
+                             localise=cd.localise.model_dump(), descriptor=spec,
+                             verify=cd.verify.model_dump())
     # the reference files (as `copydetect add` records them): `avmatch copydetect query` verifies against them
     man = read_manifest(paths.manifest("refs"))
     known = {v.video_id for v in exported["refs"]}

@@ -152,6 +152,17 @@ def test_query_with_verification_uses_the_recorded_reference_files_and_names_a_m
     # block pictures share their grid of corners, so the other footage's frames find a few inliers too)
     top = verified[0]
     assert float(top["query_end"]) > 5.0 and float(top["ref_start"]) < 5.0, top
+    # the database recorded the verification settings it was built with: a query answers the same from a
+    # project whose params.yaml turns verification off
+    from avmatch.copydetect.database import CopyDB
+
+    settings = CopyDB.load(world["db"]).settings
+    assert settings["verify"]["enabled"] is True and settings["verify"]["min_inliers"] >= 1, settings.get("verify")
+    other = world["elsewhere"] / "other_project"
+    other.mkdir(exist_ok=True)
+    (other / "params.yaml").write_text("copydetect:\n  verify: {enabled: false}\n")
+    again = run(["copydetect", "query", q1, "--db", db], world["elsewhere"], {"AVMATCH_ROOT": str(other)})
+    assert again.exit_code == 0 and again.stdout == r.stdout, again.output
     moved = world["refs"] / "R2.mp4"
     moved.rename(moved.with_suffix(".bak"))
     try:

@@ -93,7 +93,7 @@ def trained_dct_db(tmp_path, encoder):
     refs = [VideoFeatures(f"R{i}", np.stack([np.arange(4.0), np.arange(4.0) + 1], 1), describe(_frames(4, i)))
             for i in range(2)]
     settings = settings_from(fps=1.0, frame_size=64, beta=0.0, k=5, max_pairs_per_query=5, localise={},
-                             descriptor=spec)
+                             descriptor=spec, verify={})
     return CopyDB.create(tmp_path / "db", enc, refs, [], settings)
 
 

@@ -109,7 +109,10 @@ progress bar on stderr: `query_id,ref_id,query_start,query_end,ref_start,ref_end
 names without extension, times in seconds). A query that cannot be read is an error line on stderr
 naming it and the reason; the others are still answered and the exit status is {EXIT_SOME_FAILED}.
 The score is the segment's best frame similarity minus the noise-set bias (when the database has a
-noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage."""
+noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage.
+With verification (the database's setting, recorded from params.yaml's copydetect.verify when it was
+built; `--verify/--no-verify` overrides it) each match is checked with keypoints against the reference
+video file: a match that verifies gains the bonus (+1 by default) and gets bounds re-drawn from its frames."""
 
 
 # the choices of --descriptor: the library's kinds, so that a new kind needs no change here
@@ -122,14 +125,20 @@ DESCRIPTOR_HELP = ("frame descriptor of a new database (default: the pipeline da
 DCT_WEIGHT_HELP = "trained_dct: weight of the DCT/colour similarity (default 0.5, params.yaml's)"
 
 
-def _verify_params():
-    """The project's `copydetect.verify` params (params.yaml of $AVMATCH_ROOT or the folder around), validated;
-    the defaults (verification on) when there is no project."""
+def _verify_params(db: Path, recorded: dict | None):
+    """The verification settings the database recorded when it was built; for a database built before they were
+    recorded, the project's `copydetect.verify` (params.yaml of $AVMATCH_ROOT or the folder around), else the
+    defaults (verification on)."""
     import yaml
 
     from avmatch.copydetect.params import CdVerifyParams
     from avmatch.core.paths import project_root
 
+    if recorded is not None:
+        try:
+            return CdVerifyParams(**recorded)
+        except ValueError as exc:
+            fail(f"{db}: settings.json's verify: {exc} (rebuild the database with `avmatch copydetect add`)")
     f = project_root() / "params.yaml"
     cd = ((yaml.safe_load(f.read_text()) or {}).get("copydetect") or {}) if f.exists() else {}
     try:
@@ -198,7 +207,8 @@ def query(
     dct_weight: Optional[float] = typer.Option(None, "--dct-weight", min=0, help=DCT_WEIGHT_HELP),
     verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="verify every match with keypoints + "
                                           "RANSAC against the reference videos (re-scores them, refines their bounds; "
-                                          "default: the project's copydetect.verify.enabled)"),
+                                          "default and settings: the database's, recorded from "
+                                          "copydetect.verify when it was built)"),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="--verify: folder of the reference videos "
                                            "(<ref_id>.*; default: the files `add` recorded)"),
 ) -> None:
@@ -222,7 +232,7 @@ def query(
     if cdb.settings.get("beta", 0) > 0 and len(cdb.noise) == 0:
         waiting(f"{db} has no noise set: score normalisation is OFF (add one with `avmatch copydetect add --noise DIR`)")
     verifier = None
-    vparams = _verify_params()
+    vparams = _verify_params(db, cdb.settings.get("verify"))
     if verify if verify is not None else vparams.enabled:
         from avmatch.copydetect.verify import VerifyParams
 

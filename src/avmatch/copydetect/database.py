@@ -48,11 +48,13 @@ def snapshots(root: Path) -> SnapshotStore:
 
 
 def settings_from(*, fps: float, frame_size: int, beta: float, k: int, max_pairs_per_query: int,
-                  localise: dict, descriptor: DescriptorSpec) -> dict:
+                  localise: dict, descriptor: DescriptorSpec, verify: dict) -> dict:
     """The settings a database answers queries with (the extract stage and `copydetect add` write the same
-    keys, from the copydetect frames / descriptor / candidates / localise params)."""
+    keys, from the copydetect frames / descriptor / candidates / localise / verify params). The verification
+    settings travel with the database so that a query gives the same answer from any folder, whatever
+    params.yaml is (or is not) around it."""
     return {"fps": fps, "frame_size": frame_size, "beta": beta, "k": k, "max_pairs_per_query": max_pairs_per_query,
-            "localise": dict(localise), "min_score": 0.0, "descriptor": descriptor.record()}
+            "localise": dict(localise), "min_score": 0.0, "descriptor": descriptor.record(), "verify": dict(verify)}
 
 
 @dataclass

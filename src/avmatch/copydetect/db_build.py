@@ -68,8 +68,8 @@ def locate_default_encoder(model: Path | None = None) -> Path:
 
 
 def _project_settings(project: Path | None) -> dict:
-    """The project's copydetect frames/candidates/localise params (only those subsections are read, so a
-    params.yaml of another pipeline version still gives them); the defaults when there is none."""
+    """The project's copydetect frames/candidates/localise/descriptor/verify params (only those subsections are
+    read, so a params.yaml of another pipeline version still gives them); the defaults when there is none."""
     import yaml
 
     from avmatch.copydetect.params import (
@@ -77,6 +77,7 @@ def _project_settings(project: Path | None) -> dict:
         CdDescriptorParams,
         CdFramesParams,
         CdLocaliseParams,
+        CdVerifyParams,
     )
 
     cd: dict = {}
@@ -87,7 +88,8 @@ def _project_settings(project: Path | None) -> dict:
     return settings_from(fps=frames.fps, frame_size=frames.size, beta=cand.beta, k=cand.k,
                          max_pairs_per_query=cand.max_pairs_per_query,
                          localise=CdLocaliseParams(**(cd.get("localise") or {})).model_dump(),
-                         descriptor=DescriptorSpec(**CdDescriptorParams(**(cd.get("descriptor") or {})).model_dump()))
+                         descriptor=DescriptorSpec(**CdDescriptorParams(**(cd.get("descriptor") or {})).model_dump()),
+                         verify=CdVerifyParams(**(cd.get("verify") or {})).model_dump())
 
 
 def new_database_setup(encoder: Path, descriptor: DescriptorSpec | None = None) -> tuple[dict, list[VideoFeatures], str]:
