@@ -32,6 +32,21 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/li
 fi
 
 # ---- python environment --------------------------------------------------------------------------
+UV_VERSION=0.13.9
+pip_conf() { .venv/bin/python -m pip config get "global.$1" 2>/dev/null || true; }
+install_with_uv() {
+  .venv/bin/python -m pip install -q "uv==$UV_VERSION" >/dev/null 2>&1 || return 1
+  local args=(--python .venv/bin/python --no-deps --index-strategy unsafe-best-match -q)
+  local x cert
+  for x in ${PIP_FIND_LINKS:-$(pip_conf find-links)}; do args+=(--find-links "$x"); done
+  x=${PIP_INDEX_URL:-$(pip_conf index-url)}
+  [ -z "$x" ] || args+=(--index-url "$x")
+  for x in ${PIP_EXTRA_INDEX_URL:-$(pip_conf extra-index-url)}; do args+=(--extra-index-url "$x"); done
+  cert=${PIP_CERT:-$(pip_conf cert)}
+  local env=()
+  [ -z "$cert" ] || env+=("SSL_CERT_FILE=$cert")
+  env "${env[@]}" .venv/bin/uv pip install "${args[@]}" -r requirements/lock.txt
+}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
@@ -39,10 +54,18 @@ command -v "$PY" >/dev/null || PY=python3
 stamp=".venv/.installed-$(cat pyproject.toml requirements/lock.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
-  say "installing pinned Python dependencies into .venv (first time: ~5 min)"
+  say "installing pinned Python dependencies into .venv (first time: ~1-5 min)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -c requirements/lock.txt -e '.[all]' 2>&1 \
-    | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
+  # uv installs the locked set ~3x faster than pip (parallel unpacking, no resolver: the lock is complete);
+  # it does not read pip's configuration, so the machine's pip indexes, wheel folders and CA are passed on.
+  # Any failure falls back to pip.
+  if install_with_uv; then
+    .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v -e 'is ignored: it is neither' || true
+  else
+    say "uv could not install the lock; installing with pip"
+    .venv/bin/python -m pip install -q -c requirements/lock.txt -e '.[all]' 2>&1 \
+      | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
+  fi
   .venv/bin/python -c 'import avmatch, torch, faiss, av, mlflow, prefect, dvc' \
     || { say "the Python install failed; see the pip output above"; exit 1; }
   rm -f .venv/.installed-*
