@@ -357,7 +357,7 @@ class Verifier:
         p = self.params
         if p.second_floor > 0:
             extra, n = second_pass(pairs, queries, refs, bias, matches, self.second_verifier(), p.second_floor,
-                                   **localise_options)
+                                   localise_options)
             out, counts = out + extra, counts + n
         return out, counts
 
@@ -411,13 +411,13 @@ def verified_only(verifier: "Verifier", matches: list) -> tuple[list, list[int]]
     return [out[i] for i in keep], [counts[i] for i in keep]
 
 
-def second_pass(pairs, queries: dict, refs: dict, bias: dict, first: list, verifier: "Verifier", floor: float,
-                **localise_options) -> tuple[list, list[int]]:
+def second_pass(pairs, queries: dict, refs: dict, bias: dict, first: list, verifier: "Verifier", low_floor: float,
+                localise_options: dict) -> tuple[list, list[int]]:
     """(matches, inlier counts): the verified-only matches of a second, lower-floor localisation of the candidate `pairs`: segments the first
-    pass (`first`, the matches at the `localise_options` floor) did not report, found with similarity `floor`,
+    pass (`first`, the matches at the `localise_options` floor) did not report, found with similarity `low_floor`,
     kept only when they verify (`verified_only`), so an unverified low-similarity segment never adds a false
     match. For copies the frame descriptor finds only faintly (picture-in-picture insets)."""
     from avmatch.copydetect.localisation import localise_pairs
 
-    low = localise_pairs(pairs, queries, refs, bias, **{**localise_options, "floor": floor})
+    low = localise_pairs(pairs, queries, refs, bias, **{**localise_options, "floor": low_floor})
     return verified_only(verifier, new_segments(low, first))
