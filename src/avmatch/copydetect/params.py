@@ -137,7 +137,9 @@ class CdVerifyParams(StrictModel):
                           "keypoints (0 = never)")
     second_floor: float = Field(0.0, ge=0, description="> 0: a second localisation of the candidate pairs at this "
                                 "similarity floor (below copydetect.localise.floor), whose new segments are kept only "
-                                "when they verify (picture-in-picture copies the descriptor finds faintly); 0 = off")
+                                "when they verify (picture-in-picture copies the descriptor finds faintly); 0 = off "
+                                "(0.15: val 0.798 -> 0.834, test half +0.019 [-0.000001, +0.043], demo +0: not "
+                                "adopted; docs/benchmarks.md, Copy detection, session 13)")
     second_min_side: int = Field(0, ge=0, description="the second pass's keypoints: frames upscaled to this longer "
                                  "side (0 = as min_side)")
     ref_rule: Literal["identity", "coverage"] = Field("identity", description="refinement of the reference bounds: "
