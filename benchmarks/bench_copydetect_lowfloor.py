@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from _report import Report, add_common_args, quiet_env, set_threads  # noqa: E402
-from bench_copydetect_unseen import describe_collection, paired_difference, score_matches  # noqa: E402
-from bench_copydetect_verify import label_matches, overlap  # noqa: E402
+from bench_copydetect_unseen import paired_difference, score_matches  # noqa: E402
+from bench_copydetect_verify import label_matches, load_set, overlap  # noqa: E402
 
 
 def iou(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -93,16 +93,11 @@ def main(argv=None) -> int:
     import cv2
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
-    from avmatch.copydetect.corpus import build_unseen_collection
     from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.metrics import read_matches
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, new_segments, refined_bounds, rescored
     from avmatch.core.config import load_params
-    from pipelines.copydetect.evaluate import _describe_sets
-    from pipelines.copydetect.paths import CopydetectPaths
-    from pipelines.copydetect.shared import noise_matrix
 
     cv2.setNumThreads(max(1, threads))
     rep = Report("copydetect_lowfloor", "Copy detection: verified-only low-floor pass, reference bounds", args)
@@ -130,21 +125,7 @@ def main(argv=None) -> int:
     results: dict = {}
     chosen = None
     for s in args.sets.split(","):
-        if s == "demo":
-            paths = CopydetectPaths.from_params(params, root)
-            gt = read_matches(paths.ground_truth, is_gt=True)
-            q, r, n = _describe_sets(paths, embed)
-            vdir = paths.corpus
-        else:
-            if not (folder / s / "matching_ground_truth.csv").exists():
-                build_unseen_collection(folder / s, seed=args.seed, split=s)
-            gt = read_matches(folder / s / "matching_ground_truth.csv", is_gt=True)
-            q, r, n = describe_collection(folder / s, embed, cd.frames.fps, cd.frames.size)
-            vdir = folder / s
-        if args.quick:
-            q = q[:12]
-            gt = [m for m in gt if m.query_id in {x.video_id for x in q}]
-        noise = noise_matrix(n, r[0].features.shape[1])
+        gt, q, r, noise, vdir = load_set(s, params, root, folder, args.seed, embed, args.quick)
         qdir, rdir = vdir / cd.corpus.query_dir, vdir / cd.corpus.ref_dir
         qmap, rmap = {x.video_id: x for x in q}, {x.video_id: x for x in r}
         t0 = time.process_time()
