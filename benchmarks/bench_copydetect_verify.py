@@ -83,6 +83,34 @@ def diagnose(gt: list, matches: list, scores: list[float], inliers: list[int], m
     return out
 
 
+def load_set(name: str, params, root: Path, folder: Path, seed: int, embed, quick: bool = False):
+    """(ground truth, query features, reference features, noise matrix, folder of the videos) of a set: the `name`
+    half (val / test) of the unseen-source collection under `folder` (built there when missing), or --root's demo
+    corpus ("demo"); --quick keeps 12 queries."""
+    from avmatch.copydetect.corpus import build_unseen_collection
+    from avmatch.copydetect.metrics import read_matches
+    from pipelines.copydetect.evaluate import _describe_sets
+    from pipelines.copydetect.paths import CopydetectPaths
+    from pipelines.copydetect.shared import noise_matrix
+
+    cd = params.copydetect
+    if name == "demo":
+        paths = CopydetectPaths.from_params(params, root)
+        gt = read_matches(paths.ground_truth, is_gt=True)
+        q, r, n = _describe_sets(paths, embed)
+        vdir = paths.corpus
+    else:
+        if not (folder / name / "matching_ground_truth.csv").exists():
+            build_unseen_collection(folder / name, seed=seed, split=name)
+        gt = read_matches(folder / name / "matching_ground_truth.csv", is_gt=True)
+        q, r, n = describe_collection(folder / name, embed, cd.frames.fps, cd.frames.size)
+        vdir = folder / name
+    if quick:
+        q = q[:12]
+        gt = [m for m in gt if m.query_id in {x.video_id for x in q}]
+    return gt, q, r, noise_matrix(n, r[0].features.shape[1]), vdir
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used "
@@ -115,16 +143,11 @@ def main(argv=None) -> int:
     import numpy as np
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
-    from avmatch.copydetect.corpus import build_unseen_collection
     from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.metrics import read_matches
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, refined_bounds
     from avmatch.core.config import load_params
-    from pipelines.copydetect.evaluate import _describe_sets
-    from pipelines.copydetect.paths import CopydetectPaths
-    from pipelines.copydetect.shared import noise_matrix
 
     cv2.setNumThreads(max(1, threads))
     rep = Report("copydetect_verify", "Copy detection: geometric verification of the candidates", args)
@@ -151,21 +174,7 @@ def main(argv=None) -> int:
     rule = (vp.min_inliers, vp.bonus, refine)
     for s in sets:
         t0 = time.perf_counter()
-        if s == "demo":
-            paths = CopydetectPaths.from_params(params, root)
-            gt = read_matches(paths.ground_truth, is_gt=True)
-            q, r, n = _describe_sets(paths, embed)
-            vdir = paths.corpus
-        else:
-            if not (folder / s / "matching_ground_truth.csv").exists():
-                build_unseen_collection(folder / s, seed=args.seed, split=s)
-            gt = read_matches(folder / s / "matching_ground_truth.csv", is_gt=True)
-            q, r, n = describe_collection(folder / s, embed, cd.frames.fps, cd.frames.size)
-            vdir = folder / s
-        if args.quick:
-            q = q[:12]
-            gt = [m for m in gt if m.query_id in {x.video_id for x in q}]
-        noise = noise_matrix(n, r[0].features.shape[1])
+        gt, q, r, noise, vdir = load_set(s, params, root, folder, args.seed, embed, args.quick)
         t_desc = time.perf_counter() - t0
         t0 = time.perf_counter()
         cands = find_candidates(reference_index(r), q, noise, cd.candidates.beta, cd.candidates.k, max_pairs)

@@ -97,9 +97,10 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
     if cd.verify.enabled:   # the pipeline's matches are verified (localise stage): so are these
         from avmatch.copydetect.localisation import detect_copies
 
-        _, m = detect_copies(q, r, noise, cd.candidates.beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
+        c, m = detect_copies(q, r, noise, cd.candidates.beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
                              **cd.localise.model_dump())
-        stored = {"main": verify_stage_matches(m, cd.verify, paths)[0]}
+        stored = {"main": verify_stage_matches(m, cd.verify, paths, c.pairs, {x.video_id: x for x in q},
+                                               {x.video_id: x for x in r}, c.bias, cd.localise.model_dump())[0]}
     metrics, _ = _variant_metrics(read_matches(paths.ground_truth, is_gt=True), q, r, noise, cd,
                                   {"main": cd.candidates.beta}, stored)
     tracker.log_dict(metrics, "reevaluate_metrics.json")

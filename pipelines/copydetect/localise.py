@@ -31,7 +31,8 @@ def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     secs = time.perf_counter() - t0
     out = {"matches": len(matches), "ms_per_pair": 1000 * secs / max(1, len(pairs))}
     if cd.verify.enabled:
-        matches, stats = verify_stage_matches(matches, cd.verify, paths)
+        matches, stats = verify_stage_matches(matches, cd.verify, paths, pairs, q_by, r_by, bias,
+                                              cd.localise.model_dump())
         out.update(stats)
     write_matches(paths.results / "matches.csv", matches)
     tracker.log_artifact(paths.results / "matches.csv", "results")

@@ -10,8 +10,11 @@ import pandas as pd
 from pipelines.copydetect.paths import CopydetectPaths
 
 
-def verify_stage_matches(matches: list, vp, paths: CopydetectPaths) -> tuple[list, dict]:
-    """`copydetect.verify`: the matches verified against the corpus videos (the ingest manifests' files)."""
+def verify_stage_matches(matches: list, vp, paths: CopydetectPaths, pairs, queries: dict, refs: dict, bias: dict,
+                         localise_options: dict) -> tuple[list, dict]:
+    """`copydetect.verify`: the matches (localised in the candidate `pairs` of `queries` x `refs`, `bias` the
+    queries' normalisation) verified against the corpus videos (the ingest manifests' files), with the
+    verified-only second pass when `second_floor` > 0 (`Verifier.verify_pairs`)."""
     from avmatch.copydetect.verify import Verifier, VerifyParams
 
     files = {}
@@ -27,8 +30,10 @@ def verify_stage_matches(matches: list, vp, paths: CopydetectPaths) -> tuple[lis
         return path
 
     t0 = time.process_time()
-    verified, counts = Verifier(finder("queries"), finder("refs"), VerifyParams.from_params(vp)).verify(matches)
+    verified, counts = Verifier(finder("queries"), finder("refs"), VerifyParams.from_params(vp)).verify_pairs(
+        matches, pairs, queries, refs, bias, localise_options)
     cpu = time.process_time() - t0
     n_ok = sum(c >= vp.min_inliers for c in counts)
-    return verified, {"verified_matches": n_ok, "verify_cpu_s": round(cpu, 2),
+    return verified, {"verified_matches": n_ok, "second_pass_matches": len(verified) - len(matches),
+                      "verify_cpu_s": round(cpu, 2),
                       "verify_ms_per_match": round(1000 * cpu / max(1, len(matches)), 2)}

@@ -138,3 +138,58 @@ def test_verify_params_are_validated_and_match_the_library_defaults():
         CdVerifyParams(min_inliers=2)
     with pytest.raises(ValidationError):
         CdVerifyParams(enable=True)     # a misspelt key is refused, not ignored
+
+
+def _inset_videos(tmp_path: Path) -> tuple[Path, Path]:
+    """A 10 s reference (pan over a photo, 4 fps) and a query: 3 s of unrelated footage, then reference seconds
+    4-8 as a picture-in-picture inset (55 %) over other unrelated footage, then 3 s unrelated."""
+    from avmatch.core.video import encode_video
+
+    fps = 4
+    ref = _pan(_photo("astronaut"), 10 * fps, shift=2)
+    filler = _pan(_photo("coffee"), 10 * fps, shift=3)
+    query = filler.copy()
+    iw, ih = int(0.55 * W), int(0.55 * H)
+    for k in range(4 * fps):
+        query[3 * fps + k, 8:8 + ih, 60:60 + iw] = cv2.resize(ref[4 * fps + k], (iw, ih), interpolation=cv2.INTER_AREA)
+    return (encode_video(tmp_path / "R1.mp4", ref, fps, crf=18), encode_video(tmp_path / "Q1.mp4", query, fps, crf=18))
+
+
+def test_second_pass_keeps_a_faint_inset_that_verifies_and_drops_a_faint_false_segment(tmp_path):
+    """Descriptors that call the inset only faintly alike (0.2 < the 0.3 floor), as for picture-in-picture; an
+    equally faint diagonal over unrelated footage. Without the second pass nothing is found; with it (floor 0.15)
+    the inset segment verifies and is kept, the unrelated one does not verify and is dropped."""
+    import dataclasses
+
+    import pandas as pd
+
+    from avmatch.copydetect.metrics import VideoFeatures
+    from avmatch.copydetect.verify import new_segments
+
+    ref, query = _inset_videos(tmp_path)
+    d, nq, nr = 64, 10, 10
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    rf = basis[:nr]                                     # reference frames: orthonormal
+    qf = basis[nr:nr + nq].copy()                       # query frames: orthogonal to every reference frame ...
+    for i, j in [(3, 4), (4, 5), (5, 6), (6, 7), (0, 7), (1, 8), (2, 9)]:   # ... but the inset (query 3-6 s =
+        qf[i] = 0.2 * rf[j] + np.sqrt(1 - 0.04) * qf[i]                    # ref 4-7 s) and query 0-2 s = ref 7-9 s
+    sec = lambda n: np.stack([np.arange(n), np.arange(n) + 1.0], 1).astype(np.float64)  # noqa: E731
+    q, r = VideoFeatures("Q1", sec(nq), qf.astype(np.float32)), VideoFeatures("R1", sec(nr), rf.astype(np.float32))
+    pairs = pd.DataFrame({"query_id": ["Q1"], "ref_id": ["R1"]})
+    loc = {"per_row": 8, "floor": 0.3, "max_gap": 3, "min_frames": 2, "max_segments": 3}
+    args = (pairs, {"Q1": q}, {"R1": r}, {"Q1": np.zeros(nq, np.float32)}, loc)
+    from avmatch.copydetect.localisation import localise_pairs
+
+    assert len(localise_pairs(*args[:4], **{**loc, "floor": 0.15})) == 2   # both faint segments at the low floor
+    off = Verifier(lambda i: query, lambda i: ref, VerifyParams())
+    assert off.verify_pairs([], *args) == ([], [])                       # nothing above the first floor
+    ver = Verifier(lambda i: query, lambda i: ref, dataclasses.replace(VerifyParams(), second_floor=0.15))
+    found, counts = ver.verify_pairs([], *args)
+    assert len(found) == 1 and counts[0] >= VerifyParams().min_inliers
+    m = found[0]
+    assert m.score > 1.0                                                  # verified: + bonus
+    assert min(m.query_end, 7.0) - max(m.query_start, 3.0) >= 3.0        # the inset's query seconds 3-7
+    assert m.query_start >= 2.0 and m.ref_end <= 9.0                      # not the unrelated query 0-3 s
+    # a segment the first pass already reported is not reported again
+    assert new_segments([m], [m]) == [] and new_segments([m], [dataclasses.replace(m, ref_id="R2")]) == [m]

@@ -173,11 +173,14 @@ class CopyDB:
             raise DescriptorMismatch(f"{self.root}: its references are {self._loaded['index'].dim}-d but its "
                                      f"{self.descriptor.label} descriptor gives {q.features.shape[1]}-d vectors "
                                      "(settings.json does not describe them; rebuild the database)")
-        _, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
+        c, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
                                    ref_index=self._loaded["index"], **s["localise"])
-        if verifier is not None and matches:
+        if verifier is not None and (matches or verifier.params.second_floor > 0):
             self._loaded.setdefault("query_files", {})[q.video_id] = Path(video)
-            matches, _ = verifier.verify(matches)
+            if "ref_by_id" not in self._loaded:
+                self._loaded["ref_by_id"] = {r.video_id: r for r in self.refs}
+            matches, _ = verifier.verify_pairs(matches, c.pairs, {q.video_id: q}, self._loaded["ref_by_id"], c.bias,
+                                               s["localise"])
         floor = s.get("min_score", 0.0) if min_score is None else min_score
         return sorted((m for m in matches if m.score >= floor), key=lambda m: -m.score)
 

@@ -133,6 +133,18 @@ class CdVerifyParams(StrictModel):
                                 "to the identity set the reference bounds")
     q_extend: float = Field(2.0, ge=0, description="refinement: seconds tried beyond the query bounds")
     r_extend: float = Field(2.0, ge=0, description="refinement: seconds tried beyond the reference bounds")
+    min_side: int = Field(0, ge=0, description="frames whose longer side is below this are upscaled to it for the "
+                          "keypoints (0 = never)")
+    second_floor: float = Field(0.0, ge=0, description="> 0: a second localisation of the candidate pairs at this "
+                                "similarity floor (below copydetect.localise.floor), whose new segments are kept only "
+                                "when they verify (picture-in-picture copies the descriptor finds faintly); 0 = off "
+                                "(0.15: val 0.798 -> 0.834, test half +0.019 [-0.000001, +0.043], demo +0: not "
+                                "adopted; docs/benchmarks.md, Copy detection, session 13)")
+    second_min_side: int = Field(0, ge=0, description="the second pass's keypoints: frames upscaled to this longer "
+                                 "side (0 = as min_side)")
+    ref_rule: Literal["identity", "coverage"] = Field("identity", description="refinement of the reference bounds: "
+                                                      "the frames reproduced up to the identity; coverage: else the "
+                                                      "frames whose inliers cover most of both frames")
 
     @model_validator(mode="after")
     def _scales(self) -> "CdVerifyParams":

@@ -45,6 +45,7 @@ class VerifyParams:
     # session 12); contrast among 0.04 / 0.01 / 0.005 / 0.0025, the re-scoring and refinement on a grid
     fps: float = 2.0              # keypoint frames per second of video
     max_side: int = 320           # frames larger than this (longer side) are downscaled first
+    min_side: int = 0             # frames smaller than this (longer side) are upscaled first (0 = never)
     n_features: int = 300         # SIFT keypoints per frame at most
     contrast: float = 0.005       # SIFT contrast threshold (OpenCV's 0.04 finds none on smooth wallpapers)
     ratio: float = 0.8            # Lowe's ratio test
@@ -61,6 +62,11 @@ class VerifyParams:
     max_distance: float = 0.06    # refinement: reference frames whose transform is this close to the identity
     q_extend: float = 2.0         # refinement: seconds tried beyond the query bounds ...
     r_extend: float = 2.0         # ... and beyond the reference bounds
+    second_floor: float = 0.0     # > 0: a second localisation of the candidate pairs at this floor, its new segments
+                                  # kept only when they verify (`second_pass`); 0 = off
+    second_min_side: int = 0      # the second pass's keypoints: frames upscaled to this longer side (0 = as above)
+    ref_rule: str = "identity"    # refinement of the reference bounds: "identity", or "coverage" (identity, else
+                                  # the reference frames whose inliers cover most of both frames: crops, insets)
 
     @classmethod
     def from_params(cls, vp) -> "VerifyParams":
@@ -112,7 +118,10 @@ def video_keypoints(path: str | Path, p: VerifyParams, mirror: bool = False) -> 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video not found (needed for copy verification)")
     info = probe_video(path)
-    scale = min(1.0, p.max_side / max(info.width, info.height, 1))
+    longer = max(info.width, info.height, 1)
+    scale = min(1.0, p.max_side / longer)
+    if p.min_side and longer < p.min_side:
+        scale = p.min_side / longer
     size = (max(16, int(round(info.width * scale / 2)) * 2), max(16, int(round(info.height * scale / 2)) * 2))
     dec = decode_frames(path, fps=p.fps, size=size)
     plain, mirrored = frame_keypoints(dec.frames, p, mirror)
@@ -127,11 +136,16 @@ def pair_inliers(a: tuple, b: tuple, p: VerifyParams, matcher=None) -> int:
 def pair_match(a: tuple, b: tuple, p: VerifyParams, matcher=None) -> tuple[int, np.ndarray | None]:
     """(RANSAC inliers of a similarity transform from frame a's keypoints to frame b's, the transform [2, 3]);
     (0, None) when no plausible transform is found."""
+    return pair_match_points(a, b, p, matcher)[:2]
+
+
+def pair_match_points(a: tuple, b: tuple, p: VerifyParams, matcher=None):
+    """`pair_match` and the inliers' points in a and in b ([n, 2] each; None when no transform)."""
     import cv2
 
     (pa, da), (pb, db) = a, b
     if len(da) < MIN_MATCHES or len(db) < 2:
-        return 0, None
+        return 0, None, None, None
     matcher = matcher or cv2.BFMatcher(cv2.NORM_L2)
     best: dict[int, tuple[float, int]] = {}
     for m in matcher.knnMatch(da, db, k=2):
@@ -140,18 +154,27 @@ def pair_match(a: tuple, b: tuple, p: VerifyParams, matcher=None) -> tuple[int, 
             if t not in best or m[0].distance < best[t][0]:
                 best[t] = (m[0].distance, m[0].queryIdx)
     if len(best) < MIN_MATCHES:
-        return 0, None
+        return 0, None, None, None
     train = np.fromiter(best.keys(), np.int64)
     query = np.array([best[t][1] for t in best], np.int64)
     M, mask = cv2.estimateAffinePartial2D(pa[query], pb[train], method=cv2.RANSAC,
                                           ransacReprojThreshold=p.ransac_px, maxIters=500)
     if M is None or mask is None:
-        return 0, None
+        return 0, None, None, None
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
     if not p.min_scale <= scale <= p.max_scale:
-        return 0, None
+        return 0, None, None, None
     inl = mask.ravel().astype(bool)
-    return int(inl.sum()), M
+    return int(inl.sum()), M, pa[query][inl], pb[train][inl]
+
+
+def hull_fraction(points: np.ndarray | None, size: tuple[int, int]) -> float:
+    """Area of the convex hull of `points` over the area of a `size` (width, height) frame."""
+    import cv2
+
+    if points is None or len(points) < 3 or size[0] <= 0:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32)))) / float(size[0] * size[1])
 
 
 def sample_times(start: float, end: float, times: np.ndarray, n: int) -> np.ndarray:
@@ -210,7 +233,9 @@ def frame_alignment(q: VideoKeypoints, r: VideoKeypoints, match, flipped: bool, 
     """Dense check of a verified match. For every keypoint frame of the query within `q_extend` seconds of the
     segment, against every reference frame within `r_extend` seconds of its reference bounds: a row (query time,
     most inliers, the reference time whose transform is closest to the identity among the frames with at least
-    `frame_min` inliers, that distance (`transform_distance`; inf when no frame has frame_min inliers)).
+    `frame_min` inliers, that distance (`transform_distance`; inf when no frame has frame_min inliers), the
+    reference time whose inliers cover most of the two frames (geometric mean of the convex hulls' area fractions,
+    `hull_fraction`), that coverage (0 when none)).
 
     A reference that pans / zooms slowly over a still shares its keypoints across many seconds, so the frame
     with the most inliers is a poor guess of the copied time; the frame the query frame reproduces exactly
@@ -225,32 +250,43 @@ def frame_alignment(q: VideoKeypoints, r: VideoKeypoints, match, flipped: bool, 
     w, h = r.size
     out = []
     for i in qi:
-        most, best_t, best_d = 0, np.nan, np.inf
+        most, best_t, best_d, cov_t, cov = 0, np.nan, np.inf, np.nan, 0.0
         for j in rj:
-            n, M = pair_match(views[i], r.frames[j], p, matcher)
+            n, M, pq, pr = pair_match_points(views[i], r.frames[j], p, matcher)
             most = max(most, n)
             if n >= frame_min:
                 d = transform_distance(M, w, h, q.size)
                 if d < best_d:
                     best_t, best_d = r.times[j], d
-        out.append((q.times[i], most, best_t, best_d))
-    return np.asarray(out, np.float64).reshape(-1, 4)
+                c = float(np.sqrt(hull_fraction(pq, q.size) * hull_fraction(pr, r.size)))
+                if c > cov:
+                    cov_t, cov = r.times[j], c
+        out.append((q.times[i], most, best_t, best_d, cov_t, cov))
+    return np.asarray(out, np.float64).reshape(-1, 6)
 
 
 def refined_bounds(rows: np.ndarray, match, frame_min: int, half: float, max_distance: float,
-                   min_rate: float = 0.5, max_rate: float = 2.0) -> tuple[float, float, float, float]:
+                   min_rate: float = 0.5, max_rate: float = 2.0, rule: str = "identity") -> tuple[float, float, float, float]:
     """New (query_start, query_end, ref_start, ref_end) from `frame_alignment` rows. Query bounds: the span of the
     query frames with at least `frame_min` inliers (± `half` a frame interval; the old ones when fewer than two).
     Reference bounds: a robust line (Theil-Sen, slope clipped to [min_rate, max_rate]) through the frames whose
     closest-to-identity transform is within `max_distance`, at the query bounds (the old ones when fewer than
     two such frames: a crop or an inset cannot say which reference second it shows)."""
+    if rule not in ("identity", "coverage"):
+        raise ValueError(f"unknown reference rule {rule!r} (identity, coverage)")
     qs, qe, rs, re = match.query_start, match.query_end, match.ref_start, match.ref_end
     ok = rows[rows[:, 1] >= frame_min]
     if len(ok) >= 2:
         qs, qe = float(ok[:, 0].min() - half), float(ok[:, 0].max() + half)
     ident = rows[(rows[:, 3] <= max_distance) & (rows[:, 1] >= frame_min)]
+    t = u = None
     if len(ident) >= 2:
         t, u = ident[:, 0], ident[:, 2]
+    elif rule == "coverage" and rows.shape[1] >= 6:
+        cov = rows[(rows[:, 1] >= frame_min) & (rows[:, 5] > 0)]
+        if len(cov) >= 2:
+            t, u = cov[:, 0], cov[:, 4]
+    if t is not None:
         i, j = np.triu_indices(len(t), 1)
         dt = t[j] - t[i]
         slope = float(np.median((u[j] - u[i])[dt > 0] / dt[dt > 0])) if (dt > 0).any() else 1.0
@@ -301,6 +337,30 @@ class Verifier:
         return frame_alignment(self.keypoints("query", match.query_id), self.keypoints("ref", match.ref_id), match,
                                flipped, self.params, q_extend, r_extend, frame_min, self._matcher)
 
+    def second_verifier(self) -> "Verifier":
+        """The verifier of the second pass (`second_min_side` keypoints; this one when they are the same)."""
+        p = self.params
+        if not p.second_min_side or p.second_min_side == p.min_side:
+            return self
+        if getattr(self, "_second", None) is None:
+            self._second = Verifier(self.query_path, self.ref_path,
+                                    replace(p, min_side=p.second_min_side, max_side=max(p.max_side, p.second_min_side)),
+                                    self.max_videos)
+        return self._second
+
+    def verify_pairs(self, matches: list, pairs, queries: dict, refs: dict, bias: dict,
+                     localise_options: dict) -> tuple[list, list[int]]:
+        """`verify(matches)` (the localised matches of the candidate `pairs`), then, when `second_floor` > 0, the
+        verified-only matches of the second pass (`second_pass`) appended (their inlier counts too). The one entry
+        point of the localise stage, the evaluate stage's re-evaluation and `avmatch copydetect query`."""
+        out, counts = self.verify(matches)
+        p = self.params
+        if p.second_floor > 0:
+            extra, n = second_pass(pairs, queries, refs, bias, matches, self.second_verifier(), p.second_floor,
+                                   localise_options)
+            out, counts = out + extra, counts + n
+        return out, counts
+
     def verify(self, matches: list) -> tuple[list, list[int]]:
         """(verified matches: re-scored, bounds refined when verified and p.refine; their inlier counts), in the
         input order."""
@@ -313,7 +373,8 @@ class Verifier:
             if p.refine and n >= p.min_inliers:
                 q, r = self.keypoints("query", m.query_id), self.keypoints("ref", m.ref_id)
                 rows = frame_alignment(q, r, m, flipped, p, p.q_extend, p.r_extend, p.frame_min, self._matcher)
-                m = clipped(m, refined_bounds(rows, m, p.frame_min, 0.5 / p.fps, p.max_distance), q, r, p)
+                m = clipped(m, refined_bounds(rows, m, p.frame_min, 0.5 / p.fps, p.max_distance, rule=p.ref_rule),
+                            q, r, p)
             out.append(m)
         return out, counts
 
@@ -327,3 +388,36 @@ def clipped(match, bounds: tuple[float, float, float, float], q: VideoKeypoints,
     if qe <= qs or re <= rs:
         return match
     return replace(match, query_start=qs, query_end=qe, ref_start=rs, ref_end=re)
+
+
+def _overlaps(a, b) -> bool:
+    return (a.query_id == b.query_id and a.ref_id == b.ref_id and min(a.query_end, b.query_end) > max(a.query_start, b.query_start)
+            and min(a.ref_end, b.ref_end) > max(a.ref_start, b.ref_start))
+
+
+def new_segments(low: list, first: list) -> list:
+    """The matches of `low` that overlap no match of `first` of the same pair (on both axes)."""
+    by_pair: dict = {}
+    for m in first:
+        by_pair.setdefault((m.query_id, m.ref_id), []).append(m)
+    return [m for m in low if not any(_overlaps(m, f) for f in by_pair.get((m.query_id, m.ref_id), ()))]
+
+
+def verified_only(verifier: "Verifier", matches: list) -> tuple[list, list[int]]:
+    """`verifier.verify(matches)`, keeping only the matches that verify (the others are dropped): (matches,
+    their inlier counts)."""
+    out, counts = verifier.verify(matches)
+    keep = [i for i, c in enumerate(counts) if c >= verifier.params.min_inliers]
+    return [out[i] for i in keep], [counts[i] for i in keep]
+
+
+def second_pass(pairs, queries: dict, refs: dict, bias: dict, first: list, verifier: "Verifier", low_floor: float,
+                localise_options: dict) -> tuple[list, list[int]]:
+    """(matches, inlier counts): the verified-only matches of a second, lower-floor localisation of the candidate `pairs`: segments the first
+    pass (`first`, the matches at the `localise_options` floor) did not report, found with similarity `low_floor`,
+    kept only when they verify (`verified_only`), so an unverified low-similarity segment never adds a false
+    match. For copies the frame descriptor finds only faintly (picture-in-picture insets)."""
+    from avmatch.copydetect.localisation import localise_pairs
+
+    low = localise_pairs(pairs, queries, refs, bias, **{**localise_options, "floor": low_floor})
+    return verified_only(verifier, new_segments(low, first))

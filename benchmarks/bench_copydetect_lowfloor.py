@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""A second, verified-only localisation pass at a lower floor, and reference bounds of crops / insets (issue 17,
+session 13).
+
+The pipeline's matches (--root's params.yaml and encoder, read only, as bench_copydetect_verify.py) on the halves
+of the unseen-source collection (and --sets demo), verified with the library's defaults (`Verifier`): the
+baseline. Then, for every --floors F x keypoint setting (--kp: "base" = the defaults, "sN" = frames whose longer
+side is below N upscaled to N for SIFT, `VerifyParams.min_side`): the candidate pairs are localised again at floor F, the segments the
+first pass did not report (`verify.new_segments`) are verified with that keypoint setting and kept only when
+they verify (`verify.verified_only`; an unverified one is dropped). --rules: the reference-bound rule of the
+refinement (`VerifyParams.ref_rule`: identity, coverage), applied to all verified matches. --second-chance: the
+first pass's unverified matches are checked again with the upscaled keypoints.
+
+Reports matching / pairwise µAP with 95 % bootstrap intervals over queries (paired against the baseline), the
+ground-truth diagnosis (no pair / no overlapping match / found unverified / found verified), the IoU of the
+reference bounds of the true matches with the truth, false matches that verify, and CPU per query.
+--choose: the best setting on the first set by matching µAP (ties: the first / cheapest listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
+
+from _report import Report, add_common_args, quiet_env, set_threads  # noqa: E402
+from bench_copydetect_unseen import paired_difference, score_matches  # noqa: E402
+from bench_copydetect_verify import label_matches, load_set, overlap  # noqa: E402
+
+
+def iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    u = max(a1, b1) - min(a0, b0)
+    return overlap(a0, a1, b0, b1) / u if u > 0 else 0.0
+
+
+def gt_status(gt: list, matches: list, verified: set) -> dict:
+    """Per ground-truth segment: no match of its pair / no overlapping match / found, unverified / verified."""
+    out = {"no_pair": 0, "no_overlap": 0, "unverified": 0, "verified": 0}
+    pairs = {(m.query_id, m.ref_id) for m in matches}
+    for g in gt:
+        hit = [i for i, m in enumerate(matches) if m.query_id == g.query_id and m.ref_id == g.ref_id
+               and overlap(m.query_start, m.query_end, g.query_start, g.query_end) > 0
+               and overlap(m.ref_start, m.ref_end, g.ref_start, g.ref_end) > 0]
+        if (g.query_id, g.ref_id) not in pairs:
+            out["no_pair"] += 1
+        elif not hit:
+            out["no_overlap"] += 1
+        else:
+            out["verified" if any(i in verified for i in hit) else "unverified"] += 1
+    return out
+
+
+def ref_iou(gt: list, matches: list, idx: list[int]) -> float:
+    """Mean IoU of the reference bounds of the matches `idx` with the ground-truth segment they overlap most."""
+    vals = []
+    for i in idx:
+        m = matches[i]
+        gs = [g for g in gt if g.query_id == m.query_id and g.ref_id == m.ref_id]
+        if gs:
+            g = max(gs, key=lambda g: overlap(m.query_start, m.query_end, g.query_start, g.query_end))
+            vals.append(iou(m.ref_start, m.ref_end, g.ref_start, g.ref_end))
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used")
+    p.add_argument("--collections", default=str(ROOT / "data/copydetect/unseen_split"))
+    p.add_argument("--sets", default="val", help="comma-separated, of val, test, demo")
+    p.add_argument("--seed", type=int, default=11, help="collection seed")
+    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--floors", default="0.1,0.15,0.2", help="second-pass floors (comma-separated; empty = none)")
+    p.add_argument("--kp", default="base,s320", help="second-pass keypoint settings: base, sN (longer side upscaled to N)")
+    p.add_argument("--rules", default="identity,coverage", help="reference-bound rules of the refinement")
+    p.add_argument("--second-chance", default="off", help="comma-separated of off, on: re-check the first pass's "
+                   "unverified matches with the (upscaled) keypoint setting of the row")
+    p.add_argument("--only", default=None, help="one setting 'F|kp|rule|sc' (e.g. 0.15|s320|coverage|off; F 0 = no "
+                   "second pass) measured against the baseline")
+    p.add_argument("--library", action="store_true", help="with --only: also run the library's path "
+                   "(`Verifier.verify_pairs` with second_floor / second_min_side / ref_rule set) and report its µAP")
+    p.add_argument("--choose", action="store_true", help="report the best setting on the first set")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    args.no_doc = args.no_doc or args.doc is None
+    quiet_env(args.verbose, args.quick)
+    threads = set_threads(args.threads)
+
+    import cv2
+
+    from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    from avmatch.copydetect.localisation import localise_pairs
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, new_segments, refined_bounds, rescored
+    from avmatch.core.config import load_params
+
+    cv2.setNumThreads(max(1, threads))
+    rep = Report("copydetect_lowfloor", "Copy detection: verified-only low-floor pass, reference bounds", args)
+    rep.refresh_machine()
+    root = Path(args.root).resolve()
+    params = load_params(root / "params.yaml")
+    cd = params.copydetect
+    loc = cd.localise.model_dump()
+    vp = VerifyParams()
+    if args.only:
+        f, k, r, sc = args.only.split("|")
+        settings = [(0.0, "base", "identity", "off"), (float(f), k, r, sc)]
+    else:
+        floors = [0.0] + [float(x) for x in args.floors.split(",") if x]
+        kps = [x for x in args.kp.split(",") if x]
+        settings = [(0.0, "base", r, "off") for r in args.rules.split(",")]
+        settings += [(f, k, r, sc) for f in floors for k in kps for r in args.rules.split(",")
+                     for sc in args.second_chance.split(",") if not (f == 0 and k == "base")
+                     and not (f == 0 and sc == "off") and not (k == "base" and sc == "on")]
+        settings = list(dict.fromkeys(settings))
+    spec = DescriptorSpec(cd.descriptor.kind, cd.descriptor.dct_weight)
+    embed = frame_describer(spec, load_frame_encoder(root / "models/copydetect/encoder.pt"), "cpu", cd.extract.batch_size)
+    folder = Path(args.collections)
+    n_boot = 10 if args.quick else args.bootstrap
+    results: dict = {}
+    chosen = None
+    for s in args.sets.split(","):
+        gt, q, r, noise, vdir = load_set(s, params, root, folder, args.seed, embed, args.quick)
+        qdir, rdir = vdir / cd.corpus.query_dir, vdir / cd.corpus.ref_dir
+        qmap, rmap = {x.video_id: x for x in q}, {x.video_id: x for x in r}
+        t0 = time.process_time()
+        cands = find_candidates(reference_index(r), q, noise, cd.candidates.beta, cd.candidates.k,
+                                cd.candidates.max_pairs_per_query)
+        first = localise_pairs(cands.pairs, qmap, rmap, cands.bias, **loc)
+        t_first = time.process_time() - t0
+        qa, ra = descriptor_submission(q, r, noise, cd.candidates.beta)
+        verifiers: dict = {}
+        kp_cpu: dict = {}
+
+        def verifier(kp: str) -> Verifier:
+            if kp not in verifiers:
+                p_kp = vp if kp == "base" else dataclasses.replace(vp, min_side=int(kp[1:]), max_side=max(vp.max_side, int(kp[1:])))
+                verifiers[kp] = Verifier(lambda i: qdir / f"{i}.mp4", lambda i: rdir / f"{i}.mp4", p_kp, max_videos=10_000)
+                t1 = time.process_time()
+                for x in q:
+                    verifiers[kp].keypoints("query", x.video_id)
+                for x in r:
+                    verifiers[kp].keypoints("ref", x.video_id)
+                kp_cpu[kp] = time.process_time() - t1
+            return verifiers[kp]
+
+        memo: dict = {}   # (kp, match) -> (inliers, alignment rows or None, cpu s)
+
+        def checked(kp: str, m):
+            key = (kp, m)
+            if key not in memo:
+                v = verifier(kp)
+                t1 = time.process_time()
+                nn, flipped = v.check(m)
+                rows = v.alignment(m, flipped, vp.q_extend, vp.r_extend, vp.frame_min) if nn >= vp.min_inliers else None
+                memo[key] = (nn, rows, time.process_time() - t1)
+            return memo[key]
+
+        def finished(kp: str, m, rule: str):
+            """(the match re-scored and refined as Verifier.verify does, verified?)"""
+            nn, rows, _ = checked(kp, m)
+            out = rescored(m, nn, vp)
+            if rows is not None:
+                v = verifier(kp)
+                out = clipped(out, refined_bounds(rows, out, vp.frame_min, 0.5 / vp.fps, vp.max_distance, rule=rule),
+                              v.keypoints("query", m.query_id), v.keypoints("ref", m.ref_id), vp)
+            return out, nn >= vp.min_inliers
+
+        lows: dict = {}
+        rows_out: dict = {}
+        for f, kp, rule, sc in settings:
+            t_set = 0.0
+            matches, ver_idx = [], set()
+            for m in first:
+                out, ok = finished("base", m, rule)
+                t_set += memo[("base", m)][2]
+                if not ok and sc == "on":
+                    out, ok = finished(kp, m, rule)
+                    t_set += memo[(kp, m)][2]
+                if ok:
+                    ver_idx.add(len(matches))
+                matches.append(out)
+            n_extra = n_extra_cand = 0
+            t_low = 0.0
+            if f > 0:
+                if f not in lows:
+                    t1 = time.process_time()
+                    lows[f] = new_segments(localise_pairs(cands.pairs, qmap, rmap, cands.bias, **{**loc, "floor": f}), first)
+                    lows[(f, "cpu")] = time.process_time() - t1
+                t_low = lows[(f, "cpu")]
+                n_extra_cand = len(lows[f])
+                for m in lows[f]:
+                    out, ok = finished(kp, m, rule)
+                    t_set += memo[(kp, m)][2]
+                    if ok:
+                        ver_idx.add(len(matches))
+                        matches.append(out)
+                        n_extra += 1
+            sc_ = score_matches(gt, matches, qa, ra, n_boot)
+            labels = label_matches(gt, matches)
+            true_ver = [i for i in ver_idx if labels[i]]
+            name = f"{f:g}|{kp}|{rule}|{sc}"
+            rows_out[name] = {
+                "floor": f, "kp": kp, "rule": rule, "second_chance": sc, "matches": len(matches),
+                "extra_candidates": n_extra_cand, "extra_verified": n_extra,
+                "extra_true": sum(labels[i] for i in range(len(first), len(matches))),
+                "false_verified": sum(1 for i in ver_idx if not labels[i]),
+                "ref_iou_true_verified": ref_iou(gt, matches, true_ver), "status": gt_status(gt, matches, ver_idx),
+                "scores": sc_, "cpu_s_per_query_verify": t_set / len(q), "cpu_s_per_query_low_localise": t_low / len(q),
+            }
+            d = rows_out[name]
+            print(f"[lowfloor] {s} {name}: {len(matches)} matches (+{n_extra} of {n_extra_cand}, {d['extra_true']} true), "
+                  f"matching {sc_['matching_uap']:.4f} pairwise {sc_['pairwise_uap']:.4f}, false verified "
+                  f"{d['false_verified']}, ref IoU {d['ref_iou_true_verified']:.3f}, {d['status']}, cpu/query verify "
+                  f"{d['cpu_s_per_query_verify']:.2f} s", flush=True)
+        if args.library and args.only:
+            f, kp, rule, _ = settings[-1]
+            lp = dataclasses.replace(vp, second_floor=f, ref_rule=rule,
+                                     second_min_side=0 if kp == "base" else int(kp[1:]))
+            t1 = time.process_time()
+            lib, _ = Verifier(lambda i: qdir / f"{i}.mp4", lambda i: rdir / f"{i}.mp4", lp, max_videos=10_000
+                              ).verify_pairs(first, cands.pairs, qmap, rmap, cands.bias, loc)
+            t_lib = time.process_time() - t1
+            ls = score_matches(gt, lib, qa, ra, 0)
+            rows_out[f"{f:g}|{kp}|{rule}|{settings[-1][3]}"]["library"] = {
+                "matches": len(lib), "matching_uap": ls["matching_uap"], "pairwise_uap": ls["pairwise_uap"],
+                "cpu_s_per_query_all": t_lib / len(q)}
+            print(f"[lowfloor] {s} library path (Verifier.verify_pairs, {lp.second_floor=}): {len(lib)} matches, "
+                  f"matching {ls['matching_uap']:.4f} pairwise {ls['pairwise_uap']:.4f}, CPU {t_lib / len(q):.2f} s per "
+                  "query (keypoints included)", flush=True)
+        base = next(iter(rows_out.values()))
+        for res in rows_out.values():
+            if res is not base and n_boot > 0:
+                res["paired"] = paired_difference(res["scores"], base["scores"])
+        if args.choose and chosen is None:
+            names = list(rows_out)
+            chosen = max(names, key=lambda x: (rows_out[x]["scores"]["matching_uap"], -names.index(x)))
+        results[s] = {"queries": len(q), "first_pass_cpu_s_per_query": t_first / len(q),
+                      "keypoints_cpu_s_per_query": {k: v / len(q) for k, v in kp_cpu.items()}, "rows": rows_out}
+
+    def cell(res: dict, k: str) -> str:
+        ci = res.get(f"{k}_ci")
+        return f"{res[k]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    table = []
+    for s, out in results.items():
+        for name, res in out["rows"].items():
+            d = res.get("paired", {}).get("matching_uap")
+            st = res["status"]
+            table.append({"set": s, "floor|kp|rule|2nd chance": name, "extra (true)": f"{res['extra_verified']} ({res['extra_true']})",
+                          "matching µAP": cell(res["scores"], "matching_uap"),
+                          "− baseline": f"{d['difference']:+.4f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d else "",
+                          "pairwise µAP": cell(res["scores"], "pairwise_uap"),
+                          "copies: no pair / no overlap / unverified / verified": f"{st['no_pair']} / {st['no_overlap']} / "
+                          f"{st['unverified']} / {st['verified']}",
+                          "false verified": res["false_verified"], "ref IoU": f"{res['ref_iou_true_verified']:.3f}",
+                          "CPU s/query verify": f"{res['cpu_s_per_query_verify']:.2f}"})
+    rep.table(table, caption=f"95 % bootstrap intervals over queries, {n_boot} resamples, paired against the first row")
+    rep.add(f"Encoder: {root}/models/copydetect/encoder.pt; verify {dataclasses.asdict(vp)}; chosen: {chosen}; keypoint "
+            "CPU s/query: " + "; ".join(f"{s} {o['keypoints_cpu_s_per_query']}" for s, o in results.items()))
+    for out in results.values():
+        for res in out["rows"].values():
+            res["scores"].pop("_samples", None)
+    rep.data = {"results": results, "chosen": chosen, "verify": dataclasses.asdict(vp)}
+    rep.finish()
+    if chosen:
+        print(f"[lowfloor] chosen on {args.sets.split(',')[0]}: {chosen}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
