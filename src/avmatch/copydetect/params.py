@@ -54,6 +54,13 @@ class CdDescriptorParams(StrictModel):
         "(model.dim + 135 dimensions)")
     dct_weight: float = Field(0.5, gt=0, le=10, description="trained_dct: weight w of the DCT/colour cosine in a "
                               "frame pair's similarity (cos_trained + w cos_dct) / (1 + w)")
+    mirror: bool = Field(False, description="average each part with the mirrored frame's (one descriptor per frame, "
+                         "invariant to horizontal flips; twice the describing cost)")
+    whiten_power: float = Field(0.0, ge=0, le=1, description="PCA whitening of the descriptor, fitted by the extract "
+                                "stage on the references + noise set (the training footage): components scaled by "
+                                "(eigenvalue + whiten_shrink x mean eigenvalue)^(-whiten_power/2); 0 = off, 1 = full")
+    whiten_shrink: float = Field(0.1, ge=0, le=10, description="shrinkage of the whitening toward the identity, in mean "
+                                 "eigenvalues")
 
 
 class CdTrainParams(StrictModel):
