@@ -186,6 +186,13 @@ def test_database_keeps_its_whitening(tmp_path, encoder):
     enc = save_frame_encoder(encoder, project / "models/copydetect/encoder.pt")
     with pytest.raises(WhiteningMissing, match="needs the whitening fitted"):
         whitening_for(enc, spec)
+    # a new database's descriptor from the project's params.yaml: the defaults (whitened) when it names none; a
+    # descriptor section older than the post-processing options (the shipped params.yaml's) describes none
+    from avmatch.copydetect.db_build import _project_settings
+
+    assert _project_settings(project)["descriptor"] == spec.record()
+    (project / "params.yaml").write_text("copydetect: {descriptor: {kind: trained_dct, dct_weight: 0.5}}\n")
+    assert _project_settings(project)["descriptor"] == {"kind": "trained_dct", "dct_weight": 0.5}
     assert whitening_for(enc, DescriptorSpec("trained_dct", 0.5)) is None
     raw = frame_describer(spec.unwhitened(), encoder)(_frames(50, 3))
     Whitening.fit(raw, spec, "another encoder").save(project / WHITENING_REL)

@@ -68,6 +68,15 @@ def locate_default_encoder(model: Path | None = None) -> Path:
                         system="copydetect")
 
 
+def _descriptor_section(cd: dict) -> dict:
+    """params.yaml's copydetect.descriptor; a section written before the post-processing options (e.g. the
+    params.yaml shipped with an encoder evaluated without them) describes the descriptor without them."""
+    section = dict(cd.get("descriptor") or {})
+    if section and "mirror" not in section and "whiten_power" not in section:
+        section.update(mirror=False, whiten_power=0.0)
+    return section
+
+
 def _project_settings(project: Path | None) -> dict:
     """The project's copydetect frames/candidates/localise params (only those subsections are read, so a
     params.yaml of another pipeline version still gives them); the defaults when there is none."""
@@ -88,7 +97,7 @@ def _project_settings(project: Path | None) -> dict:
     return settings_from(fps=frames.fps, frame_size=frames.size, beta=cand.beta, k=cand.k,
                          max_pairs_per_query=cand.max_pairs_per_query,
                          localise=CdLocaliseParams(**(cd.get("localise") or {})).model_dump(),
-                         descriptor=DescriptorSpec(**CdDescriptorParams(**(cd.get("descriptor") or {})).model_dump()))
+                         descriptor=DescriptorSpec.from_params(CdDescriptorParams(**_descriptor_section(cd))))
 
 
 def new_database_setup(encoder: Path, descriptor: DescriptorSpec | None = None) -> tuple[dict, list[VideoFeatures], str]:
