@@ -134,12 +134,21 @@ def ship(system: str, source: Path, experiment: str | None, dest_root: Path = SH
     shutil.copy2(encoder, tmp / rel_enc)
     shutil.copy2(metrics, tmp / "metrics" / metrics.name)
     shutil.copy2(source / "params.yaml", tmp / "params.yaml")
+    # what a user database needs beside the encoder: copy detection's whitening when its descriptor is whitened
+    extras = {}
+    for f in (getattr(paths, "whitening", None),):
+        if f is not None and Path(f).exists():
+            rel = Path(f).resolve().relative_to(source.resolve()).as_posix()
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / rel)
+            extras[rel] = _md5(Path(f))
     lineage = {
         "system": system, "encoder": rel_enc, "encoder_md5": enc_md5, "metrics": f"metrics/{metrics.name}",
         "shipped_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dvc_experiment": exp, "git_commit": exp["commit"] if exp else _git(source, "rev-parse", "HEAD"),
         "dvc_lock": {f"{system}_{spec.train_stage}": train, f"{system}_{spec.register_after}": evaluate},
         "mlflow_registry": registry,
+        "extra_files": extras,
         # the train stage's own summary (steps, and resumed_from_step when it resumed a checkpoint)
         "train_metrics": _read_json(source / "metrics" / f"{system}_{spec.train_stage}.json"),
         "note": note,

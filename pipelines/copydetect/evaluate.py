@@ -82,16 +82,20 @@ def _describe_sets(paths: CopydetectPaths, embed) -> tuple[list[VideoFeatures], 
 
 def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, model_file) -> dict:
     """A given (registered) descriptor on the current corpus, same recall and localisation (scheduled runs)."""
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
     from avmatch.copydetect.metrics import read_matches
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.core.device import resolve_device
+    from avmatch.core.hashing import file_hash
 
     cd = params.copydetect
     device = resolve_device(params.common.device)
     spec = DescriptorSpec.from_params(cd.descriptor)
-    q, r, n = _describe_sets(paths, frame_describer(spec, load_frame_encoder(model_file, device), device,
+    # a whitened descriptor is whitened as the extract stage does it: fitted on this encoder's references + noise
+    q, r, n = _describe_sets(paths, frame_describer(spec.unwhitened(), load_frame_encoder(model_file, device), device,
                                                     cd.extract.batch_size))
+    _, sets = whiten_sets(spec, file_hash(model_file), {"queries": q, "refs": r, "noise": n})
+    q, r, n = sets["queries"], sets["refs"], sets["noise"]
     noise = noise_matrix(n, spec.dim(cd.model.dim))
     stored = None
     if cd.verify.enabled:   # the pipeline's matches are verified (localise stage): so are these
@@ -142,9 +146,17 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
         return [[VideoFeatures(v.video_id, v.timestamps, part(v.features, cd.model.dim)) for v in vs]
                 for vs in (queries, refs, noise_videos)]
 
+    # a mirror-averaged or whitened descriptor holds neither part as it is: those rows describe the frames again
+    post = spec.mirror or spec.whitens
     if main_key != "trained":   # the trained encoder alone: its part of the stored descriptors, renormalised
         t0 = time.perf_counter()
-        alone = stored_part(encoder_part)
+        if post:
+            from avmatch.copydetect.model import embed_frames, load_frame_encoder
+
+            enc = load_frame_encoder(paths.encoder)
+            alone = _describe_sets(paths, lambda f: embed_frames(enc, f, "cpu", cd.extract.batch_size))
+        else:
+            alone = stored_part(encoder_part)
         compare["trained"], curves["trained"] = _variant_metrics(gt, alone[0], alone[1],
                                                                  noise_matrix(alone[2], cd.model.dim), cd, betas)
         compare["trained"]["seconds"] = time.perf_counter() - t0
@@ -160,7 +172,8 @@ def evaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     if cd.evaluate.dct_colour_baseline:
         t0 = time.perf_counter()
         # trained_dct already holds each frame's DCT/colour descriptor: take it rather than describe the frames again
-        dq, dr, dn = stored_part(dct_part) if main_key == "trained_dct" else from_frames(dct_colour_descriptors)
+        dq, dr, dn = (stored_part(dct_part) if main_key == "trained_dct" and not post
+                      else from_frames(dct_colour_descriptors))
         compare["dct_colour"], curves["dct_colour"] = _variant_metrics(gt, dq, dr, noise_matrix(dn, DCT_COLOUR_DIM),
                                                                        cd, betas)
         compare["dct_colour"]["seconds"] = time.perf_counter() - t0

@@ -15,12 +15,14 @@ from pipelines.copydetect.shared import noise_matrix
 
 
 def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
-    """Descriptors of every frame (copydetect.descriptor: the trained encoder's, or with DCT/colour) into Parquet
-    shards (resumable) and VSC22 npz files per set (read by the later stages), the descriptor-track submission
-    (export/: what the reported descriptor µAP is computed on) and the query db (which records the descriptor)."""
+    """Descriptors of every frame (copydetect.descriptor: the trained encoder's, or with DCT/colour, mirror-averaged
+    or not) into Parquet shards (resumable) and, whitened when the descriptor says so (the whitening fitted here on
+    the references + noise set and saved beside the descriptors, `paths.whitening`), VSC22 npz files per set (read
+    by the later stages), the descriptor-track submission (export/: what the reported descriptor µAP is computed
+    on) and the query db (which records the descriptor and keeps the whitening)."""
     from avmatch.copydetect.candidates import descriptor_submission
     from avmatch.copydetect.database import CopyDB, settings_from
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.vsc_npz import write_vsc_npz
     from avmatch.core.device import resolve_device
@@ -33,9 +35,12 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
         raise FileNotFoundError(f"{paths.encoder}: no trained encoder (run the train stage first)")
     device = resolve_device(params.common.device)
     spec = DescriptorSpec.from_params(cd.descriptor)
-    describe = frame_describer(spec, load_frame_encoder(paths.encoder, device), device, cd.extract.batch_size)
+    # the shards hold the descriptors before whitening: the whitening is fitted on them (references + noise)
+    raw = spec.unwhitened()
+    describe = frame_describer(raw, load_frame_encoder(paths.encoder, device), device, cd.extract.batch_size)
     dim = spec.dim(cd.model.dim)
-    shard_key = spec.shard_key(file_hash(paths.encoder))
+    encoder_hash = file_hash(paths.encoder)
+    shard_key = raw.shard_key(encoder_hash)
     summary: dict = {}
     exported: dict[str, list[VideoFeatures]] = {}
     for name in SETS:
@@ -58,10 +63,18 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
         for vid, rows in meta.groupby("item_id", sort=False).indices.items():
             rows = np.sort(rows)
             videos.append(VideoFeatures(vid, meta[["start_s", "end_s"]].to_numpy(np.float64)[rows], vecs[rows]))
-        write_vsc_npz(paths.npz(name), videos)
         exported[name] = videos
         summary.update({f"{name}_videos": len(videos), f"{name}_embedded": n_new,
                         f"{name}_frames_per_s": n_frames / secs if n_frames and secs > 0 else 0.0})
+    paths.whitening.unlink(missing_ok=True)
+    # learnt on the training footage only (references + noise set), never on queries
+    whitening, exported = whiten_sets(spec, encoder_hash, exported)
+    if whitening is not None:
+        summary["whitening_frames"] = int(sum(len(v) for v in exported["refs"] + exported["noise"]))
+    for name in SETS:
+        write_vsc_npz(paths.npz(name), exported[name])
+    if whitening is not None:
+        whitening.save(paths.whitening)
     queries, refs = descriptor_submission(exported["queries"], exported["refs"],
                                           noise_matrix(exported["noise"], dim), cd.candidates.beta)
     write_vsc_npz(paths.export("queries"), queries)
@@ -77,5 +90,6 @@ def extract(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> di
     known = {v.video_id for v in exported["refs"]}
     settings["ref_sources"] = {str(i): {"path": str(p), "hash": str(h)}
                                for i, p, h in zip(man["id"], man["path"], man["content_hash"]) if str(i) in known}
-    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"], settings)
+    CopyDB.create(paths.db, paths.encoder, exported["refs"], exported["noise"], settings,
+                  whitening=paths.whitening if whitening is not None else None)
     return summary

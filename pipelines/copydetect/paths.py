@@ -65,6 +65,12 @@ class CopydetectPaths:
         """The encoder's descriptors of a set (VSC22 npz layout): what the later stages read."""
         return self.data / "descriptors" / f"{name}.npz"
 
+    @property
+    def whitening(self) -> Path:
+        """The descriptor's PCA whitening (copydetect.descriptor.whiten_power > 0), fitted by the extract stage on
+        the references + noise set; inside its descriptors output (absent when the descriptor is not whitened)."""
+        return self.data / "descriptors" / "whitening.npz"
+
     def export(self, name: str) -> Path:
         """The descriptor-track submission of a set ("queries" or "refs"): the descriptors the reported
         descriptor µAP is computed on (normalisation-augmented, one dimension more, when β > 0)."""

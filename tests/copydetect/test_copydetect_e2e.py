@@ -39,7 +39,9 @@ def test_dvc_repro_runs_the_pipeline_and_training_helps(repo):
     assert m.pop("noise_videos") > 0 and m.pop("noise_frames") >= 1
     # the default descriptor: the encoder's 128 dimensions + DCT/colour's 135, and the normalisation's extra
     # dimension is part of the export
-    assert m.pop("descriptor") == "trained_dct (dct_weight 0.5)"
+    assert m.pop("descriptor") == "trained_dct (dct_weight 0.5, mirror-averaged, whitened (power 0.5, shrink 0.1))"
+    # the whitening was fitted by the extract stage on the references + noise set, and the database keeps it
+    assert (repo / "data/copydetect/descriptors/whitening.npz").exists()
     assert m.pop("descriptor_dim") == 128 + 135 + 1
     # params.yaml's copydetect.verify: the stored matches are verified or not, and the metrics say which
     assert m.pop("verification") == "on (min_inliers 5, bonus 1, refine on)"

@@ -39,7 +39,17 @@ def world(tmp_path_factory) -> dict:
     (proj / "params.yaml").write_text("copydetect:\n  frames: {fps: 1.0, size: 64}\n"
                                       "  candidates: {k: 5, beta: 0.25}\n  localise: {floor: 0.5}\n")
     torch.manual_seed(0)
-    save_frame_encoder(FrameEncoder(32, [8, 16], 32).eval(), proj / "models/copydetect/encoder.pt")
+    enc = save_frame_encoder(FrameEncoder(32, [8, 16], 32).eval(), proj / "models/copydetect/encoder.pt")
+    # the whitening of the default descriptor, as the project's extract stage fits it (references + noise frames)
+    from avmatch.copydetect.db_build import WHITENING_REL
+    from avmatch.copydetect.descriptor import DescriptorSpec, Whitening, frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.copydetect.params import CdDescriptorParams
+    from avmatch.core.hashing import file_hash
+
+    spec = DescriptorSpec.from_params(CdDescriptorParams())
+    train = frame_describer(spec.unwhitened(), load_frame_encoder(enc))(np.concatenate([_clip(s, 4) for s in (1, 2, 3, 50)]))
+    Whitening.fit(train, spec, file_hash(enc)).save(proj / WHITENING_REL)
     refs = root / "my videos"                  # the user's footage, outside the project
     refs.mkdir()
     clips = {f"R{i}": _clip(i, 8) for i in range(1, 4)}
@@ -82,11 +92,13 @@ def test_add_then_query_from_another_folder(world):
     assert "broken.mp4" in r.stderr and "3 video(s) added" in r.stdout
     assert "encoder.pt" in r.stderr and "normalisation is OFF" in r.stderr   # no noise set yet: said, not hidden
     # the project's params.yaml names no descriptor: the default one, recorded in the database
-    assert "trained_dct (dct_weight 0.5) descriptor" in r.stderr
+    assert "trained_dct (dct_weight 0.5, mirror-averaged, whitened (power 0.5, shrink 0.1)) descriptor" in r.stderr
     from avmatch.copydetect.database import CopyDB
     from avmatch.copydetect.descriptor import DescriptorSpec
+    from avmatch.copydetect.params import CdDescriptorParams
 
-    assert CopyDB.load(world["db"]).descriptor == DescriptorSpec("trained_dct", 0.5)
+    cdb = CopyDB.load(world["db"])   # the project's whitening is kept in the database
+    assert cdb.descriptor == DescriptorSpec.from_params(CdDescriptorParams()) and cdb.load_whitening() is not None
     # again: nothing re-embedded; a noise set switches normalisation on
     r = run(["copydetect", "add", str(world["refs"] / "R1.mp4"), str(world["refs"] / "R2.mp4"), "--db", db,
              "--noise", str(world["noise"])], world["elsewhere"], env)

@@ -53,6 +53,12 @@ def test_the_shipped_copydetect_encoder_is_intact_and_found(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AVMATCH_ROOT", raising=False)
     assert locate_default_encoder() == SHIPPED / ENCODER_REL
+    # a new database with the shipped encoder can be built with the shipped descriptor: a whitened one needs its
+    # fit shipped beside the encoder (a descriptor section older than the options describes the plain one)
+    from avmatch.copydetect.db_build import _project_settings, whitening_for
+    from avmatch.copydetect.descriptor import DescriptorSpec
+
+    whitening_for(SHIPPED / ENCODER_REL, DescriptorSpec.from_record(_project_settings(SHIPPED)["descriptor"]))
 
 
 def _locked_run(root: Path, extract_read: str) -> Path:
@@ -85,8 +91,14 @@ def test_ship_follows_the_lock_from_the_evaluation_back_to_the_encoder(tmp_path)
     from pipelines.ship import ShipError, ship
 
     good = _locked_run(tmp_path / "good", hashlib.md5(b"weights").hexdigest())
+    fit = good / "data/copydetect/descriptors/whitening.npz"     # the extract stage's whitening, shipped with it
+    fit.parent.mkdir(parents=True)
+    fit.write_bytes(b"fit")
     dest = ship("copydetect", good, None, tmp_path / "shipped")
     assert (dest / ENCODER_REL).read_bytes() == b"weights"
+    assert (dest / "data/copydetect/descriptors/whitening.npz").read_bytes() == b"fit"
+    assert json.loads((dest / "lineage.json").read_text())["extra_files"] == {
+        "data/copydetect/descriptors/whitening.npz": hashlib.md5(b"fit").hexdigest()}
     assert json.loads((dest / "lineage.json").read_text())["dvc_lock"]["copydetect_evaluate"]
     stale = _locked_run(tmp_path / "stale", hashlib.md5(b"older weights").hexdigest())
     with pytest.raises(ShipError, match="did not evaluate this encoder"):

@@ -120,7 +120,8 @@ DescriptorKind = Enum("DescriptorKind", {k: k for k in DESCRIPTOR_KINDS}, type=s
 
 
 DESCRIPTOR_HELP = ("frame descriptor of a new database (default: the pipeline database's, else params.yaml's "
-                   "copydetect.descriptor): trained = the encoder alone, trained_dct = encoder + DCT/colour; an "
+                   "copydetect.descriptor, mirror-averaged and whitened by default): trained = the encoder alone, "
+                   "trained_dct = encoder + DCT/colour, both as they are (no mirror averaging, no whitening); an "
                    "existing database refuses another one than its own")
 DCT_WEIGHT_HELP = "trained_dct: weight of the DCT/colour similarity (default 0.5, params.yaml's)"
 

@@ -37,6 +37,7 @@ from avmatch.core.db_store import (
 )
 
 FILES = ("encoder.pt", "refs.npz", "noise.npz", "settings.json")
+WHITENING_FILE = "whitening.npz"    # only in a database whose descriptor is whitened
 
 
 def repair_command(root: Path) -> str:
@@ -64,25 +65,31 @@ class CopyDB:
     refs: list[VideoFeatures]
     noise: np.ndarray
     encoder: Path | None = None      # the version's encoder file
+    whitening: Path | None = None    # the version's whitening file (a whitened descriptor only)
     noise_videos: list[VideoFeatures] = field(default_factory=list)   # the noise set per video
     _loaded: dict = field(default_factory=dict, repr=False, compare=False)   # encoder and index, once loaded
 
     @classmethod
     def create(cls, root: str | Path, encoder: Path, refs: list[VideoFeatures], noise: list[VideoFeatures],
-               settings: dict, wait: float | None = None, say=None) -> "CopyDB":
+               settings: dict, wait: float | None = None, say=None, whitening: Path | None = None) -> "CopyDB":
         """Write a new version of the database and publish it (another writer is waited for)."""
         root = Path(root)
         with writer_lock(root, wait, say):
-            cls.publish_locked(root, encoder, refs, noise, settings)
+            cls.publish_locked(root, encoder, refs, noise, settings, whitening)
         return cls.load(root)
 
     @staticmethod
     def publish_locked(root: Path, encoder: Path, refs: list[VideoFeatures], noise: list[VideoFeatures],
-                       settings: dict) -> None:
+                       settings: dict, whitening: Path | None = None) -> None:
         """Write and publish a version; the caller holds the writer lock (`add` reads, embeds and writes
-        under one lock, so two adds cannot lose each other's videos)."""
+        under one lock, so two adds cannot lose each other's videos). `whitening`: the fitted whitening of a
+        whitened descriptor, kept beside the encoder."""
+        if DescriptorSpec.from_record(settings.get("descriptor")).whitens and whitening is None:
+            raise ValueError(f"{root}: a whitened descriptor needs its fitted whitening ({WHITENING_FILE})")
         with snapshots(root).publish() as staging:
             shutil.copy2(encoder, staging / "encoder.pt")
+            if whitening is not None:
+                shutil.copy2(whitening, staging / WHITENING_FILE)
             write_vsc_npz(staging / "refs.npz", refs)
             fault_point("extract")
             write_vsc_npz(staging / "noise.npz", noise)
@@ -114,12 +121,23 @@ class CopyDB:
         if not snap.path("encoder.pt").exists():
             raise DamagedDatabase(snap.path("encoder.pt"), "is missing", repair)
         vecs = np.concatenate([n.features for n in noise]) if noise else np.zeros((0, 1), np.float32)
-        return cls(root, settings, refs, vecs, snap.path("encoder.pt"), noise)
+        whitening = snap.path(WHITENING_FILE) if snap.path(WHITENING_FILE).exists() else None
+        if DescriptorSpec.from_record(settings.get("descriptor")).whitens and whitening is None:
+            raise DamagedDatabase(snap.folder, f"has a whitened descriptor but no {WHITENING_FILE}", repair)
+        return cls(root, settings, refs, vecs, snap.path("encoder.pt"), whitening, noise)
 
     @property
     def descriptor(self) -> DescriptorSpec:
         """The frame descriptor of its references and noise set (a database older than the option: trained)."""
         return DescriptorSpec.from_record(self.settings.get("descriptor"))
+
+    def load_whitening(self):
+        """The fitted `Whitening` of its descriptor (None when the descriptor is not whitened)."""
+        from avmatch.copydetect.descriptor import Whitening
+
+        if not self.descriptor.whitens:
+            return None
+        return Whitening.load(self.whitening).check(self.root, self.descriptor)
 
     def reference_path(self, ref_id: str, ref_dir: Path | None = None) -> Path:
         """The video file of a reference: `ref_dir`/<ref_id>.<any extension> when given, else the file
@@ -164,7 +182,7 @@ class CopyDB:
         dec = decode_frames(video, fps=s["fps"], size=s["frame_size"])
         if "index" not in self._loaded:   # once for all the queries of a command
             model = load_frame_encoder(self.encoder or self.root / "encoder.pt")
-            self._loaded["describe"] = frame_describer(self.descriptor, model)
+            self._loaded["describe"] = frame_describer(self.descriptor, model, whitening=self.load_whitening())
             self._loaded["index"] = reference_index(self.refs) if self.refs else None
         if self._loaded["index"] is None:
             return []

@@ -40,6 +40,7 @@ from avmatch.core.model_lookup import (
 
 ENCODER_REL = Path("models") / "copydetect" / "encoder.pt"
 PIPELINE_DB_REL = Path("data") / "copydetect" / "db"
+WHITENING_REL = Path("data") / "copydetect" / "descriptors" / "whitening.npz"   # the extract stage's fit
 
 
 EncoderNotFound = ModelNotFound   # no encoder for a new database, or another one than the database's
@@ -67,6 +68,15 @@ def locate_default_encoder(model: Path | None = None) -> Path:
                         system="copydetect")
 
 
+def _descriptor_section(cd: dict) -> dict:
+    """params.yaml's copydetect.descriptor; a section written before the post-processing options (e.g. the
+    params.yaml shipped with an encoder evaluated without them) describes the descriptor without them."""
+    section = dict(cd.get("descriptor") or {})
+    if section and "mirror" not in section and "whiten_power" not in section:
+        section.update(mirror=False, whiten_power=0.0)
+    return section
+
+
 def _project_settings(project: Path | None) -> dict:
     """The project's copydetect frames/candidates/localise/descriptor/verify params (only those subsections are
     read, so a params.yaml of another pipeline version still gives them); the defaults when there is none."""
@@ -88,7 +98,7 @@ def _project_settings(project: Path | None) -> dict:
     return settings_from(fps=frames.fps, frame_size=frames.size, beta=cand.beta, k=cand.k,
                          max_pairs_per_query=cand.max_pairs_per_query,
                          localise=CdLocaliseParams(**(cd.get("localise") or {})).model_dump(),
-                         descriptor=DescriptorSpec(**CdDescriptorParams(**(cd.get("descriptor") or {})).model_dump()),
+                         descriptor=DescriptorSpec.from_params(CdDescriptorParams(**_descriptor_section(cd))),
                          verify=CdVerifyParams(**(cd.get("verify") or {})).model_dump())
 
 
@@ -113,8 +123,28 @@ def new_database_setup(encoder: Path, descriptor: DescriptorSpec | None = None) 
     return settings, [], str(project / "params.yaml") if project else "the default parameters"
 
 
+def whitening_for(encoder: Path, spec: DescriptorSpec) -> Path | None:
+    """The fitted whitening a new database of `encoder` with the whitened descriptor `spec` takes (None when
+    `spec` does not whiten): the one the extract stage of the encoder's project fitted for this encoder and
+    descriptor (`data/copydetect/descriptors/whitening.npz`, also shipped with the encoder). WhiteningMissing
+    when there is none."""
+    from avmatch.copydetect.descriptor import Whitening, WhiteningMissing
+
+    if not spec.whitens:
+        return None
+    project = project_of(encoder)
+    f = project / WHITENING_REL if project is not None else None
+    if f is None or not f.exists():
+        raise WhiteningMissing(f"the {spec.label} descriptor needs the whitening fitted on the references and noise "
+                               f"set of {encoder}'s project ({WHITENING_REL}: `dvc repro copydetect_extract` there); "
+                               "none found: give --descriptor (a descriptor without post-processing), or run the pipeline there")
+    Whitening.load(f).check(f, spec, file_hash(encoder))
+    return f
+
+
 def embed_videos(files: Iterable[tuple[str, Path]], encoder: Path, settings: dict,
-                 on_error: Callable[[str, str], None], desc: str) -> list[tuple[VideoFeatures, str]]:
+                 on_error: Callable[[str, str], None], desc: str,
+                 whitening: Path | None = None) -> list[tuple[VideoFeatures, str]]:
     """(descriptors, content hash) of each (id, file) at the database's frame rate and size, with its
     descriptor and a progress bar; a file that cannot be decoded (or has no frame) goes to
     `on_error(path, reason)` and is left out."""
@@ -126,7 +156,11 @@ def embed_videos(files: Iterable[tuple[str, Path]], encoder: Path, settings: dic
     files = list(files)
     if not files:
         return []
-    describe = frame_describer(DescriptorSpec.from_record(settings.get("descriptor")), load_frame_encoder(encoder))
+    from avmatch.copydetect.descriptor import Whitening
+
+    spec = DescriptorSpec.from_record(settings.get("descriptor"))
+    describe = frame_describer(spec, load_frame_encoder(encoder),
+                               whitening=Whitening.load(whitening).check(whitening, spec) if spec.whitens else None)
     out = []
     for vid, path in progress(files, desc=desc, unit="video"):
         try:
@@ -205,9 +239,11 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
                                       "encoder (omit --model, or give a new --db)")
             check_same(db, current.descriptor, descriptor)
             settings["descriptor"] = current.descriptor.record()    # explicit, also for a database older than the option
+            whitening = current.whitening
         else:
             encoder = locate_default_encoder(model)
             settings, noise, source = new_database_setup(encoder, descriptor)
+            whitening = whitening_for(encoder, DescriptorSpec.from_record(settings["descriptor"]))
             report.notes.append(f"new database {db}: encoder {encoder}, "
                                 f"{DescriptorSpec.from_record(settings['descriptor']).label} descriptor; settings and "
                                 f"noise set from {source}")
@@ -225,8 +261,8 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
             if reason:
                 raise FileNotFoundError(f"--noise {noise_dir}: {reason}")
             noise = [v for v, _ in embed_videos(((p.stem, p) for p in noise_files), encoder, settings, error,
-                                                "copydetect add: noise")]
-        for vf, digest in embed_videos(todo, encoder, settings, error, "copydetect add: references"):
+                                                "copydetect add: noise", whitening)]
+        for vf, digest in embed_videos(todo, encoder, settings, error, "copydetect add: references", whitening):
             if vf.video_id in refs:
                 report.replaced.append(vf.video_id)
             refs[vf.video_id] = vf
@@ -240,4 +276,4 @@ def _add_locked(db: Path, files: dict[str, Path], model: Path | None, noise_dir:
                                        for r in refs.values() if len(r)))
         if report.added or noise_dir is not None:
             settings["ref_sources"] = sources
-            CopyDB.publish_locked(db, encoder, list(refs.values()), noise, settings)
+            CopyDB.publish_locked(db, encoder, list(refs.values()), noise, settings, whitening)
