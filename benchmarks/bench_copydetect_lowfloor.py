@@ -15,6 +15,13 @@ Reports matching / pairwise µAP with 95 % bootstrap intervals over queries (pai
 ground-truth diagnosis (no pair / no overlapping match / found unverified / found verified), the IoU of the
 reference bounds of the true matches with the truth, false matches that verify, and CPU per query.
 --choose: the best setting on the first set by matching µAP (ties: the first / cheapest listed).
+
+Session 13 (cd13c): the descriptor is --params's (default: --root's params.yaml), built by the library
+(`frame_describer`); a whitened descriptor's whitening is fitted by `whiten_sets` on the demo corpus's references +
+noise (the encoder's training footage, as the extract stage does; never the unseen sources). --betas / --base-floors:
+a grid over the first pass too (candidates.beta x localise.floor; the baseline stays params' values, no second
+pass); the second-pass floors are then tried only below the row's floor. --cache: the described sets (before
+whitening) are kept there.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ def ref_iou(gt: list, matches: list, idx: list[int]) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used")
+    p.add_argument("--params", default=None, help="params.yaml to use instead of --root's (encoder, demo corpus: --root)")
+    p.add_argument("--betas", default=None, help="first-pass candidates.beta values (comma-separated; default params')")
+    p.add_argument("--base-floors", default=None, help="first-pass localise.floor values (default params')")
+    p.add_argument("--cache", default=None, help="folder keeping the described sets (before whitening)")
     p.add_argument("--collections", default=str(ROOT / "data/copydetect/unseen_split"))
     p.add_argument("--sets", default="val", help="comma-separated, of val, test, demo")
     p.add_argument("--seed", type=int, default=11, help="collection seed")
@@ -80,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--second-chance", default="off", help="comma-separated of off, on: re-check the first pass's "
                    "unverified matches with the (upscaled) keypoint setting of the row")
     p.add_argument("--only", default=None, help="one setting 'F|kp|rule|sc' (e.g. 0.15|s320|coverage|off; F 0 = no "
-                   "second pass) measured against the baseline")
+                   "second pass) or 'beta|floor|F|kp|rule|sc' measured against the baseline")
     p.add_argument("--library", action="store_true", help="with --only: also run the library's path "
                    "(`Verifier.verify_pairs` with second_floor / second_min_side / ref_rule set) and report its µAP")
     p.add_argument("--choose", action="store_true", help="report the best setting on the first set")
@@ -93,47 +104,95 @@ def main(argv=None) -> int:
     import cv2
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
+    import numpy as np
+
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
+    from avmatch.copydetect.metrics import VideoFeatures
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, new_segments, refined_bounds, rescored
     from avmatch.core.config import load_params
+    from avmatch.core.hashing import file_hash
 
     cv2.setNumThreads(max(1, threads))
     rep = Report("copydetect_lowfloor", "Copy detection: verified-only low-floor pass, reference bounds", args)
     rep.refresh_machine()
     root = Path(args.root).resolve()
-    params = load_params(root / "params.yaml")
+    params = load_params(Path(args.params) if args.params else root / "params.yaml")
     cd = params.copydetect
     loc = cd.localise.model_dump()
     vp = VerifyParams()
+    b0, l0 = cd.candidates.beta, cd.localise.floor
     if args.only:
-        f, k, r, sc = args.only.split("|")
-        settings = [(0.0, "base", "identity", "off"), (float(f), k, r, sc)]
+        bits = args.only.split("|")
+        b, lf = (float(bits[0]), float(bits[1])) if len(bits) == 6 else (b0, l0)
+        f, k, r, sc = bits[-4:]
+        settings = [(b0, l0, 0.0, "base", "identity", "off"), (b, lf, float(f), k, r, sc)]
     else:
         floors = [0.0] + [float(x) for x in args.floors.split(",") if x]
         kps = [x for x in args.kp.split(",") if x]
-        settings = [(0.0, "base", r, "off") for r in args.rules.split(",")]
-        settings += [(f, k, r, sc) for f in floors for k in kps for r in args.rules.split(",")
-                     for sc in args.second_chance.split(",") if not (f == 0 and k == "base")
-                     and not (f == 0 and sc == "off") and not (k == "base" and sc == "on")]
+        betas = [b0] + [float(x) for x in (args.betas or "").split(",") if x]
+        lfloors = [l0] + [float(x) for x in (args.base_floors or "").split(",") if x]
+        settings = [(b0, l0, 0.0, "base", r, "off") for r in args.rules.split(",")]
+        settings += [(b, lf, f, k, r, sc) for b in dict.fromkeys(betas) for lf in dict.fromkeys(lfloors)
+                     for f in floors for k in kps for r in args.rules.split(",")
+                     for sc in args.second_chance.split(",") if f < lf and not (f == 0 and k == "base" and sc == "off"
+                     and (b, lf) == (b0, l0)) and not (f == 0 and k != "base" and sc == "off") and not (k == "base" and sc == "on")]
         settings = list(dict.fromkeys(settings))
-    spec = DescriptorSpec(cd.descriptor.kind, cd.descriptor.dct_weight)
-    embed = frame_describer(spec, load_frame_encoder(root / "models/copydetect/encoder.pt"), "cpu", cd.extract.batch_size)
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    enc_file = root / "models/copydetect/encoder.pt"
+    enc_hash = file_hash(enc_file)
+    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
+    cache = Path(args.cache) if args.cache else None
     folder = Path(args.collections)
     n_boot = 10 if args.quick else args.bootstrap
+
+    def described(s: str):
+        """load_set with the descriptor before whitening, kept under --cache."""
+        f = cache / f"{s}_{enc_hash[:12]}_{spec.unwhitened().label.replace(' ', '')}.npz" if cache else None
+        if f is not None and f.exists() and not args.quick:
+            z = np.load(f, allow_pickle=True)
+            gt_, _, _, _, vd = load_set(s, params, root, folder, args.seed, None, args.quick, describe=False)
+            q_, r_ = ([VideoFeatures(i, t, x) for i, t, x in z[k]] for k in ("q", "r"))
+            return gt_, q_, r_, z["n"], vd
+        out = load_set(s, params, root, folder, args.seed, embed, args.quick)
+        if f is not None and not args.quick:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(f, q=np.array([(v.video_id, v.timestamps, v.features) for v in out[1]], dtype=object),
+                     r=np.array([(v.video_id, v.timestamps, v.features) for v in out[2]], dtype=object), n=out[3])
+        return out
+
+    whitening = None
+    if spec.whitens:   # fitted as the extract stage does: on the training footage (demo references + noise)
+        _, _, dr, dn, _ = described("demo")
+        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
+        print(f"[lowfloor] whitening ({spec.label}) fitted on {len(dn) + sum(len(v.features) for v in dr)} demo "
+              "reference + noise frames", flush=True)
     results: dict = {}
     chosen = None
     for s in args.sets.split(","):
-        gt, q, r, noise, vdir = load_set(s, params, root, folder, args.seed, embed, args.quick)
+        gt, q, r, noise, vdir = described(s)
+        if whitening is not None:
+            q, r = ([VideoFeatures(x.video_id, x.timestamps, whitening.apply(x.features)) for x in vs] for vs in (q, r))
+            noise = whitening.apply(noise)
         qdir, rdir = vdir / cd.corpus.query_dir, vdir / cd.corpus.ref_dir
         qmap, rmap = {x.video_id: x for x in q}, {x.video_id: x for x in r}
         t0 = time.process_time()
-        cands = find_candidates(reference_index(r), q, noise, cd.candidates.beta, cd.candidates.k,
-                                cd.candidates.max_pairs_per_query)
-        first = localise_pairs(cands.pairs, qmap, rmap, cands.bias, **loc)
+        ref_index = reference_index(r)
+        cands_b: dict = {}
+        firsts: dict = {}
+
+        def first_pass(b: float, lf: float):
+            if b not in cands_b:
+                cands_b[b] = (find_candidates(ref_index, q, noise, b, cd.candidates.k, cd.candidates.max_pairs_per_query),
+                              descriptor_submission(q, r, noise, b))
+            if (b, lf) not in firsts:
+                c = cands_b[b][0]
+                firsts[b, lf] = localise_pairs(c.pairs, qmap, rmap, c.bias, **{**loc, "floor": lf})
+            return cands_b[b][0], firsts[b, lf], cands_b[b][1]
+
+        cands, first, (qa, ra) = first_pass(b0, l0)
         t_first = time.process_time() - t0
-        qa, ra = descriptor_submission(q, r, noise, cd.candidates.beta)
         verifiers: dict = {}
         kp_cpu: dict = {}
 
@@ -149,10 +208,10 @@ def main(argv=None) -> int:
                 kp_cpu[kp] = time.process_time() - t1
             return verifiers[kp]
 
-        memo: dict = {}   # (kp, match) -> (inliers, alignment rows or None, cpu s)
+        memo: dict = {}   # (kp, match without its score) -> (inliers, alignment rows or None, cpu s)
 
         def checked(kp: str, m):
-            key = (kp, m)
+            key = (kp, dataclasses.replace(m, score=0.0))
             if key not in memo:
                 v = verifier(kp)
                 t1 = time.process_time()
@@ -173,30 +232,32 @@ def main(argv=None) -> int:
 
         lows: dict = {}
         rows_out: dict = {}
-        for f, kp, rule, sc in settings:
+        for b, lf, f, kp, rule, sc in settings:
+            cands, first, (qa, ra) = first_pass(b, lf)
             t_set = 0.0
             matches, ver_idx = [], set()
             for m in first:
                 out, ok = finished("base", m, rule)
-                t_set += memo[("base", m)][2]
+                t_set += checked("base", m)[2]
                 if not ok and sc == "on":
                     out, ok = finished(kp, m, rule)
-                    t_set += memo[(kp, m)][2]
+                    t_set += checked(kp, m)[2]
                 if ok:
                     ver_idx.add(len(matches))
                 matches.append(out)
             n_extra = n_extra_cand = 0
             t_low = 0.0
             if f > 0:
-                if f not in lows:
+                lk = (b, lf, f)
+                if lk not in lows:
                     t1 = time.process_time()
-                    lows[f] = new_segments(localise_pairs(cands.pairs, qmap, rmap, cands.bias, **{**loc, "floor": f}), first)
-                    lows[(f, "cpu")] = time.process_time() - t1
-                t_low = lows[(f, "cpu")]
-                n_extra_cand = len(lows[f])
-                for m in lows[f]:
+                    lows[lk] = new_segments(localise_pairs(cands.pairs, qmap, rmap, cands.bias, **{**loc, "floor": f}), first)
+                    lows[(lk, "cpu")] = time.process_time() - t1
+                t_low = lows[(lk, "cpu")]
+                n_extra_cand = len(lows[lk])
+                for m in lows[lk]:
                     out, ok = finished(kp, m, rule)
-                    t_set += memo[(kp, m)][2]
+                    t_set += checked(kp, m)[2]
                     if ok:
                         ver_idx.add(len(matches))
                         matches.append(out)
@@ -204,9 +265,9 @@ def main(argv=None) -> int:
             sc_ = score_matches(gt, matches, qa, ra, n_boot)
             labels = label_matches(gt, matches)
             true_ver = [i for i in ver_idx if labels[i]]
-            name = f"{f:g}|{kp}|{rule}|{sc}"
+            name = f"{b:g}|{lf:g}|{f:g}|{kp}|{rule}|{sc}"
             rows_out[name] = {
-                "floor": f, "kp": kp, "rule": rule, "second_chance": sc, "matches": len(matches),
+                "beta": b, "base_floor": lf, "floor": f, "kp": kp, "rule": rule, "second_chance": sc, "matches": len(matches),
                 "extra_candidates": n_extra_cand, "extra_verified": n_extra,
                 "extra_true": sum(labels[i] for i in range(len(first), len(matches))),
                 "false_verified": sum(1 for i in ver_idx if not labels[i]),
@@ -219,15 +280,16 @@ def main(argv=None) -> int:
                   f"{d['false_verified']}, ref IoU {d['ref_iou_true_verified']:.3f}, {d['status']}, cpu/query verify "
                   f"{d['cpu_s_per_query_verify']:.2f} s", flush=True)
         if args.library and args.only:
-            f, kp, rule, _ = settings[-1]
+            b, lf, f, kp, rule, _ = settings[-1]
+            cands, first, (qa, ra) = first_pass(b, lf)
             lp = dataclasses.replace(vp, second_floor=f, ref_rule=rule,
                                      second_min_side=0 if kp == "base" else int(kp[1:]))
             t1 = time.process_time()
             lib, _ = Verifier(lambda i: qdir / f"{i}.mp4", lambda i: rdir / f"{i}.mp4", lp, max_videos=10_000
-                              ).verify_pairs(first, cands.pairs, qmap, rmap, cands.bias, loc)
+                              ).verify_pairs(first, cands.pairs, qmap, rmap, cands.bias, {**loc, "floor": lf})
             t_lib = time.process_time() - t1
             ls = score_matches(gt, lib, qa, ra, 0)
-            rows_out[f"{f:g}|{kp}|{rule}|{settings[-1][3]}"]["library"] = {
+            rows_out[f"{b:g}|{lf:g}|{f:g}|{kp}|{rule}|{settings[-1][5]}"]["library"] = {
                 "matches": len(lib), "matching_uap": ls["matching_uap"], "pairwise_uap": ls["pairwise_uap"],
                 "cpu_s_per_query_all": t_lib / len(q)}
             print(f"[lowfloor] {s} library path (Verifier.verify_pairs, {lp.second_floor=}): {len(lib)} matches, "
@@ -252,7 +314,7 @@ def main(argv=None) -> int:
         for name, res in out["rows"].items():
             d = res.get("paired", {}).get("matching_uap")
             st = res["status"]
-            table.append({"set": s, "floor|kp|rule|2nd chance": name, "extra (true)": f"{res['extra_verified']} ({res['extra_true']})",
+            table.append({"set": s, "β / floor / 2nd floor / kp / rule / 2nd chance": name.replace("|", " / "), "extra (true)": f"{res['extra_verified']} ({res['extra_true']})",
                           "matching µAP": cell(res["scores"], "matching_uap"),
                           "− baseline": f"{d['difference']:+.4f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d else "",
                           "pairwise µAP": cell(res["scores"], "pairwise_uap"),
@@ -261,7 +323,7 @@ def main(argv=None) -> int:
                           "false verified": res["false_verified"], "ref IoU": f"{res['ref_iou_true_verified']:.3f}",
                           "CPU s/query verify": f"{res['cpu_s_per_query_verify']:.2f}"})
     rep.table(table, caption=f"95 % bootstrap intervals over queries, {n_boot} resamples, paired against the first row")
-    rep.add(f"Encoder: {root}/models/copydetect/encoder.pt; verify {dataclasses.asdict(vp)}; chosen: {chosen}; keypoint "
+    rep.add(f"Encoder: {root}/models/copydetect/encoder.pt; descriptor {spec.label}; verify {dataclasses.asdict(vp)}; chosen: {chosen}; keypoint "
             "CPU s/query: " + "; ".join(f"{s} {o['keypoints_cpu_s_per_query']}" for s, o in results.items()))
     for out in results.values():
         for res in out["rows"].values():

@@ -83,10 +83,12 @@ def diagnose(gt: list, matches: list, scores: list[float], inliers: list[int], m
     return out
 
 
-def load_set(name: str, params, root: Path, folder: Path, seed: int, embed, quick: bool = False):
+def load_set(name: str, params, root: Path, folder: Path, seed: int, embed, quick: bool = False,
+             describe: bool = True):
     """(ground truth, query features, reference features, noise matrix, folder of the videos) of a set: the `name`
     half (val / test) of the unseen-source collection under `folder` (built there when missing), or --root's demo
-    corpus ("demo"); --quick keeps 12 queries."""
+    corpus ("demo"); --quick keeps 12 queries. describe=False: the ground truth and the folder only (None for the
+    rest)."""
     from avmatch.copydetect.corpus import build_unseen_collection
     from avmatch.copydetect.metrics import read_matches
     from pipelines.copydetect.evaluate import _describe_sets
@@ -97,14 +99,18 @@ def load_set(name: str, params, root: Path, folder: Path, seed: int, embed, quic
     if name == "demo":
         paths = CopydetectPaths.from_params(params, root)
         gt = read_matches(paths.ground_truth, is_gt=True)
-        q, r, n = _describe_sets(paths, embed)
         vdir = paths.corpus
+        if not describe:
+            return gt, None, None, None, vdir
+        q, r, n = _describe_sets(paths, embed)
     else:
         if not (folder / name / "matching_ground_truth.csv").exists():
             build_unseen_collection(folder / name, seed=seed, split=name)
         gt = read_matches(folder / name / "matching_ground_truth.csv", is_gt=True)
-        q, r, n = describe_collection(folder / name, embed, cd.frames.fps, cd.frames.size)
         vdir = folder / name
+        if not describe:
+            return gt, None, None, None, vdir
+        q, r, n = describe_collection(folder / name, embed, cd.frames.fps, cd.frames.size)
     if quick:
         q = q[:12]
         gt = [m for m in gt if m.query_id in {x.video_id for x in q}]
