@@ -24,7 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from _report import Report, add_common_args, quiet_env, set_threads  # noqa: E402
-from bench_copydetect_unseen import MEASURES, describe_collection, paired_difference, score_matches  # noqa: E402
+from bench_copydetect_unseen import (  # noqa: E402
+    MEASURES,
+    describe_collection,
+    paired_difference,
+    pipeline_describer,
+    score_matches,
+)
 
 
 def ints(text: str) -> list[int]:
@@ -54,10 +60,8 @@ def main(argv=None) -> int:
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
     from avmatch.copydetect.corpus import build_unseen_collection
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.metrics import read_matches
-    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams
     from avmatch.core.config import load_params
     from pipelines.copydetect.evaluate import _describe_sets
@@ -71,8 +75,7 @@ def main(argv=None) -> int:
     params = load_params(root / "params.yaml")
     cd = params.copydetect
     vp = VerifyParams()
-    spec = DescriptorSpec(cd.descriptor.kind, cd.descriptor.dct_weight)
-    embed = frame_describer(spec, load_frame_encoder(root / "models/copydetect/encoder.pt"), "cpu", cd.extract.batch_size)
+    _, embed = pipeline_describer(root, cd.extract.batch_size)
     settings = list(itertools.product(ints(args.k), ints(args.max_pairs), ints(args.max_segments)))
     folder = Path(args.collections)
     n_boot = 10 if args.quick else args.bootstrap

@@ -57,6 +57,20 @@ def describe_collection(folder: Path, embed, fps: float, size: int) -> tuple[lis
     return tuple(out)
 
 
+def pipeline_describer(root: Path, batch_size: int = 128):
+    """(spec, frames -> vectors): --root's pipeline descriptor as `avmatch copydetect add` takes it (params.yaml's
+    copydetect.descriptor; a section older than the post-processing options is the plain descriptor), whitened
+    with the fit of --root's extract stage when it is whitened."""
+    from avmatch.copydetect.db_build import _project_settings, whitening_for
+    from avmatch.copydetect.descriptor import DescriptorSpec, Whitening, frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
+
+    enc = Path(root) / "models/copydetect/encoder.pt"
+    spec = DescriptorSpec.from_record(_project_settings(Path(root))["descriptor"])
+    fit = whitening_for(enc, spec)
+    return spec, frame_describer(spec, load_frame_encoder(enc), "cpu", batch_size, Whitening.load(fit) if fit else None)
+
+
 def score(gt, queries, refs, noise, cd, beta: float, n_boot: int, seed: int = 0) -> dict:
     """µAPs of one descriptor set at normalisation weight β, with bootstrap intervals over queries."""
     from avmatch.copydetect.candidates import descriptor_submission

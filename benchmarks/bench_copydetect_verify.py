@@ -28,7 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from _report import Report, add_common_args, quiet_env, set_threads  # noqa: E402
-from bench_copydetect_unseen import MEASURES, describe_collection, paired_difference, score_matches  # noqa: E402
+from bench_copydetect_unseen import (  # noqa: E402
+    MEASURES,
+    describe_collection,
+    paired_difference,
+    pipeline_describer,
+    score_matches,
+)
 
 MIN_INLIERS = (4, 5, 6, 8, 10, 12, 15, 20)
 # bound refinement of verified matches (`refined_bounds`): off, or "<frame_min>:<max_distance>"
@@ -149,9 +155,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, refined_bounds
     from avmatch.core.config import load_params
 
@@ -170,8 +174,7 @@ def main(argv=None) -> int:
             "ref_window": args.ref_window, "fps": args.kp_fps,
             "contrast": args.contrast}
     vp = dataclasses.replace(vp, **{k: v for k, v in over.items() if v is not None})
-    spec = DescriptorSpec(cd.descriptor.kind, cd.descriptor.dct_weight)
-    embed = frame_describer(spec, load_frame_encoder(root / "models/copydetect/encoder.pt"), "cpu", cd.extract.batch_size)
+    _, embed = pipeline_describer(root, cd.extract.batch_size)
     folder = Path(args.collections)
     n_boot = 10 if args.quick else args.bootstrap
     sets = args.sets.split(",")
