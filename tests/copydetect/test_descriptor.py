@@ -203,7 +203,7 @@ def test_database_keeps_its_whitening(tmp_path, encoder):
     assert whitening_for(enc, spec) == saved
     refs = [VideoFeatures("R0", np.stack([np.arange(4.0), np.arange(4.0) + 1], 1), w.apply(raw[:4]))]
     settings = settings_from(fps=1.0, frame_size=64, beta=0.0, k=5, max_pairs_per_query=5, localise={},
-                             descriptor=spec)
+                             descriptor=spec, verify={})
     db = CopyDB.create(tmp_path / "db", enc, refs, [], settings, whitening=project / WHITENING_REL)
     assert db.descriptor == spec and np.array_equal(db.load_whitening().projection, w.projection)
     db.whitening.unlink()
