@@ -74,6 +74,22 @@ def ref_iou(gt: list, matches: list, idx: list[int]) -> float:
     return float(sum(vals) / len(vals)) if vals else float("nan")
 
 
+def dump_matches(folder: Path, row: str, matches: list, query_ids: list[str]) -> None:
+    """A row's matches as a VSC22 matching CSV (file name: the row with "|" as "_"), and the set's query ids."""
+    import csv
+
+    from avmatch.copydetect.metrics import MATCH_COLUMNS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "queries.txt").write_text("\n".join(query_ids) + "\n")
+    with open(folder / f"{row.replace('|', '_')}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(MATCH_COLUMNS)
+        for m in matches:
+            w.writerow([m.query_id, m.ref_id] + [repr(float(x)) for x in (m.query_start, m.query_end, m.ref_start,
+                                                                          m.ref_end, m.score)])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used")
@@ -94,6 +110,8 @@ def main(argv=None) -> int:
                    "second pass) or 'beta|floor|F|kp|rule|sc' measured against the baseline")
     p.add_argument("--library", action="store_true", help="with --only: also run the library's path "
                    "(`Verifier.verify_pairs` with second_floor / second_min_side / ref_rule set) and report its µAP")
+    p.add_argument("--dump", default=None, help="folder: write each set's query ids and each row's matches "
+                   "(<set>/queries.txt, <set>/<row>.csv, VSC22 matching CSV) for bench_copydetect_pooled.py")
     p.add_argument("--choose", action="store_true", help="report the best setting on the first set")
     add_common_args(p)
     args = p.parse_args(argv)
@@ -263,6 +281,8 @@ def main(argv=None) -> int:
                         matches.append(out)
                         n_extra += 1
             sc_ = score_matches(gt, matches, qa, ra, n_boot)
+            if args.dump:
+                dump_matches(Path(args.dump) / s, f"{b:g}|{lf:g}|{f:g}|{kp}|{rule}|{sc}", matches, [x.video_id for x in q])
             labels = label_matches(gt, matches)
             true_ver = [i for i in ver_idx if labels[i]]
             name = f"{b:g}|{lf:g}|{f:g}|{kp}|{rule}|{sc}"
