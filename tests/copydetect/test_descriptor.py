@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from avmatch.copydetect.descriptor import (
     DescriptorMismatch,
     DescriptorSpec,
+    WhiteningMissing,
     encoder_part,
     frame_describer,
 )
@@ -206,6 +207,15 @@ def test_database_keeps_its_whitening(tmp_path, encoder):
                              descriptor=spec, verify={})
     db = CopyDB.create(tmp_path / "db", enc, refs, [], settings, whitening=project / WHITENING_REL)
     assert db.descriptor == spec and np.array_equal(db.load_whitening().projection, w.projection)
+    good = db.whitening.read_bytes()
+    db.whitening.write_bytes(b"not a whitening")      # a damaged fit is named when the database is opened,
+    with pytest.raises(DamagedDatabase, match=f"{WHITENING_FILE}: has 15 bytes where"):   # the snapshot store's check
+        CopyDB.load(db.root)
+    db.whitening.write_bytes(good)
+    (project / WHITENING_REL).write_bytes(b"truncated")   # and a damaged project fit when a database is built
+    with pytest.raises(WhiteningMissing, match="not a copy detection whitening file.*dvc repro copydetect_extract"):
+        whitening_for(enc, spec)
+    w.save(project / WHITENING_REL)
     db.whitening.unlink()
     with pytest.raises(DamagedDatabase, match=f"{WHITENING_FILE}: is missing"):
         CopyDB.load(db.root)

@@ -138,7 +138,12 @@ def whitening_for(encoder: Path, spec: DescriptorSpec) -> Path | None:
         raise WhiteningMissing(f"the {spec.label} descriptor needs the whitening fitted on the references and noise "
                                f"set of {encoder}'s project ({WHITENING_REL}: `dvc repro copydetect_extract` there); "
                                "none found: give --descriptor (a descriptor without post-processing), or run the pipeline there")
-    Whitening.load(f).check(f, spec, file_hash(encoder))
+    try:
+        fit = Whitening.load(f)
+    except ValueError as exc:
+        raise WhiteningMissing(f"{exc}: run `dvc repro copydetect_extract` in {project} to fit it again, or give "
+                               "--descriptor (a descriptor without post-processing)") from None
+    fit.check(f, spec, file_hash(encoder))
     return f
 
 
