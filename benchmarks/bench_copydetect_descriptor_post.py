@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--verify", action="store_true", help="also verify every variant's matches (library defaults)")
     p.add_argument("--dct-settings", default="0.25,0.5,0", help="β,floor,ref_extend of the dct_colour variants")
-    p.add_argument("--cache", default="/tmp/cd13b/parts", help="folder of the described parts (per set)")
+    p.add_argument("--cache", default=None, help="folder keeping the described parts (per set, seed and encoder; "
+                   "default: none)")
     add_common_args(p)
     args = p.parse_args(argv)
     args.no_doc = args.no_doc or args.doc is None
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams
     from avmatch.core.config import load_params
+    from avmatch.core.hashing import file_hash
     from pipelines.copydetect.evaluate import _describe_sets
     from pipelines.copydetect.paths import CopydetectPaths
 
@@ -103,14 +105,15 @@ def main(argv=None) -> int:
     MODEL.append(load_frame_encoder(root / "models/copydetect/encoder.pt"))
     TD = cd.model.dim
     w0 = cd.descriptor.dct_weight
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.cache) if args.cache else None
+    enc_tag = file_hash(root / "models/copydetect/encoder.pt")[:12]
     folder = Path(args.collections)
     n_boot = 10 if args.quick else args.bootstrap
 
     def parts_of(s: str):
-        f = cache / f"{s}.npz"
-        if f.exists():
+        tag = s if s == "demo" else f"{s}_seed{args.seed}"    # a collection's halves differ with the seed
+        f = cache / f"{tag}_{enc_tag}.npz" if cache else None
+        if f is not None and f.exists():
             z = np.load(f, allow_pickle=True)
             return tuple([VideoFeatures(i, t, x) for i, t, x in z[k]] for k in ("q", "r", "n"))
         t0 = time.perf_counter()
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
             q, r, n = describe_collection(folder / s, describe_parts, cd.frames.fps, cd.frames.size)
         pack = {k: np.array([(v.video_id, v.timestamps, v.features) for v in vs], dtype=object)
                 for k, vs in zip("qrn", (q, r, n))}
-        np.savez(f, **pack)
+        if f is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(f, **pack)
         print(f"[post] {s}: parts described in {time.perf_counter() - t0:.0f} s", flush=True)
         return q, r, n
 

@@ -167,7 +167,8 @@ def main(argv=None) -> int:
 
     def described(s: str):
         """load_set with the descriptor before whitening, kept under --cache."""
-        f = cache / f"{s}_{enc_hash[:12]}_{spec.unwhitened().label.replace(' ', '')}.npz" if cache else None
+        tag = s if s == "demo" else f"{s}_seed{args.seed}"    # a collection's halves differ with the seed
+        f = cache / f"{tag}_{enc_hash[:12]}_{spec.unwhitened().label.replace(' ', '')}.npz" if cache else None
         if f is not None and f.exists() and not args.quick:
             z = np.load(f, allow_pickle=True)
             gt_, _, _, _, vd = load_set(s, params, root, folder, args.seed, None, args.quick, describe=False)
