@@ -99,17 +99,28 @@ def salience_f0(pcm_file: str, sr: int, alpha: float = 0.5, hop: int = 256) -> t
 BP_FPS = 22050 / 256  # basic-pitch's model frame rate (AUDIO_SAMPLE_RATE / FFT_HOP)
 
 
-def basicpitch_model(threads: int = 1):
-    """basic-pitch's ICASSP-2022 model (the ONNX file shipped in the pip package), run by onnxruntime on `threads`
-    threads. basic-pitch is not a project dependency: install `basic-pitch onnxruntime pretty_midi mido
-    importlib_resources mir_eval` with `pip install --no-deps --target DIR` and put DIR on PYTHONPATH. `resampy`
-    (only its sonification uses it) is stubbed."""
+def _import_basic_pitch():
+    """Import basic-pitch quietly: `resampy` (only its sonification uses it) is stubbed, and the package's
+    warnings about every absent backend (TensorFlow, CoreML, TFLite) are silenced."""
     import logging
     import types
 
     sys.modules.setdefault("resampy", types.ModuleType("resampy"))
-    logging.getLogger().setLevel(logging.ERROR)  # the package warns about every absent backend at import
-    import basic_pitch
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        import basic_pitch.inference
+        import basic_pitch.note_creation  # noqa: F401
+    finally:
+        logging.getLogger().setLevel(level)
+    return basic_pitch
+
+
+def basicpitch_model(threads: int = 1):
+    """basic-pitch's ICASSP-2022 model (the ONNX file shipped in the pip package), run by onnxruntime on `threads`
+    threads. basic-pitch is not a project dependency: install `basic-pitch onnxruntime pretty_midi mido
+    importlib_resources mir_eval` with `pip install --no-deps --target DIR` and put DIR on PYTHONPATH."""
+    basic_pitch = _import_basic_pitch()
     import onnxruntime as ort
     from basic_pitch.inference import Model
 
@@ -127,6 +138,8 @@ def basicpitch_output(audio_file: str, model) -> dict:
     """basic-pitch's frame-wise note and onset likelihoods [frames, 88] (MIDI 21-108), computed exactly as
     `basic_pitch.inference.predict` does (librosa load at 22.05 kHz mono, 2 s windows overlapping by 30 frames)."""
     import numpy as np
+
+    _import_basic_pitch()
     from basic_pitch.inference import run_inference
 
     out = run_inference(audio_file, model)
@@ -139,6 +152,8 @@ def basicpitch_events(note, onset, onset_thresh: float = 0.5, frame_thresh: floa
     `output_to_notes_polyphonic` with `predict`'s defaults (onset 0.5, frame 0.3, 127.7 ms, onsets inferred from
     the frames, the "melodia trick" on, no frequency limits; pitch bends are not needed)."""
     import numpy as np
+
+    _import_basic_pitch()
     from basic_pitch.note_creation import output_to_notes_polyphonic
 
     min_len = int(np.round(min_note_ms / 1000 * BP_FPS))
@@ -310,6 +325,8 @@ def main(argv=None) -> int:
     p.add_argument("--tune", type=int, default=0, metavar="N",
                    help="only print the extractors' mean 3-gram precision on the first N `train` tracks with a score "
                         "soprano (settings are tuned there, never on val / test), then stop")
+    p.add_argument("--precision-only", action="store_true",
+                   help="stop after the 3-gram precision rows (a pre-registered gate before any melody MAP)")
     p.add_argument("--mix-weights", nargs="+", type=float, default=[round(0.1 * i, 1) for i in range(11)])
     p.add_argument("--oracle-noise", nargs="*", type=float, default=[],
                    help="also score the score's soprano with this share of its notes damaged (how good must extraction be?)")
@@ -505,6 +522,11 @@ def main(argv=None) -> int:
             rows.append({"system": f"{extractor}: 3-gram precision vs another piece's soprano (chance)",
                          "collection": name, "track MAP": round(float(np.mean(chance)), 3)})
             print(rows[-1], flush=True)
+    if args.precision_only:
+        rep.add(f"precision only (no melody MAP); extraction ms per track: {ext_ms}")
+        rep.table(rows)
+        print(rep.finish())
+        return 0
     best = None  # (val MAP, setting)
     mel_dist = {}
     for extractor, ns, weighting in itertools.product(args.extractors, ns_sets, args.weightings):
