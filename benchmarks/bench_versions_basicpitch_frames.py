@@ -39,10 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--bp-frame", type=float, default=0.3)
     p.add_argument("--splits", nargs="+", default=["val", "test_unseen", "test"])
     args = p.parse_args(argv)
+    import bench_versions_melody as bm
     import numpy as np
     import pandas as pd
-
-    import bench_versions_melody as bm
     from bench_versions_soprano_train import soprano_events
 
     from avmatch.core.config import load_params

@@ -110,7 +110,7 @@ def _import_basic_pitch():
     logging.getLogger().setLevel(logging.ERROR)
     try:
         import basic_pitch.inference
-        import basic_pitch.note_creation  # noqa: F401
+        import basic_pitch.note_creation
     finally:
         logging.getLogger().setLevel(level)
     return basic_pitch
