@@ -6,7 +6,10 @@ hymn tune and share the soprano melody, while harmony differs. Per track:
 
 1. predominant melody from the features stage's decoded audio (16 kHz PCM): Essentia `PredominantPitchMelodia`
    after `EqualLoudness` (extractor `melodia`), or the top salient pitch of the project's CQT after a harmonic-sum
-   salience (extractor `skyline`);
+   salience (extractor `skyline`); or the top voice of Spotify's basic-pitch polyphonic note transcription
+   (extractor `basicpitch`, session 14: its ONNX model run by the package's own `run_inference` on the track's
+   original audio at 22.05 kHz, notes decoded by the package's `output_to_notes_polyphonic`, then the highest
+   sounding note per model frame);
 2. f0 -> MIDI semitones (rounded); notes = runs of one pitch lasting >= `--min-note-s`; unvoiced frames dropped;
    repeated notes merged;
 3. intervals between successive notes, clipped to +/-12; n-grams of intervals (n in `--ngrams`);
@@ -91,6 +94,85 @@ def salience_f0(pcm_file: str, sr: int, alpha: float = 0.5, hop: int = 256) -> t
     if len(f0):
         f0[strength < 0.05 * strength.max()] = 0
     return sr / hop, f0
+
+
+BP_FPS = 22050 / 256  # basic-pitch's model frame rate (AUDIO_SAMPLE_RATE / FFT_HOP)
+
+
+def _import_basic_pitch():
+    """Import basic-pitch quietly: `resampy` (only its sonification uses it) is stubbed, and the package's
+    warnings about every absent backend (TensorFlow, CoreML, TFLite) are silenced."""
+    import logging
+    import types
+
+    sys.modules.setdefault("resampy", types.ModuleType("resampy"))
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        import basic_pitch.inference
+        import basic_pitch.note_creation
+    finally:
+        logging.getLogger().setLevel(level)
+    return basic_pitch
+
+
+def basicpitch_model(threads: int = 1):
+    """basic-pitch's ICASSP-2022 model (the ONNX file shipped in the pip package), run by onnxruntime on `threads`
+    threads. basic-pitch is not a project dependency: install `basic-pitch onnxruntime pretty_midi mido
+    importlib_resources mir_eval` with `pip install --no-deps --target DIR` and put DIR on PYTHONPATH."""
+    basic_pitch = _import_basic_pitch()
+    import onnxruntime as ort
+    from basic_pitch.inference import Model
+
+    path = str(basic_pitch.ICASSP_2022_MODEL_PATH)
+    if not path.endswith(".onnx"):
+        raise RuntimeError(f"basic-pitch picked {path}, not its ONNX model: is TensorFlow / CoreML installed?")
+    model = Model(path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = threads
+    model.model = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    return model
+
+
+def basicpitch_output(audio_file: str, model) -> dict:
+    """basic-pitch's frame-wise note and onset likelihoods [frames, 88] (MIDI 21-108), computed exactly as
+    `basic_pitch.inference.predict` does (librosa load at 22.05 kHz mono, 2 s windows overlapping by 30 frames)."""
+    import numpy as np
+
+    _import_basic_pitch()
+    from basic_pitch.inference import run_inference
+
+    out = run_inference(audio_file, model)
+    return {"note": out["note"].astype(np.float16), "onset": out["onset"].astype(np.float16)}
+
+
+def basicpitch_events(note, onset, onset_thresh: float = 0.5, frame_thresh: float = 0.3,
+                      min_note_ms: float = 127.70) -> list[tuple[int, int, int, float]]:
+    """Note events (start frame, end frame, MIDI pitch, amplitude) decoded by basic-pitch's own
+    `output_to_notes_polyphonic` with `predict`'s defaults (onset 0.5, frame 0.3, 127.7 ms, onsets inferred from
+    the frames, the "melodia trick" on, no frequency limits; pitch bends are not needed)."""
+    import numpy as np
+
+    _import_basic_pitch()
+    from basic_pitch.note_creation import output_to_notes_polyphonic
+
+    min_len = int(np.round(min_note_ms / 1000 * BP_FPS))
+    return output_to_notes_polyphonic(np.asarray(note, np.float32).copy(), np.asarray(onset, np.float32).copy(),
+                                      onset_thresh=onset_thresh, frame_thresh=frame_thresh, min_note_len=min_len,
+                                      infer_onsets=True, max_freq=None, min_freq=None, melodia_trick=True)
+
+
+def skyline_of_events(events, n_frames: int) -> tuple[float, object]:
+    """(frame rate, f0 in Hz per model frame): the highest note sounding in each frame (0 = none). Why the top
+    note: the corpus's families share the soprano, the highest part of every setting."""
+    import numpy as np
+
+    top = np.full(n_frames, -1, int)
+    for start, end, pitch, _amp in events:
+        seg = top[start:end]
+        np.maximum(seg, int(pitch), out=seg)
+    f0 = np.where(top >= 0, 440.0 * 2 ** ((top - 69) / 12.0), 0.0).astype(np.float32)
+    return BP_FPS, f0
 
 
 def notes_from_f0(f0, frame_rate: float, min_note_s: float, median_s: float = 0.0):
@@ -225,9 +307,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--project", default=str(ROOT), help="project folder (features and encoder inside)")
-    p.add_argument("--encoder", required=True, help="encoder file whose distances the melody is mixed with")
+    p.add_argument("--encoder", default=None,
+                   help="encoder file whose distances the melody is mixed with (without it: melody rows only)")
     p.add_argument("--collections", nargs="+", default=["val", "test_unseen", "test"])
-    p.add_argument("--extractors", nargs="+", default=["melodia"], choices=["melodia", "skyline", "salience", "learned"])
+    p.add_argument("--extractors", nargs="+", default=["melodia"], choices=["melodia", "skyline", "salience", "learned", "basicpitch"])
     p.add_argument("--transcriber", default=None,
                    help="extractor `learned`: a soprano transcriber of bench_versions_soprano_train.py")
     p.add_argument("--ngrams", nargs="+", default=["2", "3", "4", "2,3,4"], help="n sets, comma-separated")
@@ -235,6 +318,15 @@ def main(argv=None) -> int:
     p.add_argument("--min-note-s", type=float, default=0.08)
     p.add_argument("--median-s", type=float, default=0.0, help="median filter of the rounded pitch (s; 0 = none)")
     p.add_argument("--alpha", type=float, default=0.5, help="salience extractor: peak threshold (x frame max)")
+    p.add_argument("--bp-onset", type=float, default=0.5, help="basicpitch: onset threshold (package default)")
+    p.add_argument("--bp-frame", type=float, default=0.3, help="basicpitch: frame threshold (package default)")
+    p.add_argument("--bp-min-note-ms", type=float, default=127.70,
+                   help="basicpitch: minimum note event length, ms (package default)")
+    p.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="only print the extractors' mean 3-gram precision on the first N `train` tracks with a score "
+                        "soprano (settings are tuned there, never on val / test), then stop")
+    p.add_argument("--precision-only", action="store_true",
+                   help="stop after the 3-gram precision rows (a pre-registered gate before any melody MAP)")
     p.add_argument("--mix-weights", nargs="+", type=float, default=[round(0.1 * i, 1) for i in range(11)])
     p.add_argument("--oracle-noise", nargs="*", type=float, default=[],
                    help="also score the score's soprano with this share of its notes damaged (how good must extraction be?)")
@@ -265,8 +357,11 @@ def main(argv=None) -> int:
     base = load_params(root / "params.yaml", overrides)
     paths = VersionsPaths.from_params(base, root)
     device = resolve_device("cpu")
-    model, cfg = load_encoder(Path(args.encoder), device)
-    params = params_for_encoder(base, cfg)
+    if args.encoder:
+        model, cfg = load_encoder(Path(args.encoder), device)
+        params = params_for_encoder(base, cfg)
+    else:
+        model, params = None, base
     ev = params.versions.evaluate
     cq = params.versions.cqt
     sr = params.versions.audio.sample_rate
@@ -283,16 +378,31 @@ def main(argv=None) -> int:
         from bench_versions_soprano_train import learned_f0, load_transcriber
 
         transcriber, _tcfg = load_transcriber(args.transcriber)
+    bp_model = basicpitch_model(args.threads) if "basicpitch" in args.extractors else None
+    bp_memo: dict = {}
 
     def tag(extractor: str) -> str:
         if extractor == "salience":
             return f"salience{args.alpha}"
         if extractor == "learned":
             return f"learned_{Path(args.transcriber).stem}"
-        return extractor
+        return extractor  # basicpitch: the cache holds the model output, decoded per setting below
 
     def melody(row, extractor: str):
         f = cache / f"{row.content_hash}_{tag(extractor)}.npz"
+        if extractor == "basicpitch":
+            key = row.content_hash
+            if key not in bp_memo:
+                if not f.exists():
+                    t = time.perf_counter()
+                    audio = Path(row.path) if Path(row.path).is_absolute() else paths.corpus / row.path  # as ingest does
+                    out = basicpitch_output(str(audio), bp_model)
+                    np.savez(f, seconds=time.perf_counter() - t, **out)
+                z = np.load(f)
+                t = time.perf_counter()
+                ev = basicpitch_events(z["note"], z["onset"], args.bp_onset, args.bp_frame, args.bp_min_note_ms)
+                bp_memo[key] = (*skyline_of_events(ev, len(z["note"])), time.perf_counter() - t)
+            return bp_memo[key][:2]
         if f.exists():
             z = np.load(f)
             return float(z["rate"]), z["f0"]
@@ -324,6 +434,18 @@ def main(argv=None) -> int:
     train = ok_items(paths, ("train",))
     if args.quick:
         train = train.head(12)
+    pieces = pd.read_csv(paths.tracks_csv).set_index("id")["piece"].to_dict() \
+        if paths.tracks_csv.exists() else {}
+    if args.tune:
+        # settings are tuned on training tracks only: the first N `train` tracks whose score soprano is known
+        tr = train[[score_soprano(pieces.get(t)) is not None for t in train["id"]]].head(args.tune)
+        for extractor in args.extractors:
+            prec = [ngram_precision(c, ngram_counts(score_soprano(pieces.get(t)), (3,)))
+                    for c, t in zip(counts_of(tr, extractor, (3,)), tr["id"])]
+            print(f"tune {extractor} {tag(extractor)} bp onset {args.bp_onset} frame {args.bp_frame} min note "
+                  f"{args.bp_min_note_ms} ms, skyline min note {args.min_note_s} s, median {args.median_s} s: "
+                  f"train[:{len(tr)}] 3-gram precision {np.mean(prec):.3f}", flush=True)
+        return 0
     # extract (and time) every melody once
     ext_ms = {}
     for extractor in args.extractors:
@@ -331,12 +453,13 @@ def main(argv=None) -> int:
         for name, items in [*coll_items.items(), ("train", train)] if "tfidf" in args.weightings else coll_items.items():
             for row in progress(items.itertuples(), desc=f"{extractor} {name}", total=len(items), unit="track"):
                 melody(row, extractor)
-                secs.append(float(np.load(cache / f"{row.content_hash}_{tag(extractor)}.npz")["seconds"]))
+                secs.append(float(np.load(cache / f"{row.content_hash}_{tag(extractor)}.npz")["seconds"])
+                            + (bp_memo[row.content_hash][2] if extractor == "basicpitch" else 0.0))
         ext_ms[extractor] = round(1000 * float(np.mean(secs)), 1)
 
     # encoder distances
     enc = {}
-    for name, items in coll_items.items():
+    for name, items in coll_items.items() if model is not None else ():
         meta, vecs = embed_variant(model, items, params, device, "plain")
         coll = Collection.from_rows(meta, vecs)
         if list(coll.track_ids) != list(items["id"]):
@@ -349,6 +472,8 @@ def main(argv=None) -> int:
         return res
 
     def paired(dist, other, items):
+        if other is None:
+            return "(no encoder)"
         c = np.asarray(list(items["label"]), dtype=object)
         valid = ~np.eye(len(c), dtype=bool)
         rel = (c[:, None] == c[None]) & valid
@@ -357,8 +482,6 @@ def main(argv=None) -> int:
         return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
     rows = []
-    pieces = pd.read_csv(paths.tracks_csv).set_index("id")["piece"].to_dict() \
-        if paths.tracks_csv.exists() else {}
     sop = {name: [score_soprano(pieces.get(t)) for t in items["id"]] for name, items in coll_items.items()}
     for name, items in coll_items.items():
         if any(x is None for x in sop[name]):
@@ -369,7 +492,7 @@ def main(argv=None) -> int:
             lo, hi = res["ci95"]["MAP"]
             rows.append({"system": f"score soprano n={','.join(map(str, ns))} l2 (oracle: not from audio)",
                          "collection": name, "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
-                         "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items)})
+                         "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc.get(name), items)})
             print(rows[-1], flush=True)
         for noise in args.oracle_noise:
             rng = np.random.default_rng(seed)
@@ -382,7 +505,7 @@ def main(argv=None) -> int:
                 rows.append({"system": f"score soprano, {noise:.0%} of notes damaged (3-gram precision {prec:.3f}), "
                                        f"n={','.join(map(str, ns))} l2", "collection": name,
                              "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
-                             "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items)})
+                             "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc.get(name), items)})
                 print(rows[-1], flush=True)
         for extractor in args.extractors:
             ex = counts_of(items, extractor, (3,))
@@ -390,6 +513,20 @@ def main(argv=None) -> int:
             rows.append({"system": f"{extractor}: interval 3-gram precision vs the score's soprano",
                          "collection": name, "track MAP": round(float(np.mean(prec)), 3)})
             print(rows[-1], flush=True)
+            # chance: the same extracted melody against the soprano of another piece (the next track of the
+            # collection, cyclically, whose piece differs)
+            pc = list(items["id"].map(pieces))
+            other = [next(j % len(pc) for j in range(i + 1, i + 1 + len(pc)) if pc[j % len(pc)] != pc[i])
+                     for i in range(len(pc))]
+            chance = [ngram_precision(e, ngram_counts(sop[name][j], (3,))) for e, j in zip(ex, other)]
+            rows.append({"system": f"{extractor}: 3-gram precision vs another piece's soprano (chance)",
+                         "collection": name, "track MAP": round(float(np.mean(chance)), 3)})
+            print(rows[-1], flush=True)
+    if args.precision_only:
+        rep.add(f"precision only (no melody MAP); extraction ms per track: {ext_ms}")
+        rep.table(rows)
+        print(rep.finish())
+        return 0
     best = None  # (val MAP, setting)
     mel_dist = {}
     for extractor, ns, weighting in itertools.product(args.extractors, ns_sets, args.weightings):
@@ -405,20 +542,23 @@ def main(argv=None) -> int:
             sh = rendering_shares({"cliques": list(items["label"]), "dist": d}, list(items["id"]), attrs)
             rows.append({"system": f"melody {extractor} n={','.join(map(str, ns))} {weighting}", "collection": name,
                          "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
-                         "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items),
+                         "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc.get(name), items),
                          "top-1 same instrument (chance)": f"{sh.get('top1_same_instrument', float('nan')):.3f} "
                                                            f"({sh.get('top1_same_instrument_chance', float('nan')):.3f})",
                          "ms (vectors + distances, all tracks)": round(1000 * (t1 - t0), 1)})
             print(rows[-1], flush=True)
             if name == "val" and (best is None or res["metrics"]["MAP"] > best[0]):
                 best = (res["metrics"]["MAP"], setting)
-    for name, items in coll_items.items():
+    for name, items in coll_items.items() if enc else ():
         res = score(enc[name], items)
         lo, hi = res["ci95"]["MAP"]
         rows.append({"system": "encoder alone", "collection": name, "track MAP": res["metrics"]["MAP"],
                      "95% CI": f"[{lo:.3f}, {hi:.3f}]", "MR1": res["metrics"]["MR1"]})
         print(rows[-1], flush=True)
-    if best is not None and "val" in coll_items:
+    if best is not None and not enc:
+        rep.add(f"setting chosen on val: {best[1]} (val MAP {best[0]:.3f}); no encoder given, so no mix rows; "
+                f"melody extraction ms per track: {ext_ms}")
+    if best is not None and "val" in coll_items and enc:
         setting = best[1]
         # mix weight chosen on val
         wbest = max(args.mix_weights, key=lambda w: (score(mixed(enc["val"], mel_dist[(setting, "val")], w),
@@ -435,7 +575,7 @@ def main(argv=None) -> int:
                 rows.append({"system": f"encoder + melody {setting[0]} n={','.join(map(str, setting[1]))} "
                                        f"{setting[2]}, share {w}" + (" (val-chosen)" if w == wbest else ""),
                              "collection": name, "track MAP": res["metrics"]["MAP"], "95% CI": f"[{lo:.3f}, {hi:.3f}]",
-                             "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc[name], items),
+                             "MR1": res["metrics"]["MR1"], "paired vs encoder": paired(d, enc.get(name), items),
                              "top-1 same instrument (chance)": f"{sh.get('top1_same_instrument', float('nan')):.3f} "
                                                                f"({sh.get('top1_same_instrument_chance', float('nan')):.3f})"})
                 print(rows[-1], flush=True)
