@@ -178,6 +178,10 @@ def main(argv=None) -> int:
         print(f"[bp] computed {n}, {time.perf_counter() - t0:.0f} s", flush=True)
         return 0
     feats = {c: features(it, cache, reuse, fps, cp.n_bins) for c, it in colls.items()}
+    others = []  # loaded before training: a wrong path fails now, not after it
+    for f in args.paired_with:
+        m, cfg = load_encoder(Path(f), "cpu")
+        others.append((Path(f).name, m, params_for_encoder(load_params(root / "params.yaml", {}), cfg)))
     rep = Report("versions_bp_input", "Versions: the encoder on basic-pitch's note posteriorgram", args)
     curve, info = [], {}
     if args.encoder:
@@ -209,10 +213,6 @@ def main(argv=None) -> int:
             save_encoder(model, Path(args.save), {"model": vp.model.model_dump(), "cqt": cp.model_dump(),
                                                   "audio": vp.audio.model_dump(), "input": "basic-pitch note"})
     model.eval()
-    others = []
-    for f in args.paired_with:
-        m, cfg = load_encoder(Path(f), "cpu")
-        others.append((Path(f).name, m, params_for_encoder(load_params(root / "params.yaml", {}), cfg)))
     rep.refresh_machine()
     attrs = track_attributes(paths)
     ev = vp.evaluate
