@@ -50,7 +50,6 @@ def posteriorgram_to_cqt_layout(note, fps: float, n_bins: int = 84):
     """basic-pitch note likelihoods [frames, 88] at 86.1 frames/s -> [frames', n_bins] at `fps`: the model
     frames whose start falls in each output frame averaged, bins MIDI 24 .. 24 + n_bins - 1 kept."""
     import numpy as np
-
     from bench_versions_melody import BP_FPS
 
     note = np.asarray(note, np.float32)
@@ -66,7 +65,6 @@ def fill_cache(items, paths, cache: Path, reuse: list[Path], model_fn, deadline:
     """Run basic-pitch on the items whose output is not cached yet (in the items' order); stop at `deadline`
     (epoch seconds). Returns how many were computed."""
     import numpy as np
-
     from bench_versions_melody import basicpitch_output
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -129,15 +127,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
-    import numpy as np  # noqa: F401
     import yaml
+    from bench_versions_hpcp_input import score
+    from bench_versions_melody import basicpitch_model
+    from bench_versions_unseen import _paired, embed_variant, params_for_encoder
 
     from avmatch.core.config import load_params
     from avmatch.versions.model import load_encoder, save_encoder
     from avmatch.versions.training import train_version_encoder
-    from bench_versions_hpcp_input import score
-    from bench_versions_melody import basicpitch_model
-    from bench_versions_unseen import _paired, embed_variant, params_for_encoder
     from pipelines.versions.paths import VersionsPaths
     from pipelines.versions.renderings import rendering_shares, track_attributes
     from pipelines.versions.shared import ok_items, segment_sizes
@@ -172,7 +169,7 @@ def main(argv=None) -> int:
             import datetime as dt
 
             hh, mm = (int(x) for x in args.bp_deadline.split(":"))
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
         n = fill_cache(tr, paths, cache, reuse, model_fn, deadline)
         print(f"[bp] computed {n}, {time.perf_counter() - t0:.0f} s", flush=True)
