@@ -113,7 +113,9 @@ def main(argv=None) -> int:
     root = Path(args.project).resolve()
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.set)}
     aug = {"versions.train.augment.timbre": 0.0, "versions.train.augment.pitch_shift_bins": 0,
-           "versions.train.augment.freq_mask_bins": 2, "versions.train.augment.time_mask_frames": 16}
+           "versions.train.augment.freq_mask_bins": 2, "versions.train.augment.time_mask_frames": 16,
+           # the CRP lifter (default 38 since session 8) keeps DCT coefficients >= 38 of 12 bins: none, a zero input
+           "versions.model.crp_coeffs": 0}
     params = load_params(root / "params.yaml", {"versions.train.threads": args.threads, **aug, **overrides,
                                                   "versions.train.max_steps": args.steps})
     vp = params.versions
