@@ -67,7 +67,7 @@ class VerifyParams:
     second_min_side: int = 0      # the second pass's keypoints: frames upscaled to this longer side (0 = as above)
     ref_rule: str = "identity"    # refinement of the reference bounds: "identity", or "coverage" (identity, else
                                   # the reference frames whose inliers cover most of both frames: crops, insets)
-    views_crop: float = 0.0       # > 0: crop views of the query frames (`query_views`) of this side, their new
+    views_crop: float = 0.5       # > 0: crop views of the query frames (`query_views`) of this side, their new
                                   # segments kept only when they verify (`view_pass`); 0 = off
     views_grid: int = 3           # the views: grid x grid crop positions
     views_rule: str = "all"       # "all": a view's segment anywhere; "new_pairs": only in pairs without a verified match
