@@ -113,6 +113,44 @@ def described_set(s: str, params, root: Path, folder: Path, seed: int, embed, en
     return out
 
 
+def pipeline_descriptor(root: Path, params, collections: Path, cache: Path | None):
+    """(spec, frames -> descriptors before whitening, the encoder's hash, the whitening or None): --root's encoder
+    and params' descriptor, the whitening fitted as the extract stage fits it (on the demo corpus's references +
+    noise, the encoder's training footage; never the unseen sources)."""
+    import numpy as np
+
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
+    from avmatch.copydetect.metrics import VideoFeatures
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.core.hashing import file_hash
+
+    cd = params.copydetect
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    enc_file = root / "models/copydetect/encoder.pt"
+    enc_hash = file_hash(enc_file)
+    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
+    whitening = None
+    if spec.whitens:
+        _, _, dr, dn, _ = described_set("demo", params, root, collections, 0, embed, enc_hash, spec, cache)
+        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
+    return spec, embed, enc_hash, whitening
+
+
+def whitened_set(item: str, params, root: Path, collections: Path, described: tuple, cache: Path | None):
+    """`described_set` of `item` ("HALF:SEED"; <collections>/s<seed>/<half>), whitened with `described`'s
+    whitening (`pipeline_descriptor`'s output): (ground truth, queries, references, noise, folder of the videos)."""
+    from avmatch.copydetect.metrics import VideoFeatures
+
+    spec, embed, enc_hash, whitening = described
+    half, seed = item.split(":")
+    gt, q, r, noise, vdir = described_set(half, params, root, collections / f"s{seed}", int(seed), embed, enc_hash,
+                                          spec, cache)
+    if whitening is not None:
+        q, r = ([VideoFeatures(x.video_id, x.timestamps, whitening.apply(x.features)) for x in vs] for vs in (q, r))
+        noise = whitening.apply(noise)
+    return gt, q, r, noise, vdir
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used")

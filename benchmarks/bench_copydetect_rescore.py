@@ -96,19 +96,15 @@ def fit_logistic(x, y, l2: float = 1.0, iters: int = 50):
 
 def cmd_features(args) -> int:
     import cv2
-    import numpy as np
 
     from _report import quiet_env, set_threads
-    from bench_copydetect_lowfloor import described_set
+    from bench_copydetect_lowfloor import pipeline_descriptor, whitened_set
     from bench_copydetect_verify import label_matches
     from avmatch.copydetect.candidates import find_candidates, reference_index
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.metrics import VideoFeatures, write_matches
-    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.copydetect.metrics import write_matches
     from avmatch.copydetect.verify import Verifier, VerifyParams
     from avmatch.core.config import load_params
-    from avmatch.core.hashing import file_hash
 
     quiet_env(False, False)
     threads = set_threads(args.threads)
@@ -116,24 +112,13 @@ def cmd_features(args) -> int:
     root = Path(args.root).resolve()
     params = load_params(Path(args.params) if args.params else root / "params.yaml")
     cd = params.copydetect
-    spec = DescriptorSpec.from_params(cd.descriptor)
-    enc_file = root / "models/copydetect/encoder.pt"
-    enc_hash = file_hash(enc_file)
-    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
     cache = Path(args.cache) if args.cache else None
-    whitening = None
-    if spec.whitens:   # as the extract stage fits it: on the demo corpus's references + noise
-        _, _, dr, dn, _ = described_set("demo", params, root, Path(args.collections), 0, embed, enc_hash, spec, cache)
-        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
+    described = pipeline_descriptor(root, params, Path(args.collections), cache)
     vp = VerifyParams.from_params(cd.verify)
     for item in args.sets.split(","):
         half, seed = item.split(":")
-        folder = Path(args.collections) / f"s{seed}"
         t0 = time.time()
-        gt, q, r, noise, vdir = described_set(half, params, root, folder, int(seed), embed, enc_hash, spec, cache)
-        if whitening is not None:
-            q, r = ([VideoFeatures(x.video_id, x.timestamps, whitening.apply(x.features)) for x in vs] for vs in (q, r))
-            noise = whitening.apply(noise)
+        gt, q, r, noise, vdir = whitened_set(item, params, root, Path(args.collections), described, cache)
         cands = find_candidates(reference_index(r), q, noise, cd.candidates.beta, cd.candidates.k,
                                 cd.candidates.max_pairs_per_query)
         first = localise_pairs(cands.pairs, {x.video_id: x for x in q}, {x.video_id: x for x in r}, cands.bias,

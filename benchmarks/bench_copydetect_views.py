@@ -47,19 +47,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import cv2
-    import numpy as np
 
     from _report import quiet_env, set_threads
-    from bench_copydetect_lowfloor import described_set
+    from bench_copydetect_lowfloor import pipeline_descriptor, whitened_set
     from avmatch.copydetect.candidates import find_candidates, reference_index
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.metrics import VideoFeatures, matching_metrics, write_matches
-    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.copydetect.metrics import matching_metrics, write_matches
     from avmatch.copydetect.query_views import describe_views, localised_views
     from avmatch.copydetect.verify import Verifier, VerifyParams, view_pass
     from avmatch.core.config import load_params
-    from avmatch.core.hashing import file_hash
     from avmatch.core.video import decode_frames
 
     quiet_env(False, False)
@@ -69,15 +65,9 @@ def main(argv=None) -> int:
     params = load_params(Path(args.params) if args.params else root / "params.yaml")
     cd = params.copydetect
     cc, loc = cd.candidates, cd.localise.model_dump()
-    spec = DescriptorSpec.from_params(cd.descriptor)
-    enc_file = root / "models/copydetect/encoder.pt"
-    enc_hash = file_hash(enc_file)
-    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
     cache = Path(args.cache) if args.cache else None
-    whitening = None
-    if spec.whitens:   # as the extract stage fits it: on the demo corpus's references + noise
-        _, _, dr, dn, _ = described_set("demo", params, root, Path(args.collections), 0, embed, enc_hash, spec, cache)
-        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
+    described = pipeline_descriptor(root, params, Path(args.collections), cache)
+    _, embed, _, whitening = described
     describe = embed if whitening is None else (lambda frames: whitening.apply(embed(frames)))
     base = dataclasses.replace(VerifyParams.from_params(cd.verify), views_crop=0.0, views_rule="all")
     results: dict = {}
@@ -88,11 +78,7 @@ def main(argv=None) -> int:
 
     for item in args.sets.split(","):
         half, seed = item.split(":")
-        gt, q, r, noise, vdir = described_set(half, params, root, Path(args.collections) / f"s{seed}", int(seed), embed,
-                                              enc_hash, spec, cache)
-        if whitening is not None:
-            q, r = ([VideoFeatures(x.video_id, x.timestamps, whitening.apply(x.features)) for x in vs] for vs in (q, r))
-            noise = whitening.apply(noise)
+        gt, q, r, noise, vdir = whitened_set(item, params, root, Path(args.collections), described, cache)
         qdir, rdir = vdir / cd.corpus.query_dir, vdir / cd.corpus.ref_dir
         qm, rm = {x.video_id: x for x in q}, {x.video_id: x for x in r}
         index = reference_index(r)
