@@ -90,6 +90,67 @@ def dump_matches(folder: Path, row: str, matches: list, query_ids: list[str]) ->
                                                                           m.ref_end, m.score)])
 
 
+def described_set(s: str, params, root: Path, folder: Path, seed: int, embed, enc_hash: str, spec, cache: Path | None,
+                  quick: bool = False):
+    """`load_set` of set `s` with the descriptor before whitening (`spec.unwhitened()`), kept under `cache` (keyed by
+    the set, the collection seed, the encoder's hash and the descriptor)."""
+    import numpy as np
+
+    from avmatch.copydetect.metrics import VideoFeatures
+
+    tag = s if s == "demo" else f"{s}_seed{seed}"    # a collection's halves differ with the seed
+    f = cache / f"{tag}_{enc_hash[:12]}_{spec.unwhitened().label.replace(' ', '')}.npz" if cache else None
+    if f is not None and f.exists() and not quick:
+        z = np.load(f, allow_pickle=True)
+        gt_, _, _, _, vd = load_set(s, params, root, folder, seed, None, quick, describe=False)
+        q_, r_ = ([VideoFeatures(i, t, x) for i, t, x in z[k]] for k in ("q", "r"))
+        return gt_, q_, r_, z["n"], vd
+    out = load_set(s, params, root, folder, seed, embed, quick)
+    if f is not None and not quick:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(f, q=np.array([(v.video_id, v.timestamps, v.features) for v in out[1]], dtype=object),
+                 r=np.array([(v.video_id, v.timestamps, v.features) for v in out[2]], dtype=object), n=out[3])
+    return out
+
+
+def pipeline_descriptor(root: Path, params, collections: Path, cache: Path | None):
+    """(spec, frames -> descriptors before whitening, the encoder's hash, the whitening or None): --root's encoder
+    and params' descriptor, the whitening fitted as the extract stage fits it (on the demo corpus's references +
+    noise, the encoder's training footage; never the unseen sources)."""
+    import numpy as np
+
+    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
+    from avmatch.copydetect.metrics import VideoFeatures
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.core.hashing import file_hash
+
+    cd = params.copydetect
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    enc_file = root / "models/copydetect/encoder.pt"
+    enc_hash = file_hash(enc_file)
+    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
+    whitening = None
+    if spec.whitens:
+        _, _, dr, dn, _ = described_set("demo", params, root, collections, 0, embed, enc_hash, spec, cache)
+        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
+    return spec, embed, enc_hash, whitening
+
+
+def whitened_set(item: str, params, root: Path, collections: Path, described: tuple, cache: Path | None):
+    """`described_set` of `item` ("HALF:SEED"; <collections>/s<seed>/<half>), whitened with `described`'s
+    whitening (`pipeline_descriptor`'s output): (ground truth, queries, references, noise, folder of the videos)."""
+    from avmatch.copydetect.metrics import VideoFeatures
+
+    spec, embed, enc_hash, whitening = described
+    half, seed = item.split(":")
+    gt, q, r, noise, vdir = described_set(half, params, root, collections / f"s{seed}", int(seed), embed, enc_hash,
+                                          spec, cache)
+    if whitening is not None:
+        q, r = ([VideoFeatures(x.video_id, x.timestamps, whitening.apply(x.features)) for x in vs] for vs in (q, r))
+        noise = whitening.apply(noise)
+    return gt, q, r, noise, vdir
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="project whose params.yaml, encoder and demo corpus are used")
@@ -166,20 +227,7 @@ def main(argv=None) -> int:
     n_boot = 10 if args.quick else args.bootstrap
 
     def described(s: str):
-        """load_set with the descriptor before whitening, kept under --cache."""
-        tag = s if s == "demo" else f"{s}_seed{args.seed}"    # a collection's halves differ with the seed
-        f = cache / f"{tag}_{enc_hash[:12]}_{spec.unwhitened().label.replace(' ', '')}.npz" if cache else None
-        if f is not None and f.exists() and not args.quick:
-            z = np.load(f, allow_pickle=True)
-            gt_, _, _, _, vd = load_set(s, params, root, folder, args.seed, None, args.quick, describe=False)
-            q_, r_ = ([VideoFeatures(i, t, x) for i, t, x in z[k]] for k in ("q", "r"))
-            return gt_, q_, r_, z["n"], vd
-        out = load_set(s, params, root, folder, args.seed, embed, args.quick)
-        if f is not None and not args.quick:
-            cache.mkdir(parents=True, exist_ok=True)
-            np.savez(f, q=np.array([(v.video_id, v.timestamps, v.features) for v in out[1]], dtype=object),
-                     r=np.array([(v.video_id, v.timestamps, v.features) for v in out[2]], dtype=object), n=out[3])
-        return out
+        return described_set(s, params, root, folder, args.seed, embed, enc_hash, spec, cache, args.quick)
 
     whitening = None
     if spec.whitens:   # fitted as the extract stage does: on the training footage (demo references + noise)

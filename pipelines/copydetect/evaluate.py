@@ -11,7 +11,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.paths import CopydetectPaths
 from pipelines.copydetect.shared import load_set_frames, noise_matrix, stored_features
-from pipelines.copydetect.verification import verify_stage_matches
+from pipelines.copydetect.verification import query_view_matches, verify_stage_matches
 from pipelines.io import write_csv, write_json
 
 
@@ -94,7 +94,7 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
     # a whitened descriptor is whitened as the extract stage does it: fitted on this encoder's references + noise
     q, r, n = _describe_sets(paths, frame_describer(spec.unwhitened(), load_frame_encoder(model_file, device), device,
                                                     cd.extract.batch_size))
-    _, sets = whiten_sets(spec, file_hash(model_file), {"queries": q, "refs": r, "noise": n})
+    whitening, sets = whiten_sets(spec, file_hash(model_file), {"queries": q, "refs": r, "noise": n})
     q, r, n = sets["queries"], sets["refs"], sets["noise"]
     noise = noise_matrix(n, spec.dim(cd.model.dim))
     stored = None
@@ -103,8 +103,15 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
 
         c, m = detect_copies(q, r, noise, cd.candidates.beta, cd.candidates.k, cd.candidates.max_pairs_per_query,
                              **cd.localise.model_dump())
+        views = None
+        if cd.verify.views_crop > 0:
+            raw = frame_describer(spec.unwhitened(), load_frame_encoder(model_file, device), device,
+                                  cd.extract.batch_size)
+            views, _ = query_view_matches(params, paths, q, r, noise, raw if whitening is None
+                                          else (lambda frames: whitening.apply(raw(frames))))
         stored = {"main": verify_stage_matches(m, cd.verify, paths, c.pairs, {x.video_id: x for x in q},
-                                               {x.video_id: x for x in r}, c.bias, cd.localise.model_dump())[0]}
+                                               {x.video_id: x for x in r}, c.bias, cd.localise.model_dump(),
+                                               views)[0]}
     metrics, _ = _variant_metrics(read_matches(paths.ground_truth, is_gt=True), q, r, noise, cd,
                                   {"main": cd.candidates.beta}, stored)
     tracker.log_dict(metrics, "reevaluate_metrics.json")

@@ -10,7 +10,7 @@ from avmatch.core.config import Params
 from avmatch.core.tracking import StageTracker
 from pipelines.copydetect.paths import CopydetectPaths
 from pipelines.copydetect.shared import noise_matrix, stored_features
-from pipelines.copydetect.verification import verify_stage_matches
+from pipelines.copydetect.verification import query_view_matches, verify_stage_matches
 
 
 def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> dict:
@@ -31,10 +31,28 @@ def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     secs = time.perf_counter() - t0
     out = {"matches": len(matches), "ms_per_pair": 1000 * secs / max(1, len(pairs))}
     if cd.verify.enabled:
+        views = None
+        if cd.verify.views_crop > 0:
+            views, stats = query_view_matches(params, paths, queries, refs, noise, _pipeline_describer(params, paths))
+            out.update(stats)
         matches, stats = verify_stage_matches(matches, cd.verify, paths, pairs, q_by, r_by, bias,
-                                              cd.localise.model_dump())
+                                              cd.localise.model_dump(), views)
         out.update(stats)
     write_matches(paths.results / "matches.csv", matches)
     tracker.log_artifact(paths.results / "matches.csv", "results")
     return out
 
+
+
+def _pipeline_describer(params: Params, paths: CopydetectPaths):
+    """frames -> the pipeline's descriptors (the trained encoder, the extract stage's whitening fit): as the
+    queries' stored descriptors were made."""
+    from avmatch.copydetect.descriptor import DescriptorSpec, Whitening, frame_describer
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.core.device import resolve_device
+
+    cd = params.copydetect
+    spec = DescriptorSpec.from_params(cd.descriptor)
+    device = resolve_device(params.common.device)
+    return frame_describer(spec, load_frame_encoder(paths.encoder, device), device, cd.extract.batch_size,
+                           Whitening.load(paths.whitening) if spec.whitens else None)

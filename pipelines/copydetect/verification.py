@@ -10,11 +10,33 @@ import pandas as pd
 from pipelines.copydetect.paths import CopydetectPaths
 
 
+def query_view_matches(params, paths: CopydetectPaths, queries: list, refs: list, noise, describe) -> tuple[list, dict]:
+    """(segments, stats) of the queries' crop views (`copydetect.verify.views_crop` > 0; `avmatch.copydetect.
+    query_views`): their frames from the frame cache, described by `describe` (the pipeline's descriptor, whitened
+    as the queries' are), searched over `refs` and localised with the pipeline's settings."""
+    from avmatch.copydetect.candidates import reference_index
+    from avmatch.copydetect.query_views import describe_views, localised_views
+    from pipelines.copydetect.shared import load_set_frames
+
+    cd = params.copydetect
+    vp, cc = cd.verify, cd.candidates
+    t0 = time.process_time()
+    q_by = {q.video_id: q for q in queries}
+    items, frames, _ = load_set_frames(paths, "queries")
+    views = [v for i, f in zip(items["id"].astype(str), frames) if i in q_by
+             for v in describe_views(q_by[i], f, describe, vp.views_crop, vp.views_grid)]
+    index = reference_index(refs, cc.index, nlist=cc.nlist, nprobe=cc.nprobe, pq_m=cc.pq_m, seed=params.common.seed)
+    found = localised_views(views, index, {r.video_id: r for r in refs}, noise, cc.beta, cc.k, cc.max_pairs_per_query,
+                            cd.localise.model_dump(), cc.shortlist)
+    return found, {"view_segments": len(found), "views_cpu_s": round(time.process_time() - t0, 2)}
+
+
 def verify_stage_matches(matches: list, vp, paths: CopydetectPaths, pairs, queries: dict, refs: dict, bias: dict,
-                         localise_options: dict) -> tuple[list, dict]:
+                         localise_options: dict, view_matches: list | None = None) -> tuple[list, dict]:
     """`copydetect.verify`: the matches (localised in the candidate `pairs` of `queries` x `refs`, `bias` the
     queries' normalisation) verified against the corpus videos (the ingest manifests' files), with the
-    verified-only second pass when `second_floor` > 0 (`Verifier.verify_pairs`)."""
+    verified-only second pass when `second_floor` > 0 and the verified segments of the query crop views
+    (`view_matches`, from `query_view_matches`) when `views_crop` > 0 (`Verifier.verify_pairs`)."""
     from avmatch.copydetect.verify import Verifier, VerifyParams
 
     files = {}
@@ -31,9 +53,9 @@ def verify_stage_matches(matches: list, vp, paths: CopydetectPaths, pairs, queri
 
     t0 = time.process_time()
     verified, counts = Verifier(finder("queries"), finder("refs"), VerifyParams.from_params(vp)).verify_pairs(
-        matches, pairs, queries, refs, bias, localise_options)
+        matches, pairs, queries, refs, bias, localise_options, view_matches)
     cpu = time.process_time() - t0
     n_ok = sum(c >= vp.min_inliers for c in counts)
-    return verified, {"verified_matches": n_ok, "second_pass_matches": len(verified) - len(matches),
+    return verified, {"verified_matches": n_ok, "added_matches": len(verified) - len(matches),
                       "verify_cpu_s": round(cpu, 2),
                       "verify_ms_per_match": round(1000 * cpu / max(1, len(matches)), 2)}

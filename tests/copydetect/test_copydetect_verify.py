@@ -193,3 +193,76 @@ def test_second_pass_keeps_a_faint_inset_that_verifies_and_drops_a_faint_false_s
     assert m.query_start >= 2.0 and m.ref_end <= 9.0                      # not the unrelated query 0-3 s
     # a segment the first pass already reported is not reported again
     assert new_segments([m], [m]) == [] and new_segments([m], [dataclasses.replace(m, ref_id="R2")]) == [m]
+
+
+def test_crop_boxes_span_the_frame_corner_to_corner():
+    from avmatch.copydetect.query_views import crop_boxes, query_of
+
+    boxes = crop_boxes(112, 112, 0.5, 3)
+    assert len(boxes) == 9 and {(y, x) for y, x, _, _ in boxes} == {(a, b) for a in (0, 28, 56) for b in (0, 28, 56)}
+    assert all((h, w) == (56, 56) for _, _, h, w in boxes)
+    assert crop_boxes(120, 160, 0.5, 1) == [(30, 40, 60, 80)]       # one view: the centre
+    with pytest.raises(ValueError, match="crop"):
+        crop_boxes(112, 112, 1.0, 3)
+    assert query_of("Q#1#4") == "Q#1"                                  # a query id may hold the separator
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "src/avmatch/shipped/copydetect/lineage.json").exists(),
+                    reason="no copy-detection encoder shipped")
+def test_crop_views_find_a_picture_in_picture_copy_and_verify_nothing_in_unrelated_footage(tmp_path):
+    """With the shipped descriptor: a query that shows reference seconds 2-6 as a 35 % inset over other footage.
+    The crop views find the inset, and it verifies (query and reference 2-6 s); the same views against an
+    unrelated reference add nothing."""
+    import dataclasses
+
+    from avmatch.copydetect.candidates import reference_index
+    from avmatch.copydetect.descriptor import DescriptorSpec, Whitening, frame_describer
+    from avmatch.copydetect.localisation import detect_copies
+    from avmatch.copydetect.metrics import VideoFeatures
+    from avmatch.copydetect.model import load_frame_encoder
+    from avmatch.copydetect.params import CdDescriptorParams, CdLocaliseParams
+    from avmatch.copydetect.query_views import describe_views, localised_views
+    from avmatch.core.model_lookup import SHIPPED_ROOT
+    from avmatch.core.video import decode_frames, encode_video
+
+    shipped = SHIPPED_ROOT / "copydetect"
+    spec = DescriptorSpec.from_params(CdDescriptorParams())
+    describe = frame_describer(spec, load_frame_encoder(shipped / "models/copydetect/encoder.pt"),
+                               whitening=Whitening.load(shipped / "data/copydetect/descriptors/whitening.npz"))
+    fps = 4
+    scenes = [_pan(_photo(n), 2 * fps, shift=3) for n in ("astronaut", "rocket", "chelsea", "coffee")]
+    ref_frames = np.concatenate(scenes)                          # 8 s, a new scene every 2 s
+    query_frames = _pan(_photo("immunohistochemistry"), 8 * fps, shift=3)
+    iw, ih = int(0.35 * W), int(0.35 * H)                        # a 35 % inset, reference seconds 2-6 at query 2-6
+    for k in range(2 * fps, 6 * fps):
+        query_frames[k, 60:60 + ih, 80:80 + iw] = cv2.resize(ref_frames[k], (iw, ih), interpolation=cv2.INTER_AREA)
+    ref = encode_video(tmp_path / "R1.mp4", ref_frames, fps, crf=18)
+    query = encode_video(tmp_path / "Q1.mp4", query_frames, fps, crf=18)
+    other = encode_video(tmp_path / "R2.mp4", _pan(_photo("hubble_deep_field"), 8 * fps, shift=2), fps, crf=18)
+
+    def described(path: Path) -> tuple[VideoFeatures, np.ndarray]:
+        dec = decode_frames(path, fps=2.0, size=112)
+        return VideoFeatures(path.stem, dec.timestamps, describe(dec.frames)), dec.frames
+
+    (q, q_frames), (r, _), (r2, _) = described(query), described(ref), described(other)
+    noise = np.zeros((0, q.features.shape[1]), np.float32)
+    loc = CdLocaliseParams().model_dump()
+    p = dataclasses.replace(VerifyParams(), views_crop=0.5, views_grid=3)
+    views = describe_views(q, q_frames, describe, p.views_crop, p.views_grid)
+    assert len(views) == 9 and all(v.features.shape == q.features.shape for v in views)
+    for refs, expect in (([r], True), ([r2], False)):
+        by_id = {x.video_id: x for x in refs}
+        c, first = detect_copies([q], refs, noise, 0.0, 20, 25, **loc)
+        found_views = localised_views(views, reference_index(refs), by_id, noise, 0.0, 20, 25, loc)
+        ver = Verifier(lambda i: query, lambda i: {"R1": ref, "R2": other}[i], p)
+        out, counts = ver.verify_pairs(first, c.pairs, {"Q1": q}, by_id, c.bias, loc, found_views)
+        added = [(m, n) for m, n in zip(out[len(first):], counts[len(first):])]
+        def hits(ms, ns):
+            return [m for m, n in zip(ms, ns) if n >= p.min_inliers and min(m.query_end, 6.0) - max(m.query_start, 2.0)
+                    >= 2.0 and min(m.ref_end, 6.0) - max(m.ref_start, 2.0) >= 2.0]
+
+        if expect:
+            assert hits(out, counts), (first, found_views, out, counts)
+            assert not hits(*ver.verify_pairs(first, c.pairs, {"Q1": q}, by_id, c.bias, loc))   # whole frames: no
+        else:
+            assert added == [] and not any(n >= p.min_inliers for n in counts)

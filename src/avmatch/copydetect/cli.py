@@ -112,7 +112,11 @@ The score is the segment's best frame similarity minus the noise-set bias (when 
 noise set): about 1 for an untouched copy, lower for heavy edits, near 0 for unrelated footage.
 With verification (the database's setting, recorded from params.yaml's copydetect.verify when it was
 built; `--verify/--no-verify` overrides it) each match is checked with keypoints against the reference
-video file: a match that verifies gains the bonus (+1 by default) and gets bounds re-drawn from its frames."""
+video file: a match that verifies gains the bonus (+1 by default) and gets bounds re-drawn from its frames.
+With verification the query frames are also searched as 3 x 3 crops of half their size (`views_crop`), which
+finds picture-in-picture copies that a whole frame hides; such a segment is kept only when it verifies, and
+gains views_bonus (+0.5) instead. The views cost about 3.4 s of CPU per 15-second query (9 more descriptors
+per frame, docs/benchmarks.md); a database built with copydetect.verify.views_crop 0 skips them."""
 
 
 # the choices of --descriptor: the library's kinds, so that a new kind needs no change here

@@ -193,12 +193,21 @@ class CopyDB:
                                      "(settings.json does not describe them; rebuild the database)")
         c, matches = detect_copies([q], self.refs, self.noise, s["beta"], s["k"], s["max_pairs_per_query"],
                                    ref_index=self._loaded["index"], **s["localise"])
-        if verifier is not None and (matches or verifier.params.second_floor > 0):
+        vp = verifier.params if verifier is not None else None
+        if vp is not None and (matches or vp.second_floor > 0 or vp.views_crop > 0):
             self._loaded.setdefault("query_files", {})[q.video_id] = Path(video)
             if "ref_by_id" not in self._loaded:
                 self._loaded["ref_by_id"] = {r.video_id: r for r in self.refs}
+            views = None
+            if vp.views_crop > 0:   # picture-in-picture insets: crops of the frames, searched as queries
+                from avmatch.copydetect.query_views import describe_views, localised_views
+
+                views = localised_views(
+                    describe_views(q, dec.frames, self._loaded["describe"], vp.views_crop, vp.views_grid),
+                    self._loaded["index"], self._loaded["ref_by_id"], self.noise, s["beta"], s["k"],
+                    s["max_pairs_per_query"], s["localise"])
             matches, _ = verifier.verify_pairs(matches, c.pairs, {q.video_id: q}, self._loaded["ref_by_id"], c.bias,
-                                               s["localise"])
+                                               s["localise"], views)
         floor = s.get("min_score", 0.0) if min_score is None else min_score
         return sorted((m for m in matches if m.score >= floor), key=lambda m: -m.score)
 

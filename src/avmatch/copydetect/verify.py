@@ -67,6 +67,11 @@ class VerifyParams:
     second_min_side: int = 0      # the second pass's keypoints: frames upscaled to this longer side (0 = as above)
     ref_rule: str = "identity"    # refinement of the reference bounds: "identity", or "coverage" (identity, else
                                   # the reference frames whose inliers cover most of both frames: crops, insets)
+    views_crop: float = 0.5       # > 0: crop views of the query frames (`query_views`) of this side, their new
+                                  # segments kept only when they verify (`view_pass`); 0 = off
+    views_grid: int = 3           # the views: grid x grid crop positions
+    views_rule: str = "all"       # "all": a view's segment anywhere; "new_pairs": only in pairs without a verified match
+    views_bonus: float = 0.5      # added to a verified view segment's score instead of `bonus`
 
     @classmethod
     def from_params(cls, vp) -> "VerifyParams":
@@ -349,15 +354,20 @@ class Verifier:
         return self._second
 
     def verify_pairs(self, matches: list, pairs, queries: dict, refs: dict, bias: dict,
-                     localise_options: dict) -> tuple[list, list[int]]:
+                     localise_options: dict, view_matches: list | None = None) -> tuple[list, list[int]]:
         """`verify(matches)` (the localised matches of the candidate `pairs`), then, when `second_floor` > 0, the
-        verified-only matches of the second pass (`second_pass`) appended (their inlier counts too). The one entry
-        point of the localise stage, the evaluate stage's re-evaluation and `avmatch copydetect query`."""
+        verified-only matches of the second pass (`second_pass`) appended (their inlier counts too), then those of
+        the query crop views (`view_matches`, from `query_views.localised_views`; `view_pass`) when `views_crop` > 0.
+        The one entry point of the localise stage, the evaluate stage's re-evaluation and `avmatch copydetect
+        query`."""
         out, counts = self.verify(matches)
         p = self.params
         if p.second_floor > 0:
             extra, n = second_pass(pairs, queries, refs, bias, matches, self.second_verifier(), p.second_floor,
                                    localise_options)
+            out, counts = out + extra, counts + n
+        if p.views_crop > 0 and view_matches:
+            extra, n = view_pass(self, view_matches, matches, out, counts)
             out, counts = out + extra, counts + n
         return out, counts
 
@@ -409,6 +419,23 @@ def verified_only(verifier: "Verifier", matches: list) -> tuple[list, list[int]]
     out, counts = verifier.verify(matches)
     keep = [i for i, c in enumerate(counts) if c >= verifier.params.min_inliers]
     return [out[i] for i in keep], [counts[i] for i in keep]
+
+
+def view_pass(verifier: "Verifier", view_matches: list, first: list, verified: list, counts: list[int]
+              ) -> tuple[list, list[int]]:
+    """(matches, inlier counts): the segments of the query crop views (`view_matches`) that overlap no match of the
+    whole-frame pass (`first`, before verification) and verify (`verified_only`), scored with `views_bonus` instead
+    of `bonus`: below every verified whole-frame match of the same similarity, above every unverified one, as a crop
+    shows less of the frame (chosen on the val half of unseen footage: docs/benchmarks.md, Copy detection, session
+    14). Rule `new_pairs`: only in the (query, reference) pairs where the whole-frame pass has no verified match
+    (`verified`, `counts`: its output)."""
+    p = verifier.params
+    new = new_segments(view_matches, first)
+    if p.views_rule == "new_pairs":
+        done = {(m.query_id, m.ref_id) for m, n in zip(verified, counts) if n >= p.min_inliers}
+        new = [m for m in new if (m.query_id, m.ref_id) not in done]
+    kept, n = verified_only(verifier, new)
+    return [replace(m, score=m.score - p.bonus + p.views_bonus) for m in kept], n
 
 
 def second_pass(pairs, queries: dict, refs: dict, bias: dict, first: list, verifier: "Verifier", low_floor: float,
