@@ -45,7 +45,9 @@ install_with_uv() {
   cert=${PIP_CERT:-$(pip_conf cert)}
   local env=()
   [ -z "$cert" ] || env+=("SSL_CERT_FILE=$cert")
-  env "${env[@]}" .venv/bin/uv pip install "${args[@]}" -r requirements/lock.txt
+  env "${env[@]}" .venv/bin/uv pip install "${args[@]}" -r requirements/lock.txt || return 1
+  # the project itself, editable: uv builds it in its cached build environment (pip set one up each time, ~10 s)
+  env "${env[@]}" .venv/bin/uv pip install "${args[@]}" -e . || return 1
 }
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
@@ -55,16 +57,14 @@ stamp=".venv/.installed-$(cat pyproject.toml requirements/lock.txt | sha1sum | c
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
   say "installing pinned Python dependencies into .venv (first time: ~1-5 min)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   # uv installs the locked set ~2x faster than pip (parallel unpacking, no resolver: the lock is complete) and,
   # like pip, compiles the bytecode at install time (where PYTHONDONTWRITEBYTECODE is set, nothing else would:
   # without it every stage process pays ~4 s more of imports);
   # it does not read pip's configuration, so the machine's pip indexes, wheel folders and CA are passed on.
   # Any failure falls back to pip.
-  if install_with_uv; then
-    .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v -e 'is ignored: it is neither' || true
-  else
+  if ! install_with_uv; then
     say "uv could not install the lock; installing with pip"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     .venv/bin/python -m pip install -q -c requirements/lock.txt -e '.[all]' 2>&1 \
       | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
   fi
