@@ -373,19 +373,23 @@ class Verifier:
 
     def verify(self, matches: list) -> tuple[list, list[int]]:
         """(verified matches: re-scored, bounds refined when verified and p.refine; their inlier counts), in the
-        input order."""
-        out, counts = [], []
+        input order. They are checked query by query: matches come ranked by score across queries, and in that
+        order the keypoint cache (`max_videos`) evicted each query's keypoints before its next match once a
+        collection had more videos than it holds (the demo's localise stage spent ~4x the CPU)."""
+        out: list = [None] * len(matches)
+        counts = [0] * len(matches)
         p = self.params
-        for m in matches:
+        for i in sorted(range(len(matches)), key=lambda i: (matches[i].query_id, matches[i].ref_id)):
+            m = matches[i]
             n, flipped = self.check(m)
-            counts.append(n)
+            counts[i] = n
             m = rescored(m, n, p)
             if p.refine and n >= p.min_inliers:
                 q, r = self.keypoints("query", m.query_id), self.keypoints("ref", m.ref_id)
                 rows = frame_alignment(q, r, m, flipped, p, p.q_extend, p.r_extend, p.frame_min, self._matcher)
                 m = clipped(m, refined_bounds(rows, m, p.frame_min, 0.5 / p.fps, p.max_distance, rule=p.ref_rule),
                             q, r, p)
-            out.append(m)
+            out[i] = m
         return out, counts
 
 
