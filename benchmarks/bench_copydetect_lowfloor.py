@@ -183,15 +183,10 @@ def main(argv=None) -> int:
     import cv2
 
     from avmatch.copydetect.candidates import descriptor_submission, find_candidates, reference_index
-    import numpy as np
-
-    from avmatch.copydetect.descriptor import DescriptorSpec, frame_describer, whiten_sets
     from avmatch.copydetect.metrics import VideoFeatures
     from avmatch.copydetect.localisation import localise_pairs
-    from avmatch.copydetect.model import load_frame_encoder
     from avmatch.copydetect.verify import Verifier, VerifyParams, clipped, new_segments, refined_bounds, rescored
     from avmatch.core.config import load_params
-    from avmatch.core.hashing import file_hash
 
     cv2.setNumThreads(max(1, threads))
     rep = Report("copydetect_lowfloor", "Copy detection: verified-only low-floor pass, reference bounds", args)
@@ -218,23 +213,15 @@ def main(argv=None) -> int:
                      for sc in args.second_chance.split(",") if f < lf and not (f == 0 and k == "base" and sc == "off"
                      and (b, lf) == (b0, l0)) and not (f == 0 and k != "base" and sc == "off") and not (k == "base" and sc == "on")]
         settings = list(dict.fromkeys(settings))
-    spec = DescriptorSpec.from_params(cd.descriptor)
-    enc_file = root / "models/copydetect/encoder.pt"
-    enc_hash = file_hash(enc_file)
-    embed = frame_describer(spec.unwhitened(), load_frame_encoder(enc_file), "cpu", cd.extract.batch_size)
     cache = Path(args.cache) if args.cache else None
     folder = Path(args.collections)
     n_boot = 10 if args.quick else args.bootstrap
+    # the whitening (a whitened descriptor) is fitted as the extract stage does: on the demo references + noise
+    spec, embed, enc_hash, whitening = pipeline_descriptor(root, params, folder, cache)
 
     def described(s: str):
         return described_set(s, params, root, folder, args.seed, embed, enc_hash, spec, cache, args.quick)
 
-    whitening = None
-    if spec.whitens:   # fitted as the extract stage does: on the training footage (demo references + noise)
-        _, _, dr, dn, _ = described("demo")
-        whitening, _ = whiten_sets(spec, enc_hash, {"refs": dr, "noise": [VideoFeatures("noise", np.arange(len(dn)), dn)]})
-        print(f"[lowfloor] whitening ({spec.label}) fitted on {len(dn) + sum(len(v.features) for v in dr)} demo "
-              "reference + noise frames", flush=True)
     results: dict = {}
     chosen = None
     for s in args.sets.split(","):
