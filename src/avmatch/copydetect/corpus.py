@@ -26,8 +26,11 @@ names where footage comes from; `UNSEEN_SOURCES` shares no source with the demo 
 (`DEMO_SOURCE_NAMES`): scikit-learn's and matplotlib's sample photos and Debian's
 plasma-workspace-wallpapers, gnome-backgrounds, sway-backgrounds, desktop-base, debian-edu-artwork-emerald and
 xplanet-images (one file per wallpaper and theme variant, no logos), and any of its photos whose file-name
-family or pHash matches a demo, noise-only or texture photo (`demo_photo_pool`) is dropped. It is all photo
-pans: no package outside the demo's sources that ships real video was found. `benchmarks/bench_copydetect_unseen.py`
+family or pHash matches a demo, noise-only or texture photo (`demo_photo_pool`) is dropped. Within it, a photo
+that shows the artwork of another one under a different overlay or framing (desktop-base's
+`<theme>-theme-grub-16x9` / `-sddm-preview` / `-background`: one picture behind a boot or login screen) is dropped
+too (`scene_similarity`, `SCENE_THRESHOLD`). Otherwise the ground truth would call a copy of a reference's picture
+"no copy" (session 15). It is all photo pans: no package outside the demo's sources that ships real video was found. `benchmarks/bench_copydetect_unseen.py`
 scores descriptors on it.
 
 Layout under the corpus root (VSC22 names; ids `Q000001`, `R000001`, `N000001`)::
