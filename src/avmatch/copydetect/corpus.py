@@ -161,8 +161,8 @@ UNSEEN_SOURCES = FootageSources("unseen", pypi_photos=UNSEEN_PYPI_PHOTOS, photo_
                                 disjoint_from_demo=True, scene_threshold=SCENE_THRESHOLD)
 # the unseen sources split in two halves with no source in common (session 9): `val` for choosing β and the
 # localisation settings, `test` for reporting. Plasma's wallpapers (28 photos after the filters) against the
-# six other sources (29 photos: desktop-base, gnome-backgrounds, xplanet-images, debian-edu-artwork-emerald,
-# sway-backgrounds, scikit-learn, matplotlib).
+# six other sources (19 photos since the scene filter of session 15, 29 before: desktop-base, gnome-backgrounds,
+# xplanet-images, debian-edu-artwork-emerald, sway-backgrounds, scikit-learn, matplotlib).
 UNSEEN_SPLIT_SOURCES = {"val": ("plasma-workspace-wallpapers",),
                         "test": tuple(n for n in UNSEEN_SOURCES.names() if n != "plasma-workspace-wallpapers")}
 # every source the demo corpus and training use (references, queries, noise, noise-only clips)
