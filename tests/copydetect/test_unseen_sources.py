@@ -1,5 +1,6 @@
 """The unseen-source collection (issue 17) draws on no source of the demo corpus or of training, and no
-photo of it is a near-duplicate (pHash) or a name-family relative of a demo, noise-only or texture photo."""
+photo of it is a near-duplicate (pHash) or a name-family relative of a demo, noise-only or texture photo, nor
+shows the artwork of another of its photos (`scene_similarity`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from avmatch.copydetect.corpus import (
     UNSEEN_SOURCES,
     UNSEEN_SPLIT_SIZE,
     UNSEEN_SPLIT_SOURCES,
+    SCENE_THRESHOLD,
     FootageSources,
     _load_hash_cache,
     _package_files,
@@ -22,6 +24,8 @@ from avmatch.copydetect.corpus import (
     demo_photo_pool,
     gather_units,
     missing_sources,
+    scene_descriptors,
+    scene_similarity,
     unseen_split_sources,
 )
 
@@ -54,6 +58,12 @@ def test_unseen_photos_are_no_near_duplicate_of_any_demo_photo():
     for u in units:
         h = _photo_hash(u.path, cache)
         assert min(h - d for d in demo_hashes) > 12, u.path
+    # no artwork twice (session 15: desktop-base's theme variants made the ground truth call copies "no copy")
+    photos = [u for u in units if u.kind == "photo"]
+    desc = [scene_descriptors(u.path, cache) for u in photos]
+    for i in range(len(photos)):
+        for j in range(i):
+            assert float((desc[i] @ desc[j].T).max()) < SCENE_THRESHOLD, (photos[i].name, photos[j].name)
 
 
 def test_a_demo_photo_offered_as_unseen_is_dropped():
@@ -64,6 +74,28 @@ def test_a_demo_photo_offered_as_unseen_is_dropped():
                            disjoint_from_demo=True)
     units, _ = gather_units(None, probe)
     assert [u.name for u in units] == ["china"]
+
+
+def test_one_artwork_under_another_overlay_and_aspect_is_one_scene(tmp_path: Path):
+    """What a pHash of the whole picture misses: the same photo, re-framed and under a login-box overlay
+    (desktop-base's grub / sddm-preview / background variants) is one scene; another photo is not."""
+    import skimage.data
+    from PIL import ImageDraw
+
+    astronaut = Image.fromarray(skimage.data.astronaut())            # 512 x 512
+    astronaut.save(tmp_path / "plain.png")
+    variant = astronaut.crop((0, 32, 512, 416)).resize((1024, 768))  # re-framed, another size
+    ImageDraw.Draw(variant).rectangle((440, 300, 584, 380), fill=(30, 30, 40))   # a login box
+    variant.save(tmp_path / "variant.png")
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "other.png")
+    Image.fromarray(skimage.data.chelsea()).save(tmp_path / "other2.png")
+    cache: dict = {}
+    same = scene_similarity(tmp_path / "plain.png", tmp_path / "variant.png", cache)
+    assert same >= SCENE_THRESHOLD
+    assert scene_similarity(tmp_path / "plain.png", tmp_path / "other.png", cache) < SCENE_THRESHOLD
+    assert scene_similarity(tmp_path / "other.png", tmp_path / "other2.png", cache) < SCENE_THRESHOLD
+    # memoised: the cached answer is the computed one
+    assert scene_similarity(tmp_path / "plain.png", tmp_path / "variant.png", cache) == same
 
 
 def test_one_file_per_wallpaper_and_theme(tmp_path: Path):
