@@ -13,21 +13,28 @@ from pipelines.copydetect.paths import CopydetectPaths
 def query_view_matches(params, paths: CopydetectPaths, queries: list, refs: list, noise, describe) -> tuple[list, dict]:
     """(segments, stats) of the queries' crop views (`copydetect.verify.views_crop` > 0; `avmatch.copydetect.
     query_views`): their frames from the frame cache, described by `describe` (the pipeline's descriptor, whitened
-    as the queries' are), searched over `refs` and localised with the pipeline's settings."""
+    as the queries' are), searched over `refs` and localised with the pipeline's settings. One query at a time
+    (its frames and its views' descriptors, then only its segments are kept), as `CopyDB.query` does: a view
+    is searched and localised on its own, so the segments are the same as for all views at once."""
     from avmatch.copydetect.candidates import reference_index
     from avmatch.copydetect.query_views import describe_views, localised_views
-    from pipelines.copydetect.shared import load_set_frames
+    from avmatch.core.progress import progress
+    from pipelines.copydetect.shared import iter_set_frames, set_items
 
     cd = params.copydetect
     vp, cc = cd.verify, cd.candidates
     t0 = time.process_time()
     q_by = {q.video_id: q for q in queries}
-    items, frames, _ = load_set_frames(paths, "queries")
-    views = [v for i, f in zip(items["id"].astype(str), frames) if i in q_by
-             for v in describe_views(q_by[i], f, describe, vp.views_crop, vp.views_grid)]
     index = reference_index(refs, cc.index, nlist=cc.nlist, nprobe=cc.nprobe, pq_m=cc.pq_m, seed=params.common.seed)
-    found = localised_views(views, index, {r.video_id: r for r in refs}, noise, cc.beta, cc.k, cc.max_pairs_per_query,
-                            cd.localise.model_dump(), cc.shortlist)
+    r_by = {r.video_id: r for r in refs}
+    found: list = []
+    frames = progress(iter_set_frames(paths, "queries"), total=len(set_items(paths, "queries")),
+                      desc="copydetect views", unit="query")
+    for video_id, fr, _ in frames:
+        if video_id in q_by:
+            found += localised_views(describe_views(q_by[video_id], fr, describe, vp.views_crop, vp.views_grid),
+                                     index, r_by, noise, cc.beta, cc.k, cc.max_pairs_per_query,
+                                     cd.localise.model_dump(), cc.shortlist)
     return found, {"view_segments": len(found), "views_cpu_s": round(time.process_time() - t0, 2)}
 
 
