@@ -136,6 +136,22 @@ def pipeline_descriptor(root: Path, params, collections: Path, cache: Path | Non
     return spec, embed, enc_hash, whitening
 
 
+def collection_bench_setup(args) -> tuple:
+    """What the benches over `HALF:SEED` collections start with (--root, --params, --threads, --collections,
+    --cache): quiet logs, the thread count for torch and OpenCV, and (root, params, cache, `pipeline_descriptor`)."""
+    import cv2
+
+    from _report import quiet_env, set_threads
+    from avmatch.core.config import load_params
+
+    quiet_env(False, False)
+    cv2.setNumThreads(max(1, set_threads(args.threads)))
+    root = Path(args.root).resolve()
+    params = load_params(Path(args.params) if args.params else root / "params.yaml")
+    cache = Path(args.cache) if args.cache else None
+    return root, params, cache, pipeline_descriptor(root, params, Path(args.collections), cache)
+
+
 def whitened_set(item: str, params, root: Path, collections: Path, described: tuple, cache: Path | None):
     """`described_set` of `item` ("HALF:SEED"; <collections>/s<seed>/<half>), whitened with `described`'s
     whitening (`pipeline_descriptor`'s output): (ground truth, queries, references, noise, folder of the videos)."""

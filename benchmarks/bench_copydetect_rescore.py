@@ -95,25 +95,15 @@ def fit_logistic(x, y, l2: float = 1.0, iters: int = 50):
 
 
 def cmd_features(args) -> int:
-    import cv2
-
-    from _report import quiet_env, set_threads
-    from bench_copydetect_lowfloor import pipeline_descriptor, whitened_set
+    from bench_copydetect_lowfloor import collection_bench_setup, whitened_set
     from bench_copydetect_verify import label_matches
     from avmatch.copydetect.candidates import find_candidates, reference_index
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.metrics import write_matches
     from avmatch.copydetect.verify import Verifier, VerifyParams
-    from avmatch.core.config import load_params
 
-    quiet_env(False, False)
-    threads = set_threads(args.threads)
-    cv2.setNumThreads(max(1, threads))
-    root = Path(args.root).resolve()
-    params = load_params(Path(args.params) if args.params else root / "params.yaml")
+    root, params, cache, described = collection_bench_setup(args)
     cd = params.copydetect
-    cache = Path(args.cache) if args.cache else None
-    described = pipeline_descriptor(root, params, Path(args.collections), cache)
     vp = VerifyParams.from_params(cd.verify)
     for item in args.sets.split(","):
         half, seed = item.split(":")

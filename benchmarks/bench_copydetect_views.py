@@ -46,27 +46,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
-    import cv2
-
-    from _report import quiet_env, set_threads
-    from bench_copydetect_lowfloor import pipeline_descriptor, whitened_set
+    from bench_copydetect_lowfloor import collection_bench_setup, whitened_set
     from avmatch.copydetect.candidates import find_candidates, reference_index
     from avmatch.copydetect.localisation import localise_pairs
     from avmatch.copydetect.metrics import matching_metrics, write_matches
     from avmatch.copydetect.query_views import describe_views, localised_views
     from avmatch.copydetect.verify import Verifier, VerifyParams, view_pass
-    from avmatch.core.config import load_params
     from avmatch.core.video import decode_frames
 
-    quiet_env(False, False)
-    threads = set_threads(args.threads)
-    cv2.setNumThreads(max(1, threads))
-    root = Path(args.root).resolve()
-    params = load_params(Path(args.params) if args.params else root / "params.yaml")
+    root, params, cache, described = collection_bench_setup(args)
     cd = params.copydetect
     cc, loc = cd.candidates, cd.localise.model_dump()
-    cache = Path(args.cache) if args.cache else None
-    described = pipeline_descriptor(root, params, Path(args.collections), cache)
     _, embed, _, whitening = described
     describe = embed if whitening is None else (lambda frames: whitening.apply(embed(frames)))
     base = dataclasses.replace(VerifyParams.from_params(cd.verify), views_crop=0.0, views_rule="all")

@@ -128,13 +128,12 @@ def main(argv=None) -> int:
     quiet_env(args.verbose, args.quick)
     set_threads(args.threads)
     import yaml
-    from bench_versions_hpcp_input import score
+    from bench_versions_hpcp_input import score, train_on_features
     from bench_versions_melody import basicpitch_model
     from bench_versions_unseen import _paired, embed_variant, params_for_encoder
 
     from avmatch.core.config import load_params
-    from avmatch.versions.model import load_encoder, save_encoder
-    from avmatch.versions.training import train_version_encoder
+    from avmatch.versions.model import load_encoder
     from pipelines.versions.paths import VersionsPaths
     from pipelines.versions.renderings import rendering_shares, track_attributes
     from pipelines.versions.shared import ok_items, segment_sizes
@@ -196,19 +195,10 @@ def main(argv=None) -> int:
             raise SystemExit(f"{len(missing)} training tracks have no posteriorgram: run --bp-only or use --train-available")
         train_feats = features(tr, cache, reuse, fps, cp.n_bins)
         print(f"[train] {len(tr)} tracks, {tr['label'].nunique()} cliques", flush=True)
-        val = colls.get("val")
-        vs = (lambda m, d: float(score(m, feats["val"], val, params, seg, hop, d, 0)[0]["metrics"]["MAP"])) \
-            if val is not None else None
-        res = train_version_encoder(train_feats, list(tr["label"]), vs, vp.train, vp.model, cp, seg,
-                                    params.common.seed, "cpu", None, list(tr["source"]))
-        model = res.model
-        curve = [(h["step"], round(h["val_map"], 3)) for h in res.history if "val_map" in h]
-        info = {"train tracks": len(tr), "best val MAP": round(res.best_val_map, 3), "best step": res.best_step,
-                "train minutes": round(res.seconds / 60, 1)}
+        model, curve, info = train_on_features(train_feats, tr, feats, colls, params, cp, seg, hop, args.save,
+                                               {"input": "basic-pitch note"})
+        info = {"train tracks": len(tr), **info}
         print(info, flush=True)
-        if args.save:
-            save_encoder(model, Path(args.save), {"model": vp.model.model_dump(), "cqt": cp.model_dump(),
-                                                  "audio": vp.audio.model_dump(), "input": "basic-pitch note"})
     model.eval()
     rep.refresh_machine()
     attrs = track_attributes(paths)

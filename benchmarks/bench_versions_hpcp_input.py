@@ -83,6 +83,29 @@ def score(model, feats, items, params, seg, hop, device, bootstrap: int):
     return evaluate_track_distances(dist, cliques, bootstrap, params.common.seed), dist, coll.track_ids, cliques
 
 
+def train_on_features(train_feats, tr, feats: dict, colls: dict, params, cp, seg: int, hop: int,
+                      save: Path | None = None, record: dict | None = None) -> tuple:
+    """(model, val MAP curve, info) of the version encoder trained on another input (`train_feats` of the
+    `tr` tracks, `cp` its CQT-like layout), model selection on the `val` collection's MAP when `colls` has one;
+    saved to `save` with its config (+ `record`). The HPCP and basic-pitch input benches share it."""
+    from avmatch.versions.model import save_encoder
+    from avmatch.versions.training import train_version_encoder
+
+    vp = params.versions
+    val = colls.get("val")
+    vs = (lambda m, d: float(score(m, feats["val"], val, params, seg, hop, d, 0)[0]["metrics"]["MAP"])) \
+        if val is not None else None
+    res = train_version_encoder(train_feats, list(tr["label"]), vs, vp.train, vp.model, cp, seg,
+                                params.common.seed, "cpu", None, list(tr["source"]))
+    curve = [(h["step"], round(h["val_map"], 3)) for h in res.history if "val_map" in h]
+    info = {"best val MAP": round(res.best_val_map, 3), "best step": res.best_step,
+            "train minutes": round(res.seconds / 60, 1)}
+    if save:
+        save_encoder(res.model, Path(save), {"model": vp.model.model_dump(), "cqt": cp.model_dump(),
+                                             "audio": vp.audio.model_dump(), **(record or {})})
+    return res.model, curve, info
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -103,9 +126,8 @@ def main(argv=None) -> int:
     import yaml
 
     from avmatch.core.config import load_params
-    from avmatch.versions.model import load_encoder, save_encoder
+    from avmatch.versions.model import load_encoder
     from avmatch.versions.params import CQTParams
-    from avmatch.versions.training import train_version_encoder
     from pipelines.versions.paths import VersionsPaths
     from pipelines.versions.renderings import rendering_shares, track_attributes
     from pipelines.versions.shared import ok_items
@@ -144,18 +166,7 @@ def main(argv=None) -> int:
     if args.encoder:
         model, _ = load_encoder(Path(args.encoder), "cpu")
     else:
-        val = colls.get("val")
-        vs = (lambda m, d: float(score(m, feats["val"], val, params, seg, hop, d, 0)[0]["metrics"]["MAP"])) \
-            if val is not None else None
-        res = train_version_encoder(train_feats, list(tr["label"]), vs, vp.train, vp.model, cp, seg,
-                                    params.common.seed, "cpu", None, list(tr["source"]))
-        model = res.model
-        curve = [(h["step"], round(h["val_map"], 3)) for h in res.history if "val_map" in h]
-        info = {"best val MAP": round(res.best_val_map, 3), "best step": res.best_step,
-                "train minutes": round(res.seconds / 60, 1)}
-        if args.save:
-            save_encoder(model, Path(args.save), {"model": vp.model.model_dump(), "cqt": cp.model_dump(),
-                                                  "audio": vp.audio.model_dump()})
+        model, curve, info = train_on_features(train_feats, tr, feats, colls, params, cp, seg, hop, args.save)
     rep.refresh_machine()
     attrs = track_attributes(paths)
     rows = []

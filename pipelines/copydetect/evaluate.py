@@ -91,9 +91,9 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
     cd = params.copydetect
     device = resolve_device(params.common.device)
     spec = DescriptorSpec.from_params(cd.descriptor)
+    encoder = load_frame_encoder(model_file, device)
     # a whitened descriptor is whitened as the extract stage does it: fitted on this encoder's references + noise
-    q, r, n = _describe_sets(paths, frame_describer(spec.unwhitened(), load_frame_encoder(model_file, device), device,
-                                                    cd.extract.batch_size))
+    q, r, n = _describe_sets(paths, frame_describer(spec.unwhitened(), encoder, device, cd.extract.batch_size))
     whitening, sets = whiten_sets(spec, file_hash(model_file), {"queries": q, "refs": r, "noise": n})
     q, r, n = sets["queries"], sets["refs"], sets["noise"]
     noise = noise_matrix(n, spec.dim(cd.model.dim))
@@ -105,10 +105,8 @@ def reevaluate(params: Params, paths: CopydetectPaths, tracker: StageTracker, mo
                              **cd.localise.model_dump())
         views = None
         if cd.verify.views_crop > 0:
-            raw = frame_describer(spec.unwhitened(), load_frame_encoder(model_file, device), device,
-                                  cd.extract.batch_size)
-            views, _ = query_view_matches(params, paths, q, r, noise, raw if whitening is None
-                                          else (lambda frames: whitening.apply(raw(frames))))
+            views, _ = query_view_matches(params, paths, q, r, noise, frame_describer(
+                spec, encoder, device, cd.extract.batch_size, whitening))
         stored = {"main": verify_stage_matches(m, cd.verify, paths, c.pairs, {x.video_id: x for x in q},
                                                {x.video_id: x for x in r}, c.bias, cd.localise.model_dump(),
                                                views)[0]}

@@ -43,7 +43,6 @@ def localise(params: Params, paths: CopydetectPaths, tracker: StageTracker) -> d
     return out
 
 
-
 def _pipeline_describer(params: Params, paths: CopydetectPaths):
     """frames -> the pipeline's descriptors (the trained encoder, the extract stage's whitening fit): as the
     queries' stored descriptors were made."""

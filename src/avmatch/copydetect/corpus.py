@@ -555,14 +555,7 @@ def scene_descriptors(path: Path, cache: dict | None = None) -> np.ndarray:
     key = f"scene|{path}|{st.st_size}|{st.st_mtime_ns}"
     if cache is not None and key in cache:
         return np.frombuffer(base64.b64decode(cache[key]), np.float16).astype(np.float32).reshape(-1, DIM)
-    w, h = SCENE_WINDOW
-    with Image.open(path) as im:
-        im.draft("RGB", (4 * w, 4 * h))
-        img = im.convert("RGB")
-    if min(img.size) > 4 * h:
-        f = 4 * h / min(img.size)
-        img = img.resize((int(img.width * f), int(img.height * f)), Image.BILINEAR)
-    d = dct_colour_descriptors(scene_windows(img)).astype(np.float16)   # as cached: same answer either way
+    d = dct_colour_descriptors(scene_windows(_open_photo(path, *SCENE_WINDOW))).astype(np.float16)   # as cached: same answer either way
     if cache is not None:
         cache[key] = base64.b64encode(d.tobytes()).decode("ascii")
     return d.astype(np.float32)
@@ -605,14 +598,20 @@ class Footage:
         return len(self.frames) / self.fps
 
 
-def _pan_zoom(path: Path, n: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
-    """n frames of a slow pan and zoom: a crop window of the photo's aspect w:h moving linearly."""
+def _open_photo(path: Path, w: int, h: int) -> Image.Image:
+    """The photo in RGB at no more than 4x the frame size w x h (windows of it are resized to w x h)."""
     with Image.open(path) as im:
         im.draft("RGB", (4 * w, 4 * h))  # JPEG: decode at a reduced scale directly
         img = im.convert("RGB")
     if min(img.size) > 4 * h:        # a 4K wallpaper: shrink once, not per frame
         f = 4 * h / min(img.size)
         img = img.resize((int(img.width * f), int(img.height * f)), Image.BILINEAR)
+    return img
+
+
+def _pan_zoom(path: Path, n: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+    """n frames of a slow pan and zoom: a crop window of the photo's aspect w:h moving linearly."""
+    img = _open_photo(path, w, h)
     iw, ih = img.size
     base = min(iw / w, ih / h)          # largest window of aspect w:h
     z0, z1 = rng.uniform(0.55, 1.0, 2)  # window size as a fraction of the largest
